@@ -1,0 +1,8 @@
+"""The one exception type for errors a user can cause (bad flags, files, checkpoints).
+
+The CLI prints these as a single line without a traceback; everything else is a bug.
+"""
+
+
+class SpadeganError(Exception):
+    """A user-facing error whose message names the file/option/value and the fix."""
