@@ -1,0 +1,1 @@
+"""Datasets, label palettes and the procedural landscapes generator."""
