@@ -1,0 +1,241 @@
+"""Checkpoints: atomic saving, loading of official and spadegan files, mismatch diagnostics.
+
+Networks are stored exactly as the official code stores them (`<epoch>_net_<G|D|E>.pth`,
+a plain state_dict), so files move freely between spadegan and the official code. A
+checkpoint folder (`checkpoints/<name>/`) also holds the options (`opt.txt`/`opt.pkl` from
+the official code, plus `opt.json` from spadegan), which `load_checkpoint` reads so users
+need not repeat `--label_nc` and friends.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from .errors import SpadeganError
+from .options import Options, load_options_file, options_from_dict
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write via a temp file in the same folder + rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """torch.save through a temp file + rename, so a crash mid-save keeps the old file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def unwrap(net: nn.Module) -> nn.Module:
+    """The network inside DistributedDataParallel / DataParallel / torch.compile wrappers."""
+    while True:
+        if hasattr(net, "module") and isinstance(net.module, nn.Module):
+            net = net.module
+        elif hasattr(net, "_orig_mod"):
+            net = net._orig_mod
+        else:
+            return net
+
+
+def network_state_dict(net: nn.Module) -> dict[str, torch.Tensor]:
+    """A CPU copy of the state_dict, as the official `save_network` stores it."""
+    return {k: v.detach().cpu().clone() for k, v in unwrap(net).state_dict().items()}
+
+
+def save_network(net: nn.Module, which: str, epoch: str | int, folder: str | os.PathLike) -> Path:
+    path = Path(folder) / f"{epoch}_net_{which}.pth"
+    atomic_torch_save(network_state_dict(net), path)
+    return path
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Load a state_dict file (official or ours) onto the CPU with a clear error if unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpadeganError(f"checkpoint {path} does not exist")
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise SpadeganError(f"cannot read checkpoint {path}: {e}") from None
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict):
+        raise SpadeganError(f"{path} does not hold a state_dict")
+    if sd and all(k.startswith("module.") for k in sd):  # saved from a DataParallel wrapper
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    return sd
+
+
+# ---- diagnostics ---------------------------------------------------------------------------
+def infer_generator_config(sd: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """What a SPADE/pix2pixHD generator state_dict says about the options it was made with."""
+    info: dict[str, Any] = {}
+    if "fc.weight" in sd:
+        info["netG"] = "spade"
+        fc = sd["fc.weight"]
+        info["use_vae"] = fc.dim() == 2
+        if fc.dim() == 4:
+            info["semantic_nc"] = fc.shape[1]
+            info["ngf"] = fc.shape[0] // 16
+        else:
+            info["z_dim"] = fc.shape[1]
+        shared = sd.get("head_0.norm_0.mlp_shared.0.weight")
+        if shared is not None:
+            info["semantic_nc"] = shared.shape[1]
+            info["spade_kernel"] = shared.shape[-1]
+        if "head_0.conv_0.weight_orig" in sd:
+            info["ngf"] = sd["head_0.conv_0.weight_orig"].shape[0] // 16
+        elif "head_0.conv_0.weight" in sd:
+            info["ngf"] = sd["head_0.conv_0.weight"].shape[0] // 16
+        info["spectral"] = "head_0.conv_0.weight_orig" in sd
+        info["batch_stats"] = "head_0.norm_0.param_free_norm.running_mean" in sd
+        info["num_upsampling_layers"] = "most" if any(k.startswith("up_4.") for k in sd) else "normal|more"
+    elif any(k.startswith("model.") for k in sd):
+        info["netG"] = "pix2pixhd"
+        first = next(v for k, v in sd.items() if k.startswith("model.1") and v.dim() == 4)
+        info["semantic_nc"] = first.shape[1]
+        info["ngf"] = first.shape[0]
+    return info
+
+
+def describe_mismatch(net: nn.Module, sd: dict[str, torch.Tensor], opt: Options, which: str,
+                      path: str | os.PathLike) -> str:
+    """A message naming the option that differs between the checkpoint and the options."""
+    problems = []
+    if which == "G":
+        info = infer_generator_config(sd)
+        if info.get("netG") and info["netG"] != opt.netG:
+            problems.append(f"checkpoint is a --netG {info['netG']} generator, options give --netG {opt.netG}")
+        if "semantic_nc" in info and info["semantic_nc"] != opt.semantic_nc:
+            problems.append(
+                f"checkpoint was trained with semantic_nc={info['semantic_nc']}, options give "
+                f"{opt.semantic_nc} (label_nc={opt.label_nc}"
+                f"{' + dontcare' if opt.contain_dontcare_label else ''}"
+                f"{'' if opt.no_instance else ' + instance edges'}); check --label_nc, "
+                "--contain_dontcare_label and --no_instance")
+        if "ngf" in info and info["ngf"] != opt.ngf:
+            problems.append(f"checkpoint has ngf={info['ngf']}, options give --ngf {opt.ngf}")
+        if "use_vae" in info and info["use_vae"] != opt.use_vae:
+            problems.append(f"checkpoint was trained {'with' if info['use_vae'] else 'without'} "
+                            f"--use_vae, options {'set' if opt.use_vae else 'do not set'} it")
+        if info.get("netG") == "spade" and opt.netG == "spade":
+            if "spade_kernel" in info and f"{info['spade_kernel']}x" not in opt.norm_G:
+                problems.append(f"checkpoint uses {info['spade_kernel']}x{info['spade_kernel']} SPADE "
+                                f"kernels, --norm_G is {opt.norm_G}")
+            if info["spectral"] != ("spectral" in opt.norm_G):
+                problems.append(f"checkpoint was trained {'with' if info['spectral'] else 'without'} "
+                                f"spectral norm, --norm_G is {opt.norm_G}")
+            if info["batch_stats"] == ("instance" in opt.norm_G):
+                problems.append(f"checkpoint's SPADE uses {'batch' if info['batch_stats'] else 'instance'}"
+                                f" norm, --norm_G is {opt.norm_G}")
+            if (info["num_upsampling_layers"] == "most") != (opt.num_upsampling_layers == "most"):
+                problems.append(f"checkpoint has num_upsampling_layers={info['num_upsampling_layers']}, "
+                                f"options give {opt.num_upsampling_layers}")
+    if not problems:
+        own = net.state_dict()
+        missing = [k for k in own if k not in sd][:4]
+        unexpected = [k for k in sd if k not in own][:4]
+        shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs network {tuple(own[k].shape)}"
+                  for k in own if k in sd and sd[k].shape != own[k].shape][:4]
+        for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
+                             ("shape mismatches", shapes)):
+            if items:
+                problems.append(f"{label}: {', '.join(items)}")
+    return f"{path} does not fit the options: " + "; ".join(problems)
+
+
+def load_network_weights(net: nn.Module, path: str | os.PathLike, opt: Options, which: str) -> nn.Module:
+    """Load `path` into `net` with strict=True, or raise a SpadeganError saying what differs."""
+    sd = read_state_dict(path)
+    own = net.state_dict()
+    if set(sd) != set(own) or any(sd[k].shape != own[k].shape for k in own):
+        raise SpadeganError(describe_mismatch(net, sd, opt, which, path))
+    net.load_state_dict(sd, strict=True)
+    return net
+
+
+# ---- the public loader ---------------------------------------------------------------------
+def resolve_checkpoint(path_or_dir: str | os.PathLike, which: str = "G",
+                       which_epoch: str = "latest") -> tuple[Path, Path]:
+    """(weights file, folder with options) for a checkpoint folder or a .pth file."""
+    p = Path(path_or_dir)
+    if p.is_dir():
+        f = p / f"{which_epoch}_net_{which}.pth"
+        if not f.is_file():
+            have = sorted(x.name for x in p.glob("*_net_*.pth"))
+            raise SpadeganError(f"no {f.name} in {p}" + (f" (found: {', '.join(have[:6])})" if have else ""))
+        return f, p
+    if p.is_file():
+        if which != "G":
+            f = p.parent / p.name.replace("_net_G", f"_net_{which}")
+            if not f.is_file():
+                raise SpadeganError(f"no {f.name} beside {p}")
+            return f, p.parent
+        return p, p.parent
+    raise SpadeganError(f"checkpoint {p} does not exist")
+
+
+def checkpoint_options(path_or_dir: str | os.PathLike, train: bool = False, **overrides: Any) -> Options:
+    """Options saved with a checkpoint (ours: opt.json; official: opt.pkl / opt.txt)."""
+    p = Path(path_or_dir)
+    folder = p if p.is_dir() else p.parent
+    try:
+        saved = load_options_file(folder)
+    except SpadeganError as e:
+        raise SpadeganError(f"{e}: pass the training flags (--label_nc, --contain_dontcare_label, "
+                            "--no_instance, --ngf, ...) or keep opt.txt beside the weights") from None
+    return options_from_dict(saved, train=train, **overrides)
+
+
+def load_checkpoint(path_or_dir: str | os.PathLike, which: str = "G", opt: Options | None = None,
+                    which_epoch: str = "latest", device: str | torch.device = "cpu") -> nn.Module:
+    """Build the network `which` (G, D or E) from the checkpoint's options and load its weights.
+
+    `path_or_dir` is a checkpoint folder (reads `<which_epoch>_net_<which>.pth` and the
+    options saved there) or a `.pth` file (options from its folder unless `opt` is given).
+    Returns the network in eval mode with the options used as `net.opt`.
+    """
+    from . import networks  # late import: networks import options, not the reverse
+
+    weights, folder = resolve_checkpoint(path_or_dir, which, which_epoch)
+    if opt is None:
+        opt = checkpoint_options(folder, train=(which == "D"))
+    elif which == "D" and not opt.isTrain:
+        opt = opt.replace(isTrain=True)
+    build = {"G": networks.define_G, "D": networks.define_D, "E": networks.define_E}
+    if which not in build:
+        raise SpadeganError(f"which must be G, D or E, not {which!r}")
+    net = build[which](opt, init=False)
+    load_network_weights(net, weights, opt, which)
+    net.eval().to(device)
+    net.opt = opt
+    return net

@@ -1,0 +1,64 @@
+"""Residual blocks: SPADEResnetBlock (SPADE generator) and ResnetBlock (pix2pixHD)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .spade import SPADE
+from .spectral import spectral_norm
+
+
+class SPADEResnetBlock(nn.Module):
+    """SPADE -> LReLU -> conv, twice, plus a (learned when fin != fout) shortcut.
+
+    `norm_G` like 'spectralspadesyncbatch3x3': 'spectral' puts spectral norm on the convs,
+    the rest configures the SPADE layers. `semantic_nc` is the label-map channel count.
+    """
+
+    def __init__(self, fin: int, fout: int, norm_G: str, semantic_nc: int):
+        super().__init__()
+        self.learned_shortcut = fin != fout
+        fmiddle = min(fin, fout)
+        self.conv_0 = nn.Conv2d(fin, fmiddle, 3, padding=1)
+        self.conv_1 = nn.Conv2d(fmiddle, fout, 3, padding=1)
+        if self.learned_shortcut:
+            self.conv_s = nn.Conv2d(fin, fout, 1, bias=False)
+        if "spectral" in norm_G:
+            spectral_norm(self.conv_0)
+            spectral_norm(self.conv_1)
+            if self.learned_shortcut:
+                spectral_norm(self.conv_s)
+        spade_config = norm_G.replace("spectral", "")
+        self.norm_0 = SPADE(spade_config, fin, semantic_nc)
+        self.norm_1 = SPADE(spade_config, fmiddle, semantic_nc)
+        if self.learned_shortcut:
+            self.norm_s = SPADE(spade_config, fin, semantic_nc)
+
+    def shortcut(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
+        return self.conv_s(self.norm_s(x, seg)) if self.learned_shortcut else x
+
+    def forward(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
+        x_s = self.shortcut(x, seg)
+        dx = self.conv_0(F.leaky_relu(self.norm_0(x, seg), 2e-1))
+        dx = self.conv_1(F.leaky_relu(self.norm_1(dx, seg), 2e-1))
+        return x_s + dx
+
+
+class ResnetBlock(nn.Module):
+    """pix2pixHD residual block: reflection-padded conv -> norm -> act -> conv -> norm."""
+
+    def __init__(self, dim: int, norm_layer: Callable[[nn.Module], nn.Module],
+                 activation: nn.Module | None = None, kernel_size: int = 3):
+        super().__init__()
+        pw = (kernel_size - 1) // 2
+        self.conv_block = nn.Sequential(
+            nn.ReflectionPad2d(pw), norm_layer(nn.Conv2d(dim, dim, kernel_size)),
+            activation if activation is not None else nn.ReLU(False),
+            nn.ReflectionPad2d(pw), norm_layer(nn.Conv2d(dim, dim, kernel_size)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv_block(x)

@@ -1,0 +1,90 @@
+"""Training losses: GAN (hinge | original | ls | w), feature matching, VGG perceptual, KLD."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .errors import SpadeganError
+
+
+class GANLoss(nn.Module):
+    """GAN loss over a multiscale discriminator's output (lists of per-scale features).
+
+    The last tensor of each scale is the patch prediction; per-scale losses are averaged
+    per sample and then over the scales, as in the official implementation.
+    """
+
+    def __init__(self, gan_mode: str = "hinge", target_real_label: float = 1.0,
+                 target_fake_label: float = 0.0):
+        super().__init__()
+        if gan_mode not in ("hinge", "original", "ls", "w"):
+            raise SpadeganError(f"unknown --gan_mode {gan_mode!r} (hinge, original, ls, w)")
+        self.gan_mode = gan_mode
+        self.real_label, self.fake_label = target_real_label, target_fake_label
+
+    def _loss(self, x: torch.Tensor, target_is_real: bool, for_discriminator: bool) -> torch.Tensor:
+        if self.gan_mode == "original":
+            t = torch.full_like(x, self.real_label if target_is_real else self.fake_label)
+            return F.binary_cross_entropy_with_logits(x, t)
+        if self.gan_mode == "ls":
+            t = torch.full_like(x, self.real_label if target_is_real else self.fake_label)
+            return F.mse_loss(x, t)
+        if self.gan_mode == "hinge":
+            if for_discriminator:
+                m = torch.clamp(x - 1, max=0) if target_is_real else torch.clamp(-x - 1, max=0)
+                return -m.mean()
+            if not target_is_real:
+                raise ValueError("the generator's hinge loss aims for real")
+            return -x.mean()
+        return -x.mean() if target_is_real else x.mean()  # wasserstein
+
+    def forward(self, pred, target_is_real: bool, for_discriminator: bool = True) -> torch.Tensor:
+        if not isinstance(pred, list):
+            return self._loss(pred, target_is_real, for_discriminator)
+        total = 0.0
+        for p in pred:
+            p = p[-1] if isinstance(p, list) else p
+            loss = self._loss(p, target_is_real, for_discriminator)
+            bs = 1 if loss.dim() == 0 else loss.size(0)
+            total = total + loss.view(bs, -1).mean(dim=1)
+        return total / len(pred)
+
+
+def feature_matching_loss(pred_fake, pred_real, lambda_feat: float) -> torch.Tensor:
+    """L1 between D's intermediate features of fake and real, averaged over scales."""
+    num_D = len(pred_fake)
+    loss = pred_fake[0][0].new_zeros(1)
+    for i in range(num_D):
+        for j in range(len(pred_fake[i]) - 1):  # the last output is the prediction
+            loss = loss + F.l1_loss(pred_fake[i][j], pred_real[i][j].detach()) * lambda_feat / num_D
+    return loss
+
+
+class VGGLoss(nn.Module):
+    """Weighted L1 between VGG19 relu{1..5}_1 features (weights 1/32 .. 1)."""
+
+    weights = (1.0 / 32, 1.0 / 16, 1.0 / 8, 1.0 / 4, 1.0)
+
+    def __init__(self, vgg: nn.Module):
+        super().__init__()
+        self.vgg = vgg.eval()
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        fx, fy = self.vgg(x), self.vgg(y)
+        loss = 0.0
+        for w, a, b in zip(self.weights, fx, fy):
+            loss = loss + w * F.l1_loss(a, b.detach())
+        return loss
+
+
+def kld_loss(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, 1)), summed (the official scale; times lambda_kld outside)."""
+    return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+
+
+def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    std = torch.exp(0.5 * logvar)
+    eps = torch.randn(std.shape, dtype=std.dtype, device=std.device, generator=generator)
+    return eps * std + mu

@@ -1,0 +1,102 @@
+"""Generators: SPADEGenerator (GauGAN) and Pix2PixHDGenerator (the pix2pixHD baseline).
+
+Module names and parameter shapes follow the official code, so official `latest_net_G.pth`
+files load with strict=True. Call convention: `G(semantics, z=None) -> image in [-1, 1]`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..layers import ResnetBlock, SPADEResnetBlock, nonspade_norm_layer
+from ..options import Options
+from .base import BaseNetwork
+
+
+def latent_size(opt: Options) -> tuple[int, int]:
+    """(sw, sh): width and height of the map the SPADE generator starts from."""
+    sw = opt.crop_size // (2 ** opt.num_up_layers)
+    return sw, round(sw / opt.aspect_ratio)
+
+
+class SPADEGenerator(BaseNetwork):
+    """fc (from z or the downsampled label map) -> 7 or 8 SPADEResnetBlocks with upsampling."""
+
+    def __init__(self, opt: Options):
+        super().__init__()
+        nf = opt.ngf
+        self.use_vae, self.z_dim, self.ngf = opt.use_vae, opt.z_dim, nf
+        self.num_upsampling_layers = opt.num_upsampling_layers
+        self.sw, self.sh = latent_size(opt)
+        if opt.use_vae:
+            self.fc = nn.Linear(opt.z_dim, 16 * nf * self.sw * self.sh)
+        else:
+            self.fc = nn.Conv2d(opt.semantic_nc, 16 * nf, 3, padding=1)
+
+        def block(fin: int, fout: int) -> SPADEResnetBlock:
+            return SPADEResnetBlock(fin, fout, opt.norm_G, opt.semantic_nc)
+
+        self.head_0 = block(16 * nf, 16 * nf)
+        self.G_middle_0 = block(16 * nf, 16 * nf)
+        self.G_middle_1 = block(16 * nf, 16 * nf)
+        self.up_0 = block(16 * nf, 8 * nf)
+        self.up_1 = block(8 * nf, 4 * nf)
+        self.up_2 = block(4 * nf, 2 * nf)
+        self.up_3 = block(2 * nf, 1 * nf)
+        final_nc = nf
+        if opt.num_upsampling_layers == "most":
+            self.up_4 = block(1 * nf, nf // 2)
+            final_nc = nf // 2
+        self.conv_img = nn.Conv2d(final_nc, 3, 3, padding=1)
+        self.up = nn.Upsample(scale_factor=2)
+
+    def initial_map(self, seg: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+        if self.use_vae:
+            if z is None:  # a random style
+                z = torch.randn(seg.size(0), self.z_dim, dtype=torch.float32, device=seg.device)
+            return self.fc(z).view(-1, 16 * self.ngf, self.sh, self.sw)
+        return self.fc(F.interpolate(seg, size=(self.sh, self.sw)))
+
+    def forward(self, seg: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.initial_map(seg, z)
+        x = self.head_0(x, seg)
+        x = self.G_middle_0(self.up(x), seg)
+        if self.num_upsampling_layers in ("more", "most"):
+            x = self.up(x)
+        x = self.G_middle_1(x, seg)
+        for blk in (self.up_0, self.up_1, self.up_2, self.up_3):
+            x = blk(self.up(x), seg)
+        if self.num_upsampling_layers == "most":
+            x = self.up_4(self.up(x), seg)
+        return torch.tanh(self.conv_img(F.leaky_relu(x, 2e-1)))
+
+
+class Pix2PixHDGenerator(BaseNetwork):
+    """The pix2pixHD global generator: downsample, resnet blocks, upsample (`--netG pix2pixhd`)."""
+
+    def __init__(self, opt: Options):
+        super().__init__()
+        norm_layer = nonspade_norm_layer(opt.norm_G)
+        act = nn.ReLU(False)
+        ngf, ks0 = opt.ngf, opt.resnet_initial_kernel_size
+        model: list[nn.Module] = [nn.ReflectionPad2d(ks0 // 2),
+                                  norm_layer(nn.Conv2d(opt.semantic_nc, ngf, ks0, padding=0)), act]
+        mult = 1
+        for _ in range(opt.resnet_n_downsample):
+            model += [norm_layer(nn.Conv2d(ngf * mult, ngf * mult * 2, 3, stride=2, padding=1)), act]
+            mult *= 2
+        for _ in range(opt.resnet_n_blocks):
+            model += [ResnetBlock(ngf * mult, norm_layer, act, opt.resnet_kernel_size)]
+        nc_out = ngf * mult
+        for _ in range(opt.resnet_n_downsample):
+            nc_in, nc_out = ngf * mult, (ngf * mult) // 2
+            model += [norm_layer(nn.ConvTranspose2d(nc_in, nc_out, 3, stride=2, padding=1,
+                                                    output_padding=1)), act]
+            mult //= 2
+        model += [nn.ReflectionPad2d(3), nn.Conv2d(nc_out, opt.output_nc, 7, padding=0), nn.Tanh()]
+        self.model = nn.Sequential(*model)
+
+    def forward(self, seg: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model(seg)
