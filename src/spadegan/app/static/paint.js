@@ -225,7 +225,8 @@
     const scale = Math.max(0.1, Math.min(panelW / state.W, panelH / state.H));
     state.scale = scale;
     const w = Math.floor(state.W * scale) + "px", h = Math.floor(state.H * scale) + "px";
-    for (const el of [canvas, $("result-wrap")]) { el.style.width = w; el.style.height = h; }
+    // Size the frames (not the canvas) so both panels match exactly, borders included.
+    for (const el of [$("canvas-wrap"), $("result-wrap")]) { el.style.width = w; el.style.height = h; }
     updateCursorSize();
   }
 
