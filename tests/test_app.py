@@ -507,9 +507,15 @@ def test_bad_settings_raise(backend, kwargs):
 
 def test_malformed_backend_raises():
     be = FakeBackend()
-    be.classes = [{"id": 99, "name": "x", "color": [0, 0, 0]}]
-    with pytest.raises(SpadeganError, match="classes\\[0\\]"):
+    be.classes = [{"id": 1, "name": "x", "color": [0, 0, 0]}, {"id": 1, "name": "y", "color": [1, 1, 1]}]
+    with pytest.raises(SpadeganError, match="classes\\[1\\] repeats id 1"):
         create_app(be)
+    be.classes = [{"id": 1, "name": "x", "color": [0, 0, 300]}]
+    with pytest.raises(SpadeganError, match="classes\\[0\\] colour"):
+        create_app(be)
+    # ids >= label_nc (e.g. COCO's 255 "unlabeled") are just left out of the palette
+    be.classes = CLASSES + [{"id": 255, "name": "unlabeled", "color": [9, 9, 9]}]
+    assert create_app(be).state.spadegan_info["classes"] == CLASSES
     be = FakeBackend()
     be.width = 0
     with pytest.raises(SpadeganError, match="width"):
@@ -525,3 +531,25 @@ def test_serve_busy_port_is_user_error(backend):
             serve(backend, port=s.getsockname()[1])
     finally:
         s.close()
+
+
+def test_16bit_grayscale_ids(client, backend):
+    ids = halves(left=3, right=7).astype(np.uint16)
+    buf = io.BytesIO()
+    Image.fromarray(ids).save(buf, format="PNG")
+    assert post(client, buf.getvalue(), seed=0).status_code == 200
+    assert np.array_equal(backend.labels[-1], ids)
+
+
+def test_mutated_pngs_never_500(backend):
+    """Random byte damage must give 200 or a 4xx JSON error, never a 500."""
+    good = label_png(np.random.default_rng(2).integers(0, 8, size=(H, W), dtype=np.uint8))
+    rng = np.random.default_rng(3)
+    with TestClient(create_app(backend), raise_server_exceptions=False) as c:
+        for _ in range(40):
+            bad = bytearray(good)
+            for pos in rng.integers(8, len(bad), size=int(rng.integers(1, 6))):
+                bad[pos] = int(rng.integers(0, 256))
+            r = post(c, bytes(bad), seed=0)
+            assert r.status_code == 200 or (400 <= r.status_code < 500 and "error" in r.json()), r.text
+        assert c.get("/healthz").status_code == 200

@@ -112,7 +112,8 @@ class SynthesisBackend(Protocol):
         rejected by the server with a 400 before they reach the backend.
     width, height: model resolution; labels (and styles) are resized to it.
     classes: palette entries ``{"id": int, "name": str, "color": [r, g, b]}``; ids must be
-        ``< label_nc`` and unique. Ids without an entry are valid but unnamed.
+        unique; entries with ids ``>= label_nc`` are left out of the palette (with a logged
+        warning). Ids without an entry are valid but unnamed.
     use_vae: whether a style image is supported (``styles`` entries may be non-None).
     name: shown in the page header.
 
@@ -529,8 +530,14 @@ def _check_backend(backend: SynthesisBackend) -> list[dict]:
             cid, name, color = int(c["id"]), str(c["name"]), [int(v) for v in c["color"]]
         except (KeyError, TypeError, ValueError) as exc:
             raise SpadeganError(f"synthesis backend: classes[{i}] must be {{id, name, color}}: {exc}") from exc
-        if not 0 <= cid < backend.label_nc or cid in seen:
-            raise SpadeganError(f"synthesis backend: classes[{i}] id {cid} is duplicate or not in 0..{backend.label_nc - 1}")
+        if not 0 <= cid < backend.label_nc:
+            # e.g. COCO-Stuff's 255 "unlabeled": it cannot be painted (the server rejects
+            # ids >= label_nc), so leave it out of the palette instead of failing.
+            log.warning("palette class %r has id %d outside 0..%d; not offered in the palette",
+                        name, cid, backend.label_nc - 1)
+            continue
+        if cid in seen:
+            raise SpadeganError(f"synthesis backend: classes[{i}] repeats id {cid}")
         if len(color) != 3 or not all(0 <= v <= 255 for v in color):
             raise SpadeganError(f"synthesis backend: classes[{i}] colour {color} is not [r, g, b] in 0..255")
         seen.add(cid)

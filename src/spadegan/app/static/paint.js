@@ -215,14 +215,16 @@
   function layout() {
     if (!state.info) return;
     const stage = $("stage");
-    const narrow = window.innerWidth <= 860;
     const availW = stage.clientWidth;
     const top = stage.getBoundingClientRect().top;
     const bottomBar = document.querySelector(".toolbar.bottom").offsetHeight;
     const availH = window.innerHeight - top - bottomBar - 52; // captions + gaps
-    const panelW = narrow ? availW : (availW - 16) / 2;
-    const panelH = narrow ? Math.max(120, (availH - 40) / 2) : availH;
-    const scale = Math.max(0.1, Math.min(panelW / state.W, panelH / state.H));
+    // Side by side, or stacked when that shows the images larger (wide models, narrow windows).
+    const side = Math.min((availW - 16) / 2 / state.W, availH / state.H);
+    const stacked = Math.min(availW / state.W, Math.max(120, (availH - 40) / 2) / state.H);
+    const stack = window.innerWidth <= 860 || stacked > side * 1.15;
+    stage.classList.toggle("stacked", stack);
+    const scale = Math.max(0.1, stack ? stacked : side);
     state.scale = scale;
     const w = Math.floor(state.W * scale) + "px", h = Math.floor(state.H * scale) + "px";
     // Size the frames (not the canvas) so both panels match exactly, borders included.
