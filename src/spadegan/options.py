@@ -336,6 +336,9 @@ def _validate(opt: Options, argv: list[str]) -> None:
             bad(f"--crop_size {opt.crop_size} is too small for --num_upsampling_layers "
                 f"{opt.num_upsampling_layers} and --aspect_ratio {opt.aspect_ratio}: the generator "
                 f"starts from crop_size/2^{opt.num_up_layers}; use at least {2 ** opt.num_up_layers}")
+        if "instance" in opt.norm_G and sw * round(sw / opt.aspect_ratio) == 1:
+            bad(f"--crop_size {opt.crop_size} makes the generator start from a 1x1 map, which instance "
+                f"norm ({opt.norm_G}) cannot normalise; use --crop_size {2 ** (opt.num_up_layers + 1)} or more")
     if opt.use_vae and opt.netG != "spade":
         bad("--use_vae needs --netG spade (pix2pixhd has no z input)")
     if opt.isTrain:
