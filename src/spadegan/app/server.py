@@ -376,6 +376,8 @@ class InferenceWorker:
                 break
             if job is not None:
                 self._finish(job, HTTPError(503, "server is shutting down"), is_error=True)
+        if thread is not None and thread.is_alive():
+            self._queue.put(None)  # still inside a slow backend call: let it exit afterwards
 
     # -- request side (event loop) -----------------------------------------------------
     def retry_after_s(self) -> int:
