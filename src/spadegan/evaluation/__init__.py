@@ -1,0 +1,51 @@
+"""Evaluation: FID/KID (InceptionV3 from a user-given weights file), mIoU, a small
+segmenter for datasets without a public one, and training/metric plots.
+
+Heavy optional dependencies (scipy for FID, matplotlib for plots) are imported only when
+the function needing them runs, so importing this package stays cheap.
+"""
+
+from spadegan.evaluation.fid import (
+    FID_WEIGHTS_FILENAME,
+    FIDInceptionV3,
+    FIDUnavailable,
+    activation_statistics,
+    compute_fid_kid,
+    extract_features,
+    fid_from_features,
+    frechet_distance,
+    kid,
+    load_fid_inception,
+)
+from spadegan.evaluation.miou import confusion_matrix, scores
+from spadegan.evaluation.plots import parse_loss_log, plot_loss_log, plot_metrics
+from spadegan.evaluation.segmenter import (
+    SmallSegmenter,
+    load_segmenter,
+    save_segmenter,
+    segment,
+    train_segmenter,
+)
+
+__all__ = [
+    "FID_WEIGHTS_FILENAME",
+    "FIDInceptionV3",
+    "FIDUnavailable",
+    "activation_statistics",
+    "compute_fid_kid",
+    "extract_features",
+    "fid_from_features",
+    "frechet_distance",
+    "kid",
+    "load_fid_inception",
+    "confusion_matrix",
+    "scores",
+    "parse_loss_log",
+    "plot_loss_log",
+    "plot_metrics",
+    "SmallSegmenter",
+    "load_segmenter",
+    "save_segmenter",
+    "segment",
+    "train_segmenter",
+]
