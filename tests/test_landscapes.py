@@ -122,3 +122,11 @@ def test_make_landscapes_val_fraction_and_errors(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(SpadeganError, match="not a folder"):
         L.make_landscapes(str(tmp_path / "file"), count=1, size=32)
+
+
+def test_cli_main(tmp_path, capsys):
+    out = tmp_path / "ds"
+    assert L.main(["--out", str(out), "--count", "3", "--size", "32", "--val_count", "1"]) == 0
+    assert len(list((out / "train_img").glob("*.jpg"))) == 2
+    assert len(list((out / "val_label").glob("*.png"))) == 1
+    assert "2 train + 1 val" in capsys.readouterr().out

@@ -35,6 +35,7 @@ __all__ = [
     "generate_scene",
     "generate_batch",
     "make_landscapes",
+    "main",
 ]
 
 LANDSCAPE_CLASSES: list[str] = [
@@ -708,3 +709,28 @@ def make_landscapes(out: str, count: int, size: int = 256, seed: int = 0, val_fr
     }
     (root / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``spadegan make-landscapes``: write the procedural dataset to a folder."""
+    import argparse
+
+    ap = argparse.ArgumentParser(
+        prog="spadegan make-landscapes",
+        description="Write the procedural landscapes dataset (train_img/, train_label/, val_img/, "
+                    "val_label/, classes.json) for --dataset_mode landscapes.",
+    )
+    ap.add_argument("--out", "--dataroot", dest="out", default="datasets/landscapes",
+                    help="output folder (default: %(default)s)")
+    ap.add_argument("--count", type=int, default=2000, help="number of pairs in total (default: %(default)s)")
+    ap.add_argument("--size", type=int, default=256, help="image height and width in pixels (default: %(default)s)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the first scene (default: %(default)s)")
+    ap.add_argument("--val_fraction", type=float, default=0.05,
+                    help="share of the pairs written to val_* (default: %(default)s)")
+    ap.add_argument("--val_count", type=int, default=None, help="exact number of val pairs (overrides --val_fraction)")
+    args = ap.parse_args(argv)
+    summary = make_landscapes(args.out, args.count, size=args.size, seed=args.seed,
+                              val_fraction=args.val_fraction, val_count=args.val_count)
+    print(f"wrote {summary['train']} train + {summary['val']} val pairs of {args.size}x{args.size} to {args.out}; "
+          f"styles: {summary['styles']}")
+    return 0
