@@ -1,0 +1,775 @@
+"""The GauGAN training loop: the official step, schedule and files, made resumable.
+
+`Pix2PixModel` holds G, D (and E with --use_vae) and the losses: hinge (or --gan_mode) GAN
+loss, discriminator feature matching (unless --no_ganFeat_loss), VGG perceptual loss
+(unless --no_vgg_loss) and KLD * lambda_kld (--use_vae). `Trainer` runs the official
+schedule: per batch i, a generator step when i % D_steps_per_G == 0, then a discriminator
+step on G's detached output, with fake and real fed to D as one batch; Adam with TTUR
+(G lr/2, D lr*2, betas 0/0.9) or --no_TTUR; linear decay to zero over --niter_decay epochs
+(the official `update_learning_rate`, applied at each epoch end).
+
+Counting follows the official IterationCounter: `iters` / `total_steps` are *samples*
+(they grow by batchSize per step), so --print_freq, --display_freq and --save_latest_freq
+are in samples too, which equals iterations at batchSize 1.
+
+What spadegan adds:
+- exact resume (--continue_train): `latest_optim.pth` holds the optimizers, the AMP grad
+  scalers, the position (epoch, samples into the epoch), the learning rate and every RNG
+  state; the data order of an epoch is a function of (seed, epoch) and each sample's
+  augmentation is seeded by (seed, epoch, index), so a run resumed mid-epoch skips the
+  consumed batches of the same permutation and ends bit-identical to an uninterrupted one;
+- checkpoints are written as a set through temp files + rename, so a crash mid-save keeps
+  the previous `latest` intact; Ctrl-C / SIGTERM finish the current step, save `latest` and
+  return normally;
+- --amp (bf16 autocast on CPU; bf16 on CUDA where supported, else fp16 with GradScaler),
+  --seed, one device (`opt.torch_device`), DistributedDataParallel under torchrun.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import os
+import random
+import signal
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
+
+from .. import networks
+from ..checkpoint import atomic_write_bytes, load_network_weights, network_state_dict
+from ..data.semantics import to_semantics
+from ..errors import SpadeganError
+from ..losses import GANLoss, VGGLoss, feature_matching_loss, kld_loss
+from ..options import Options
+from .distributed import (DistInfo, all_reduce_mean, any_rank, barrier, broadcast_object,
+                          use_cpu_sync_batchnorm)
+from .visualizer import Visualizer
+
+OPTIM_FILE = "latest_optim.pth"
+STATE_FORMAT = 1
+
+
+# ---- small helpers ----------------------------------------------------------------------------
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (weights init and anything else drawing from them)."""
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def mix_seed(*parts: int) -> int:
+    """A well-spread 63-bit seed from integers (so (seed, epoch) and (seed, epoch+1) differ a lot)."""
+    h = hashlib.blake2b(",".join(str(int(p)) for p in parts).encode(), digest_size=8).digest()
+    return int.from_bytes(h, "little") >> 1
+
+
+def _floatify(pred: Any) -> Any:
+    """Discriminator outputs (nested lists) in float32, so losses are computed in full precision."""
+    if isinstance(pred, list):
+        return [_floatify(p) for p in pred]
+    return pred.float()
+
+
+@contextlib.contextmanager
+def requires_grad(net: nn.Module | None, flag: bool) -> Iterator[None]:
+    """Temporarily (un)freeze a network's parameters.
+
+    D is frozen during the generator step: its weights are not updated there (the official
+    code computes and then discards those gradients), and under DDP a gradient reaching a
+    wrapped parameter outside its own step would confuse the gradient reducer.
+    """
+    if net is None:
+        yield
+        return
+    params = [p for p in net.parameters()]
+    old = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(flag)
+    try:
+        yield
+    finally:
+        for p, o in zip(params, old):
+            p.requires_grad_(o)
+
+
+def _np_state() -> dict[str, Any]:
+    name, key, pos, has_gauss, gauss = np.random.get_state()
+    return {"name": name, "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "gauss": float(gauss)}
+
+
+def _set_np_state(s: Mapping[str, Any]) -> None:
+    np.random.set_state((s["name"], s["key"].numpy().astype(np.uint32), s["pos"], s["has_gauss"], s["gauss"]))
+
+
+def rng_state(extra: Mapping[str, torch.Generator] | None = None) -> dict[str, Any]:
+    st: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": _np_state(), "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    for k, g in (extra or {}).items():
+        st[k] = g.get_state()
+    return st
+
+
+def set_rng_state(st: Mapping[str, Any], extra: Mapping[str, torch.Generator] | None = None) -> None:
+    torch.set_rng_state(st["torch"])
+    _set_np_state(st["numpy"])
+    py = st["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    if "cuda" in st and torch.cuda.is_available():
+        with contextlib.suppress(Exception):  # a different GPU count: keep the fresh state
+            torch.cuda.set_rng_state_all(st["cuda"])
+    for k, g in (extra or {}).items():
+        if k in st:
+            g.set_state(st[k])
+
+
+def save_file_set(items: list[tuple[Path, Any]]) -> None:
+    """torch.save several files so that either all of them are replaced or none is.
+
+    Each object goes to a temp file in its folder first; only when every one has been
+    written and fsynced are they renamed over the old files. A failure (disk full, a kill
+    during torch.save, ...) leaves the previous files untouched and no temp files behind.
+    """
+    staged: list[tuple[str, Path]] = []
+    try:
+        for path, obj in items:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+            staged.append((tmp, path))
+            with os.fdopen(fd, "wb") as fh:
+                torch.save(obj, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+    except BaseException:
+        for tmp, _ in staged:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        raise
+    for tmp, path in staged:
+        os.replace(tmp, path)
+
+
+def write_iter_file(path: Path, epoch: int, epoch_iter: int) -> None:
+    """iter.txt exactly as the official np.savetxt((epoch, iter), delimiter=',', fmt='%d') writes it."""
+    atomic_write_bytes(path, f"{int(epoch)}\n{int(epoch_iter)}\n".encode())
+
+
+def read_iter_file(path: Path) -> tuple[int, int] | None:
+    """(epoch, samples into the epoch) from an official or spadegan iter.txt, None if unusable."""
+    try:
+        nums = [int(float(x)) for x in path.read_text().replace(",", " ").split()]
+    except (OSError, ValueError):
+        return None
+    return (nums[0], nums[1]) if len(nums) >= 2 else None
+
+
+# ---- data order -----------------------------------------------------------------------------------
+class SeededItems(Dataset):
+    """Wraps a dataset so that each item depends only on (run seed, epoch, index).
+
+    The sampler hands out (index, epoch) keys. Datasets that take such keys themselves
+    (`spadegan.data.datasets.PairedDataset`, which draws its crop/flip from its `seed`,
+    the epoch and the index) get them as they are, with their `seed` set to the run's; any
+    other dataset gets `dataset[index]` with python/numpy/torch seeded from (seed, epoch,
+    index). Either way the same in a resumed run, with any number of loader workers, on
+    any rank. In the main process (nThreads 0) the global RNG states are restored
+    afterwards, so loading data never disturbs the training RNG.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int):
+        self.dataset = dataset
+        self.seed = int(seed)
+        self.keyed = callable(getattr(dataset, "rng", None)) and hasattr(dataset, "seed")
+        if self.keyed:
+            dataset.seed = self.seed  # type: ignore[attr-defined]
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        index, epoch = key
+        in_worker = get_worker_info() is not None
+        if not in_worker:
+            saved = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+        s = mix_seed(self.seed, 2, epoch, index)
+        random.seed(s)
+        np.random.seed(s % 2 ** 32)
+        torch.manual_seed(s)
+        try:
+            return self.dataset[(index, epoch)] if self.keyed else self.dataset[index]
+        finally:
+            if not in_worker:
+                random.setstate(saved[0])
+                np.random.set_state(saved[1])
+                torch.set_rng_state(saved[2])
+
+
+class EpochBatchSampler(Sampler):
+    """Global batches of a per-epoch permutation; each rank takes its slice of every batch.
+
+    The permutation of epoch e is drawn from (seed, e) alone, so an epoch can be re-entered
+    at any batch (`set_epoch(e, start_batch)`). The last incomplete batch is dropped, as in
+    the official training loader. Rank r takes the r-th contiguous slice of each global
+    batch. Yields lists of (dataset index, epoch) keys.
+    """
+
+    def __init__(self, n: int, global_batch: int, seed: int, shuffle: bool = True,
+                 rank: int = 0, world_size: int = 1):
+        if global_batch % world_size:
+            raise SpadeganError(f"--batchSize {global_batch} must be a multiple of the number of "
+                                f"processes ({world_size})")
+        self.n, self.global_batch, self.seed, self.shuffle = n, global_batch, seed, shuffle
+        self.rank, self.world_size = rank, world_size
+        self.local_batch = global_batch // world_size
+        self.epoch, self.start_batch = 1, 0
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return self.n // self.global_batch
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def permutation(self, epoch: int) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.n))
+        g = torch.Generator().manual_seed(mix_seed(self.seed, 1, epoch))
+        return torch.randperm(self.n, generator=g).tolist()
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        perm = self.permutation(self.epoch)
+        for b in range(self.start_batch, self.batches_per_epoch):
+            lo = b * self.global_batch + self.rank * self.local_batch
+            yield [(i, self.epoch) for i in perm[lo:lo + self.local_batch]]
+
+    def __len__(self) -> int:
+        return max(0, self.batches_per_epoch - self.start_batch)
+
+
+# ---- the model ------------------------------------------------------------------------------------
+class Pix2PixModel(nn.Module):
+    """G, D, E and the losses; `compute_generator_loss` / `compute_discriminator_loss`.
+
+    `self.G/D/E` are what the updating step calls (DDP wrappers under torchrun);
+    `self.netG/netD/netE` are the plain networks (saved, and used where a network is only
+    evaluated: D in the generator step, G and E in the discriminator step).
+    `noise(shape)` supplies the VAE's reparameterisation noise (the trainer's seeded stream).
+    """
+
+    def __init__(self, opt: Options, vgg: nn.Module | None = None, kld_scale: float = 1.0,
+                 noise: Callable[[torch.Size], torch.Tensor] | None = None):
+        super().__init__()
+        self.opt = opt
+        self.netG = networks.define_G(opt)
+        self.netD = networks.define_D(opt)
+        self.netE = networks.define_E(opt) if opt.use_vae else None
+        self.G, self.D, self.E = self.netG, self.netD, self.netE
+        self.criterionGAN = GANLoss(opt.gan_mode)
+        self.criterionVGG = VGGLoss(vgg) if (vgg is not None and not opt.no_vgg_loss) else None
+        # the KLD is a sum over the batch; under DDP each rank sums its share and the gradients
+        # are averaged, so it is scaled by the world size to keep the global-batch objective
+        self.kld_scale = kld_scale
+        self.noise = noise or (lambda shape: torch.randn(shape))
+
+    def preprocess_input(self, data: Mapping[str, Any], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(semantics, real image) on `device` from a batch of the dataset."""
+        nb = device.type == "cuda"
+        label = data["label"].to(device, non_blocking=nb)
+        inst = data.get("instance")
+        if self.opt.no_instance or not torch.is_tensor(inst) or inst.dim() < 3:
+            inst = None
+        else:
+            inst = inst.to(device, non_blocking=nb)
+        image = data["image"].to(device, non_blocking=nb).float()
+        return to_semantics(label, inst, self.opt), image
+
+    def encode_z(self, real: torch.Tensor, E: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        mu, logvar = E(real)
+        mu, logvar = mu.float(), logvar.float()
+        eps = self.noise(mu.shape).to(mu.device)
+        return eps * torch.exp(0.5 * logvar) + mu, mu, logvar
+
+    def generate_fake(self, sem: torch.Tensor, real: torch.Tensor, compute_kld: bool = False,
+                      G: nn.Module | None = None, E: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        G = G if G is not None else self.netG
+        z, kld = None, None
+        if self.opt.use_vae:
+            z, mu, logvar = self.encode_z(real, E if E is not None else self.netE)
+            if compute_kld:
+                kld = kld_loss(mu, logvar) * self.opt.lambda_kld * self.kld_scale
+        return G(sem, z=z), kld
+
+    def discriminate(self, sem: torch.Tensor, fake: torch.Tensor, real: torch.Tensor, D: nn.Module):
+        # fake and real go through D as one batch (the same statistics for both with batch norm)
+        fake_and_real = torch.cat([torch.cat([sem, fake.to(sem.dtype)], 1),
+                                   torch.cat([sem, real.to(sem.dtype)], 1)], 0)
+        out = D(fake_and_real)
+        b = sem.size(0)
+        if isinstance(out, list):
+            return ([[t[:b] for t in p] for p in out], [[t[b:] for t in p] for p in out])
+        return out[:b], out[b:]
+
+    def compute_generator_loss(self, sem: torch.Tensor, real: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        opt = self.opt
+        losses: dict[str, torch.Tensor] = {}
+        with requires_grad(self.netD, False):
+            fake, kld = self.generate_fake(sem, real, compute_kld=opt.use_vae, G=self.G, E=self.E)
+            if opt.use_vae:
+                losses["KLD"] = kld
+            pred_fake, pred_real = self.discriminate(sem, fake, real, self.netD)
+        pred_fake, pred_real = _floatify(pred_fake), _floatify(pred_real)
+        losses["GAN"] = self.criterionGAN(pred_fake, True, for_discriminator=False)
+        if not opt.no_ganFeat_loss:
+            losses["GAN_Feat"] = feature_matching_loss(pred_fake, pred_real, opt.lambda_feat)
+        if self.criterionVGG is not None:
+            losses["VGG"] = self.criterionVGG(fake, real).float() * opt.lambda_vgg
+        return losses, fake
+
+    def compute_discriminator_loss(self, sem: torch.Tensor, real: torch.Tensor) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            fake, _ = self.generate_fake(sem, real)
+        pred_fake, pred_real = self.discriminate(sem, fake.detach(), real, self.D)
+        pred_fake, pred_real = _floatify(pred_fake), _floatify(pred_real)
+        return {"D_Fake": self.criterionGAN(pred_fake, False, for_discriminator=True),
+                "D_real": self.criterionGAN(pred_real, True, for_discriminator=True)}
+
+
+# ---- the trainer ----------------------------------------------------------------------------------
+class Trainer:
+    """Builds everything from Options and runs the official training loop.
+
+    `dataset` defaults to `spadegan.data.datasets.create_dataset(opt)`; `dist` describes the
+    DDP process (default: one process on `opt.torch_device`); `vgg` overrides the VGG19
+    (benchmarks pass random weights). `run(max_steps)` trains until the last epoch, a
+    signal, or `max_steps` iterations in total (then saves `latest`, as on Ctrl-C).
+    """
+
+    def __init__(self, opt: Options, dataset: Dataset | None = None, dist: DistInfo | None = None,
+                 vgg: nn.Module | None = None, progress: bool = True, log: bool = True):
+        if not opt.isTrain:
+            raise SpadeganError("Trainer needs training options (parse(argv, train=True))")
+        self.opt = opt
+        self.dist = dist or DistInfo(device=opt.torch_device)
+        self.device = self.dist.device
+        self.is_main = self.dist.is_main
+        self.progress = progress and self.is_main
+        self.log = log and self.is_main
+        world = self.dist.world_size
+        if opt.batchSize % world:
+            raise SpadeganError(f"--batchSize {opt.batchSize} is the global batch and must be a multiple of "
+                                f"the number of processes ({world})")
+        self.expr_dir = opt.expr_dir
+
+        # 1. the VGG weights: a missing file must stop training before anything is written
+        if not opt.no_vgg_loss and vgg is None:
+            vgg = networks.load_vgg19(opt.vgg_weights or None, required=True)
+
+        # 2. where a resumed run stands (read before seeding: it holds the run's seed)
+        self.resume_state: dict[str, Any] | None = None
+        resume_pos: tuple[int, int] | None = None
+        if opt.continue_train:
+            self._check_resume_files()
+            self.resume_state = self._read_optim_state()
+            if self.resume_state is None:
+                resume_pos = self._position_without_state()
+
+        # 3. the seed: --seed, else the resumed run's, else a fresh one (shared by all ranks)
+        if opt.seed is not None:
+            seed = int(opt.seed)
+        elif self.resume_state is not None:
+            seed = int(self.resume_state["seed"])
+        else:
+            seed = int.from_bytes(os.urandom(7), "little")
+        self.seed = int(broadcast_object(seed, self.dist))
+        seed_everything(self.seed)
+        self.noise_gen = torch.Generator().manual_seed(mix_seed(self.seed, 3))
+
+        # 4. networks, losses, optional DDP
+        self.model = Pix2PixModel(opt, vgg, kld_scale=float(world), noise=self._noise)
+        if opt.continue_train:
+            self._load_networks()
+        self.model.to(self.device)
+        if world > 1:
+            self._wrap_ddp()
+        self.model.train()
+        if self.model.criterionVGG is not None:
+            self.model.criterionVGG.eval()
+
+        # 5. optimizers (E trains with G), AMP
+        G_params = list(self.model.netG.parameters())
+        if opt.use_vae:
+            G_params += list(self.model.netE.parameters())
+        G_lr, D_lr = (opt.lr, opt.lr) if opt.no_TTUR else (opt.lr / 2, opt.lr * 2)
+        self.optimizer_G = torch.optim.Adam(G_params, lr=G_lr, betas=(opt.beta1, opt.beta2))
+        self.optimizer_D = torch.optim.Adam(self.model.netD.parameters(), lr=D_lr, betas=(opt.beta1, opt.beta2))
+        self.old_lr = opt.lr
+        self._setup_amp()
+
+        # 6. data
+        if dataset is None:
+            from ..data.datasets import create_dataset
+            dataset = create_dataset(opt)
+        self.dataset = dataset
+        n = len(dataset)  # type: ignore[arg-type]
+        if n < opt.batchSize:
+            raise SpadeganError(f"the dataset has {n} sample(s), fewer than --batchSize {opt.batchSize}: "
+                                "lower --batchSize or add data")
+        self.sampler = EpochBatchSampler(n, opt.batchSize, self.seed, shuffle=not opt.serial_batches,
+                                         rank=self.dist.rank, world_size=world)
+        workers = max(0, int(opt.nThreads))
+        self.loader = DataLoader(SeededItems(dataset, self.seed), batch_sampler=self.sampler, num_workers=workers,
+                                 pin_memory=self.device.type == "cuda", persistent_workers=workers > 0)
+        self.dataset_size = self.sampler.batches_per_epoch * opt.batchSize  # samples per epoch
+
+        # 7. position
+        self.total_epochs = opt.niter + opt.niter_decay
+        self.epoch, self.epoch_iter, self.iteration = 1, 0, 0
+        if self.resume_state is not None:
+            self._apply_optim_state(self.resume_state)
+        elif resume_pos is not None:
+            self.epoch, self.epoch_iter = resume_pos
+            self.iteration = (self.epoch - 1) * self.sampler.batches_per_epoch + self.epoch_iter // opt.batchSize
+            self._set_lr(self._lr_at_epoch_start(self.epoch))
+        self.total_steps = (self.epoch - 1) * self.dataset_size + self.epoch_iter
+
+        self.g_losses: dict[str, torch.Tensor] = {}
+        self.d_losses: dict[str, torch.Tensor] = {}
+        self.generated: torch.Tensor | None = None
+        self._stop_signal: int | None = None
+        self.visualizer = None
+
+    # ---- setup pieces ---------------------------------------------------------------------------
+    def _noise(self, shape: torch.Size) -> torch.Tensor:
+        """VAE noise for this rank's slice of the *global* batch (so DDP matches 1 process)."""
+        b = shape[0]
+        full = torch.randn((b * self.dist.world_size,) + tuple(shape[1:]), generator=self.noise_gen)
+        return full[self.dist.rank * b:(self.dist.rank + 1) * b]
+
+    def _nets(self) -> dict[str, nn.Module]:
+        nets = {"G": self.model.netG, "D": self.model.netD}
+        if self.opt.use_vae:
+            nets["E"] = self.model.netE
+        return nets
+
+    def _check_resume_files(self) -> None:
+        which = self.opt.which_epoch
+        missing = [f"{which}_net_{k}.pth" for k in (["G", "D"] + (["E"] if self.opt.use_vae else []))
+                   if not (self.expr_dir / f"{which}_net_{k}.pth").is_file()]
+        if missing:
+            raise SpadeganError(f"--continue_train: {', '.join(missing)} not found in {self.expr_dir}; "
+                                "check --name / --checkpoints_dir / --which_epoch, or drop --continue_train "
+                                "to start a new run")
+
+    def _read_optim_state(self) -> dict[str, Any] | None:
+        path = self.expr_dir / OPTIM_FILE
+        if self.opt.which_epoch != "latest" or not path.is_file():
+            return None
+        try:
+            st = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise SpadeganError(f"cannot read {path}: {e}; delete it to resume with fresh optimizer "
+                                "state from the network files") from None
+        if not isinstance(st, dict) or st.get("format") != STATE_FORMAT:
+            raise SpadeganError(f"{path} is not a spadegan training state (format {STATE_FORMAT})")
+        return st
+
+    def _position_without_state(self) -> tuple[int, int]:
+        """Official checkpoints (no optimizer file): position from iter.txt / --which_epoch."""
+        which = self.opt.which_epoch
+        if which != "latest":
+            try:
+                pos = (int(which) + 1, 0)
+            except ValueError:
+                raise SpadeganError(f"--which_epoch {which!r}: use 'latest' or an epoch number") from None
+        else:
+            pos = read_iter_file(self.expr_dir / "iter.txt") or (1, 0)
+        if self.is_main:
+            print(f"resuming from {which}_net_*.pth at epoch {pos[0]}, iters {pos[1]}: no {OPTIM_FILE}, "
+                  "so the optimizers start fresh (the networks, position and learning rate are restored)")
+        return pos
+
+    def _load_networks(self) -> None:
+        for k, net in self._nets().items():
+            load_network_weights(net, self.expr_dir / f"{self.opt.which_epoch}_net_{k}.pth", self.opt, k)
+
+    def _wrap_ddp(self) -> None:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        if self.device.type == "cpu":
+            for net in self._nets().values():
+                use_cpu_sync_batchnorm(net)
+        kw: dict[str, Any] = {"device_ids": [self.device.index]} if self.device.type == "cuda" else {}
+        self.model.G = DDP(self.model.netG, **kw)
+        self.model.D = DDP(self.model.netD, **kw)
+        if self.opt.use_vae:
+            self.model.E = DDP(self.model.netE, **kw)
+
+    def _setup_amp(self) -> None:
+        self.amp_dtype: torch.dtype | None = None
+        use_scaler = False
+        if self.opt.amp:
+            if self.device.type == "cuda":
+                if torch.cuda.is_bf16_supported():
+                    self.amp_dtype = torch.bfloat16
+                else:  # fp16 needs loss scaling against underflowing gradients
+                    self.amp_dtype, use_scaler = torch.float16, True
+            else:
+                self.amp_dtype = torch.bfloat16
+        dev = "cuda" if self.device.type == "cuda" else "cpu"
+        self.scaler_G = torch.amp.GradScaler(dev, enabled=use_scaler)
+        self.scaler_D = torch.amp.GradScaler(dev, enabled=use_scaler)
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    # ---- learning rate (the official update_learning_rate) -----------------------------------------
+    def _set_lr(self, new_lr: float) -> None:
+        lr_G, lr_D = (new_lr, new_lr) if self.opt.no_TTUR else (new_lr / 2, new_lr * 2)
+        for g in self.optimizer_D.param_groups:
+            g["lr"] = lr_D
+        for g in self.optimizer_G.param_groups:
+            g["lr"] = lr_G
+        self.old_lr = new_lr
+
+    def _lr_at_epoch_start(self, epoch: int) -> float:
+        lr = self.opt.lr
+        for e in range(1, epoch):  # replay the decays (same float arithmetic as the official loop)
+            if e > self.opt.niter:
+                lr = lr - self.opt.lr / self.opt.niter_decay
+        return lr
+
+    def update_learning_rate(self, epoch: int) -> None:
+        """At the end of `epoch`: linear decay by lr/niter_decay per epoch after --niter."""
+        if epoch > self.opt.niter:
+            new_lr = self.old_lr - self.opt.lr / self.opt.niter_decay
+        else:
+            new_lr = self.old_lr
+        if new_lr != self.old_lr:
+            old = self.old_lr
+            self._set_lr(new_lr)
+            self._say("update learning rate: %f -> %f" % (old, new_lr))
+
+    @property
+    def learning_rates(self) -> dict[str, float]:
+        return {"G": self.optimizer_G.param_groups[0]["lr"], "D": self.optimizer_D.param_groups[0]["lr"]}
+
+    # ---- the step --------------------------------------------------------------------------------------
+    def run_generator_one_step(self, sem: torch.Tensor, real: torch.Tensor) -> None:
+        self.optimizer_G.zero_grad(set_to_none=True)
+        with self.autocast():
+            g_losses, generated = self.model.compute_generator_loss(sem, real)
+        g_loss = sum(g_losses.values()).mean()
+        self.scaler_G.scale(g_loss).backward()
+        self.scaler_G.step(self.optimizer_G)
+        self.scaler_G.update()
+        self.g_losses = {k: v.detach() for k, v in g_losses.items()}
+        self.generated = generated.detach()
+
+    def run_discriminator_one_step(self, sem: torch.Tensor, real: torch.Tensor) -> None:
+        self.optimizer_D.zero_grad(set_to_none=True)
+        with self.autocast():
+            d_losses = self.model.compute_discriminator_loss(sem, real)
+        d_loss = sum(d_losses.values()).mean()
+        self.scaler_D.scale(d_loss).backward()
+        self.scaler_D.step(self.optimizer_D)
+        self.scaler_D.update()
+        self.d_losses = {k: v.detach() for k, v in d_losses.items()}
+
+    def train_one_step(self, i: int, data: Mapping[str, Any]) -> None:
+        """Batch `i` of the epoch: G step when i % D_steps_per_G == 0, then a D step."""
+        sem, real = self.model.preprocess_input(data, self.device)
+        if i % self.opt.D_steps_per_G == 0:
+            self.run_generator_one_step(sem, real)
+        self.run_discriminator_one_step(sem, real)
+
+    def latest_losses(self) -> dict[str, float]:
+        """The latest G and D losses as floats (averaged over processes under DDP)."""
+        losses = {**self.g_losses, **self.d_losses}
+        if not losses:
+            return {}
+        vec = torch.stack([v.detach().float().mean() for v in losses.values()])
+        vec = all_reduce_mean(vec, self.dist)
+        return {k: float(x) for k, x in zip(losses, vec.cpu())}
+
+    # ---- saving and resuming ---------------------------------------------------------------------------
+    def training_state(self) -> dict[str, Any]:
+        """Everything besides the networks that an exact resume needs."""
+        return {
+            "format": STATE_FORMAT, "epoch": self.epoch, "epoch_iter": self.epoch_iter,
+            "iteration": self.iteration, "total_steps": self.total_steps, "old_lr": self.old_lr,
+            "seed": self.seed, "world_size": self.dist.world_size, "batchSize": self.opt.batchSize,
+            "optimizer_G": self.optimizer_G.state_dict(), "optimizer_D": self.optimizer_D.state_dict(),
+            "scaler_G": self.scaler_G.state_dict(), "scaler_D": self.scaler_D.state_dict(),
+            "rng": rng_state({"noise": self.noise_gen}),
+        }
+
+    def _apply_optim_state(self, st: Mapping[str, Any]) -> None:
+        try:
+            self.optimizer_G.load_state_dict(st["optimizer_G"])
+            self.optimizer_D.load_state_dict(st["optimizer_D"])
+        except (ValueError, KeyError) as e:
+            raise SpadeganError(f"{self.expr_dir / OPTIM_FILE} does not fit these networks ({e}); were the "
+                                "options changed? Delete it to resume with fresh optimizers") from None
+        if st.get("scaler_G"):
+            self.scaler_G.load_state_dict(st["scaler_G"])
+        if st.get("scaler_D"):
+            self.scaler_D.load_state_dict(st["scaler_D"])
+        self.epoch, self.epoch_iter = int(st["epoch"]), int(st["epoch_iter"])
+        self.iteration = int(st["iteration"])
+        self.old_lr = float(st["old_lr"])
+        if int(st.get("batchSize", self.opt.batchSize)) != self.opt.batchSize and self.is_main:
+            print(f"note: resuming with --batchSize {self.opt.batchSize} (was {st.get('batchSize')}); "
+                  "the position within the epoch is kept in samples")
+        set_rng_state(st["rng"], {"noise": self.noise_gen})
+
+    def save(self, which: str | int, with_state: bool = False) -> None:
+        """Write `<which>_net_{G,D,E}.pth` (+ latest_optim.pth) as one all-or-nothing set (rank 0)."""
+        if not self.is_main:
+            return
+        items = [(self.expr_dir / f"{which}_net_{k}.pth", network_state_dict(net)) for k, net in self._nets().items()]
+        if with_state:
+            items.append((self.expr_dir / OPTIM_FILE, self.training_state()))
+        save_file_set(items)
+
+    def save_latest(self, epoch: int, epoch_iter: int) -> None:
+        """`latest` networks + training state + iter.txt for position (epoch, epoch_iter)."""
+        self.save("latest", with_state=True)
+        if self.is_main:
+            write_iter_file(self.expr_dir / "iter.txt", epoch, epoch_iter)
+
+    # ---- signals ---------------------------------------------------------------------------------------
+    def request_stop(self, signum: int = signal.SIGINT) -> None:
+        """Ask the loop to stop after the current step (what Ctrl-C does)."""
+        self._stop_signal = signum
+
+    @contextlib.contextmanager
+    def _signal_handlers(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum, frame):
+            if self._stop_signal is not None:  # a second Ctrl-C: stop now, without saving
+                raise KeyboardInterrupt
+            self._stop_signal = signum
+            self._say(f"\n{signal.Signals(signum).name} received: finishing the current step, then saving "
+                      "'latest' (press Ctrl-C again to quit without saving)")
+
+        old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        for s in old:
+            signal.signal(s, handler)
+        try:
+            yield
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    # ---- the loop --------------------------------------------------------------------------------------
+    def _say(self, msg: str) -> None:
+        if not self.is_main:
+            return
+        if getattr(self, "_bar", None) is not None:
+            self._bar.write(msg)
+        else:
+            print(msg, flush=True)
+
+    def _needs(self, freq: int) -> bool:
+        return (self.total_steps % max(1, freq)) < self.opt.batchSize
+
+    def run(self, max_steps: int | None = None) -> dict[str, Any]:
+        """Train; returns {'iteration', 'epoch', 'epoch_iter', 'stopped', 'losses'}.
+
+        Stops after the last epoch, on SIGINT/SIGTERM (after the current step, saving
+        `latest`), or when `max_steps` iterations (batches, counted over resumes) are done
+        (also saving `latest`).
+        """
+        from tqdm import tqdm
+        opt = self.opt
+        nb = self.sampler.batches_per_epoch
+        self.visualizer = Visualizer(opt, enabled=self.log, out=self._say)
+        self._bar = tqdm(total=self.total_epochs * nb, initial=min(self.iteration, self.total_epochs * nb),
+                         disable=not self.progress, dynamic_ncols=True, unit="it", desc="train")
+        self.visualizer.out = self._bar.write if self.progress else None
+        stopped: str | None = None
+        last_postfix = 0.0
+        try:
+            with self._signal_handlers():
+                for epoch in range(self.epoch, self.total_epochs + 1):
+                    self.epoch = epoch
+                    epoch_start = time.time()
+                    start_batch = self.epoch_iter // opt.batchSize
+                    self.sampler.set_epoch(epoch, start_batch)
+                    last_time = time.time()
+                    for i, data in enumerate(self.loader, start=start_batch):
+                        self.train_one_step(i, data)
+                        now = time.time()
+                        time_per_sample = (now - last_time) / opt.batchSize
+                        last_time = now
+                        self.epoch_iter += opt.batchSize
+                        self.total_steps += opt.batchSize
+                        self.iteration += 1
+                        self._bar.update(1)
+                        if self.progress and (now - last_postfix > 1.0 or self._needs(opt.print_freq)):
+                            last_postfix = now
+                            self._bar.set_postfix_str(self._postfix(epoch), refresh=False)
+                        if self._needs(opt.print_freq):
+                            losses = self.latest_losses()
+                            self.visualizer.print_current_errors(epoch, self.epoch_iter, losses, time_per_sample)
+                            self.visualizer.plot_current_errors(losses, self.total_steps, self.learning_rates)
+                        if self._needs(opt.display_freq) and self.generated is not None:
+                            self.visualizer.display_current_results(
+                                {"input_label": data["label"], "synthesized_image": self.generated,
+                                 "real_image": data["image"]}, epoch, self.total_steps)
+                        if self._needs(opt.save_latest_freq):
+                            self._say("saving the latest model (epoch %d, total_steps %d)" % (epoch, self.total_steps))
+                            self.save_latest(epoch, self.epoch_iter)
+                        want = self._stop_signal is not None or (max_steps is not None and self.iteration >= max_steps)
+                        if any_rank(want, self.dist):
+                            stopped = "signal" if self._stop_signal is not None else "max_steps"
+                            break
+                    if stopped:
+                        self.save_latest(epoch, self.epoch_iter)
+                        if stopped == "signal":
+                            self._say(f"stopped at epoch {epoch}, iters {self.epoch_iter} (iteration "
+                                      f"{self.iteration}); saved 'latest' in {self.expr_dir}. "
+                                      "Resume with the same command plus --continue_train")
+                        break
+                    # end of the epoch (the official order: lr update, then epoch saves)
+                    self.update_learning_rate(epoch)
+                    self.epoch, self.epoch_iter = epoch + 1, 0
+                    self._say("End of epoch %d / %d \t Time Taken: %d sec" % (epoch, self.total_epochs,
+                                                                              time.time() - epoch_start))
+                    if epoch % opt.save_epoch_freq == 0 or epoch == self.total_epochs:
+                        self._say("saving the model at the end of epoch %d, iters %d" % (epoch, self.total_steps))
+                        self.save_latest(epoch + 1, 0)
+                        self.save(epoch)
+                    if max_steps is not None and self.iteration >= max_steps and epoch < self.total_epochs:
+                        stopped = "max_steps"
+                        self.save_latest(epoch + 1, 0)
+                        break
+                else:
+                    self._say("Training was successfully finished.")
+        finally:
+            self._bar.close()
+            self._bar = None
+            self.visualizer.close()
+            barrier(self.dist)
+        return {"iteration": self.iteration, "epoch": self.epoch, "epoch_iter": self.epoch_iter,
+                "stopped": stopped, "losses": self.latest_losses()}
+
+    def _postfix(self, epoch: int) -> str:
+        losses = {**self.g_losses, **self.d_losses}
+        parts = [f"ep {epoch}/{self.total_epochs}"] + [f"{k} {float(v.float().mean()):.3f}" for k, v in losses.items()]
+        return " ".join(parts)
+
