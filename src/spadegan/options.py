@@ -286,7 +286,7 @@ def parse(argv: list[str] | None = None, train: bool = True) -> Options:
     defaults = _defaults(train, known.netG, known.dataset_mode, known.no_TTUR and train)
     ns = vars(known)
     parser = _build_parser(train, defaults, ns)
-    official_defaults = dict(defaults)
+    official_defaults = dict(defaults, isTrain=None)  # argparse has no default for it
     if known.load_from_opt_file:
         saved = load_options_file(Path(known.checkpoints_dir) / known.name)
         for k, v in saved.items():
@@ -440,6 +440,20 @@ def load_options_file(folder_or_file: str | os.PathLike) -> dict[str, Any]:
     raise SpadeganError(f"no options file (opt.json, opt.pkl or opt.txt) in {folder}")
 
 
+def _coerce(key: str, value: Any) -> Any:
+    """Give a value read from opt.txt (where '0' and 0 look alike) its field's type."""
+    typ = str(FIELDS[key].type)
+    if value is None or typ.endswith("None"):
+        return value
+    if typ == "str":
+        return str(value)
+    if typ == "float" and value != "inf":
+        return float(value)
+    if typ == "int" and isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        return int(value)
+    return value
+
+
 def options_from_dict(saved: dict[str, Any], train: bool = False, **overrides: Any) -> Options:
     """Options from a saved dict (ours or the official), unknown keys ignored, with overrides."""
     netG = saved.get("netG", "spade")
@@ -448,7 +462,7 @@ def options_from_dict(saved: dict[str, Any], train: bool = False, **overrides: A
                        mode if mode in DATASET_MODES else "custom", False)
     for k, v in saved.items():
         if k in FIELDS and k != "isTrain":
-            values[k] = v
+            values[k] = _coerce(k, v)
     if isinstance(values.get("gpu_ids"), list):  # some official pickles hold the parsed list
         values["gpu_ids"] = ",".join(str(i) for i in values["gpu_ids"]) or "-1"
     if values.get("how_many") == "inf":
