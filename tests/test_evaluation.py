@@ -314,6 +314,26 @@ def test_inception_features_and_end_to_end(random_inception_file, monkeypatch):
     assert math.isfinite(res["kid_mean"]) and res["notes"]
 
 
+def test_extract_features_batching_and_input_conversion():
+    calls = []
+
+    def stub(x):  # stands in for the network: records batch shapes, returns channel means
+        calls.append(tuple(x.shape))
+        return x.mean(dim=(2, 3))
+
+    items = [
+        torch.full((3, 3, 8, 8), -1.0),                  # float in [-1, 1] -> 0
+        torch.full((1, 3, 8, 8), 255, dtype=torch.uint8),  # uint8 -> 1
+        np.full((6, 5, 3), 255, dtype=np.uint8),          # H x W x 3 array, other size
+        (torch.ones(2, 3, 6, 5), torch.zeros(2, 6, 5)),   # (images, labels) pair
+    ]
+    feats = extract_features(stub, items, batch_size=2)
+    assert calls == [(2, 3, 8, 8), (2, 3, 8, 8), (3, 3, 6, 5)]
+    np.testing.assert_allclose(feats[:, 0], [0, 0, 0, 1, 1, 1, 1])
+    with pytest.raises(SpadeganError, match="B x 3 x H x W"):
+        extract_features(stub, [torch.zeros(1, 4, 8, 8)])
+
+
 # ------------------------------------------------------------------ segmenter
 
 
