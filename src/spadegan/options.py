@@ -185,7 +185,10 @@ class Options:
 
     def replace(self, **changes: Any) -> "Options":
         """A copy with some values changed (options themselves are never mutated)."""
-        return dataclasses.replace(self, **changes)
+        new = dataclasses.replace(self, **changes)
+        if hasattr(self, "_defaults"):  # keep the parse-time defaults opt.txt compares against
+            object.__setattr__(new, "_defaults", self._defaults)
+        return new
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
