@@ -3,3 +3,15 @@
 from .semantics import get_edges, to_semantics
 
 __all__ = ["to_semantics", "get_edges"]
+
+from .datasets import (  # noqa: E402
+    DatasetReport,
+    PairedDataset,
+    create_dataloader,
+    create_dataset,
+    resolve_dataset_options,
+    validate_dataset,
+)
+
+__all__ += ["create_dataset", "create_dataloader", "resolve_dataset_options", "validate_dataset",
+            "DatasetReport", "PairedDataset"]
