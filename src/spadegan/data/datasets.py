@@ -60,7 +60,7 @@ import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -69,6 +69,9 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from ..errors import SpadeganError
 from . import transforms as T
+
+if TYPE_CHECKING:
+    from ..options import Options
 
 __all__ = [
     "IMG_EXTENSIONS",
@@ -307,7 +310,7 @@ def _find_landscapes(opt) -> tuple[list, list, list | None]:
 
 
 # ---- options -------------------------------------------------------------------------------
-def resolve_dataset_options(opt):
+def resolve_dataset_options(opt: "Options") -> "Options":
     """Options with the dataset's implicit choices made explicit; call before building nets.
 
     The tutorial's custom command has neither ``--instance_dir`` nor ``--no_instance``:
@@ -410,7 +413,7 @@ def _open(path: str) -> Image.Image:
         raise SpadeganError(f"{path}: cannot read image ({e}); re-export or remove the file") from None
 
 
-def create_dataset(opt) -> PairedDataset:
+def create_dataset(opt: "Options") -> PairedDataset:
     """The dataset of ``opt.dataset_mode`` (see the module docstring for layouts).
 
     Raises SpadeganError for missing or empty folders and pairs whose names differ. Call
@@ -504,7 +507,7 @@ def seed_worker(worker_id: int) -> None:
     random.seed(s)
 
 
-def create_dataloader(opt, dataset: Dataset | None = None, distributed: bool = False, rank: int = 0,
+def create_dataloader(opt: "Options", dataset: Dataset | None = None, distributed: bool = False, rank: int = 0,
                       world_size: int = 1, batch_size: int | None = None) -> DataLoader:
     """A DataLoader over ``dataset`` (default ``create_dataset(opt)``).
 
@@ -639,7 +642,7 @@ def _check_sample(s: Sample) -> dict[str, Any]:
     return out
 
 
-def validate_dataset(opt, dataset: PairedDataset, progress: bool = True,
+def validate_dataset(opt: "Options", dataset: PairedDataset, progress: bool = True,
                      raise_on_error: bool = True) -> DatasetReport:
     """Read every label map, photo and instance map once and check them against ``opt``.
 
