@@ -87,9 +87,11 @@ def test_generate_batch():
         L.generate_batch([], size=48)
 
 
-def test_too_small_raises():
+def test_bad_arguments_raise():
     with pytest.raises(SpadeganError, match="at least 32"):
         L.generate_scene(0, 16)
+    with pytest.raises(SpadeganError, match="seed"):
+        L.generate_scene(-1, 64)
 
 
 def test_make_landscapes_layout(tmp_path):
@@ -119,6 +121,9 @@ def test_make_landscapes_val_fraction_and_errors(tmp_path):
         L.make_landscapes(str(tmp_path / "c"), count=4, size=32, val_fraction=1.5)
     with pytest.raises(SpadeganError, match="count"):
         L.make_landscapes(str(tmp_path / "c"), count=0)
+    with pytest.raises(SpadeganError, match="size"):
+        L.make_landscapes(str(tmp_path / "c"), count=1, size=8)
+    assert not (tmp_path / "c").exists()  # nothing written before the checks
     (tmp_path / "file").write_text("x")
     with pytest.raises(SpadeganError, match="not a folder"):
         L.make_landscapes(str(tmp_path / "file"), count=1, size=32)

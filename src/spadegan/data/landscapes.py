@@ -117,7 +117,9 @@ def _bspline_taps(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray]:
     i = np.floor(t).astype(np.intp)
     u = t - i
     w = np.stack([(1 - u) ** 3, 3 * u**3 - 6 * u**2 + 4, -3 * u**3 + 3 * u**2 + 3 * u + 1, u**3]) / 6.0
-    return np.stack([i - 1, i, i + 1, i + 2]), w.astype(_F32)
+    idx, wts = np.stack([i - 1, i, i + 1, i + 2]), w.astype(_F32)
+    idx.flags.writeable = wts.flags.writeable = False  # shared through the cache
+    return idx, wts
 
 
 def _upsample(grid: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -331,7 +333,8 @@ def _draw_mountains(cv: _Canvas, horizon: int) -> None:
         if rocky:
             rmask = (rock_field + 0.7 * gully) > rng.uniform(0.5, 1.3)
             lab[rmask] = ROCK
-            np.copyto(col, p["rock"] * (shade + 0.08 * fine), where=rmask)
+            # Bare rock: greyer and craggier (strong fine grain) than the earthy slope.
+            np.copyto(col, p["rock"] * (1.05 * shade + 0.22 * fine), where=rmask)
         if snowy:
             smask = yy < snow_line + 0.07 * cv.h * (gully + 0.4 * fine) + 0.03 * k * cv.h
             lab[smask] = SNOW
@@ -343,9 +346,12 @@ def _draw_mountains(cv: _Canvas, horizon: int) -> None:
         cv.label[rows][mask] = lab[mask]
 
 
-def _draw_ground(cv: _Canvas, horizon: int) -> tuple[str, np.ndarray]:
-    """Label and texture everything below the horizon; returns the layout kind and,
-    per column, the row where open water starts (h where there is none)."""
+def _draw_ground(cv: _Canvas, horizon: int) -> tuple[str, int]:
+    """Label and texture everything below the horizon.
+
+    Returns the layout kind and the row water mirrors about: the horizon, or for a
+    lake the foot of its far shore.
+    """
     rng, p, h, w = cv.rng, cv.pal, cv.h, cv.w
     rows = slice(horizon, h)
     gh = h - horizon
@@ -354,8 +360,10 @@ def _draw_ground(cv: _Canvas, horizon: int) -> tuple[str, np.ndarray]:
     kind = str(rng.choice(["sea", "lake", "meadow", "pond"], p=[0.25, 0.3, 0.2, 0.25]))
     lab = np.full((gh, w), GRASS, np.uint8)
     shore = np.full(w, np.inf, _F32)
+    axis = horizon
     if kind in ("sea", "lake"):
         far_edge = horizon + (0.0 if kind == "sea" else rng.uniform(0.015, 0.06) * h + 1)
+        axis = int(far_edge)
         if kind == "lake":
             far_edge = far_edge + 0.004 * h * _smooth1(rng, w, 6)
         # Shores flatten with distance, so keep their wiggle small relative to depth.
@@ -397,9 +405,7 @@ def _draw_ground(cv: _Canvas, horizon: int) -> tuple[str, np.ndarray]:
     haze = 0.5 * np.exp(-depth / 0.15)
     cv.img[:, rows] = col + (p["haze"] - col) * haze
 
-    wm = cv.label == WATER
-    has = wm.any(axis=0)
-    return kind, np.where(has, wm.argmax(axis=0), h)
+    return kind, axis
 
 
 def _paint_trees(cv: _Canvas, y0: int, mask: np.ndarray, x0: int, prof: np.ndarray, side: np.ndarray,
@@ -551,12 +557,13 @@ def _boulders(cv: _Canvas, horizon: int) -> None:
         cv.label[y0:y1, x0:x1][m] = ROCK
 
 
-def _draw_reflections(cv: _Canvas, horizon: int, water_top: np.ndarray) -> None:
+def _draw_reflections(cv: _Canvas, horizon: int, axis: int) -> None:
     """Water shows a darkened, rippled, upside-down copy of what is beyond it.
 
     Distant things mirror about the horizon (a flat surface reflects the sky at the
-    elevation equal to the view's depression angle); a lake's far shore sits a little
-    lower, so water reaching up near the horizon mirrors about its own top edge.
+    elevation equal to the view's depression angle); a lake's far shore stands a
+    little lower, so lakes mirror about the shore's foot (``axis``). One axis per
+    scene: a per-column axis tears the mirror image into vertical strips.
     """
     wy, wx = np.nonzero(cv.label == WATER)
     if not len(wy):
@@ -565,11 +572,9 @@ def _draw_reflections(cv: _Canvas, horizon: int, water_top: np.ndarray) -> None:
     y0 = int(wy.min())
     ripple_full = _fbm(rng, h - y0, w, (h - y0) / 4 + 2, 3, octaves=2)  # thin horizontal streaks
     ripple = ripple_full[wy - y0, wx]
-    top = water_top[wx].astype(_F32)
-    top = np.where(top - horizon < 0.08 * h, top, _F32(horizon))
-    dist = wy - top
+    dist = (wy - horizon).astype(_F32)  # steeper view = weaker mirror, larger ripples
     amp = 0.6 + 0.06 * dist
-    sy = np.clip((2 * top - 1 - wy - 0.25 * amp * np.abs(ripple)).astype(np.intp), 0, h - 1)
+    sy = np.clip((2 * axis - 1 - wy - 0.25 * amp * np.abs(ripple)).astype(np.intp), 0, h - 1)
     sx = np.clip((wx + amp * ripple).astype(np.intp), 0, w - 1)
     refl = cv.img[:, sy, sx]  # (3, N)
     # Reflections dim towards the viewer (Fresnel, roughly) where the water's own
@@ -590,7 +595,7 @@ def _finish(cv: _Canvas) -> np.ndarray:
     """Tint lit ground by the style's light, vignette, soften, grain; return HxWx3 uint8."""
     p = cv.pal
     # Sky and clouds are light sources themselves; everything else is lit.
-    sky_like = (cv.label <= CLOUD)
+    sky_like = (cv.label <= CLOUD).astype(_F32)
     light = p["light"] + (1.0 - p["light"]) * sky_like
     vignette = 1.0 - 0.3 * ((cv.xx / cv.w - 0.5) ** 2 + (cv.yy / cv.h - 0.5) ** 2)
     img = cv.img * light * vignette
@@ -615,6 +620,8 @@ def generate_scene(seed: int, size: int = 256, width: int | None = None) -> tupl
     """
     h = int(size)
     w = int(width) if width is not None else h
+    if int(seed) < 0:
+        raise SpadeganError(f"landscape seed must be >= 0, got {seed}")
     if h < 32 or w < 32:
         raise SpadeganError(f"landscape size must be at least 32x32 pixels, got {w}x{h}")
     rng = np.random.default_rng(seed)
@@ -625,13 +632,14 @@ def generate_scene(seed: int, size: int = 256, width: int | None = None) -> tupl
     _draw_sky(cv, horizon)
     _draw_clouds(cv, horizon)
     _draw_mountains(cv, horizon)
-    kind, water_top = _draw_ground(cv, horizon)
+    kind, axis = _draw_ground(cv, horizon)
     conifer = rng.random() < (0.7 if style == "winter" else 0.35)
-    if rng.random() < 0.55:
+    # A forest edge on the far shore or the horizon (not out at sea).
+    if rng.random() < 0.55 and kind != "sea":
         far = horizon + (int(0.02 * h) if kind == "lake" else 0)
         _tree_line(cv, far, conifer)
     # Reflect now, before near objects exist, so water mirrors only what is beyond it.
-    _draw_reflections(cv, horizon, water_top)
+    _draw_reflections(cv, horizon, axis)
     if rng.random() < 0.65:
         for _ in range(int(rng.integers(1, 5))):
             _tree_cluster(cv, horizon, conifer)
@@ -673,6 +681,10 @@ def make_landscapes(out: str, count: int, size: int = 256, seed: int = 0, val_fr
 
     if count < 1:
         raise SpadeganError(f"count must be >= 1, got {count}")
+    if size < 32:
+        raise SpadeganError(f"size must be at least 32 pixels, got {size}")
+    if seed < 0:
+        raise SpadeganError(f"seed must be >= 0, got {seed}")
     if val_count is None:
         if not 0.0 <= val_fraction < 1.0:
             raise SpadeganError(f"val_fraction must be in [0, 1), got {val_fraction}")
