@@ -146,6 +146,10 @@ def test_load_palette_file_text_and_json(tmp_path):
     js.write_text(json.dumps([{"id": 3, "name": "a", "color": [1, 2, 3]}]))
     assert P.load_palette_file(js) == [P.ClassInfo(3, "a", (1, 2, 3))]
 
+    idfirst = tmp_path / "ids.txt"
+    idfirst.write_text("0 10 20 30\n")
+    with pytest.raises(SpadeganError, match="4th number"):
+        P.load_palette_file(idfirst)
     bad = tmp_path / "bad.txt"
     bad.write_text("1 2 3\n1 2 300\n")
     with pytest.raises(SpadeganError, match=r"bad.txt:2"):

@@ -153,8 +153,8 @@ def load_palette_file(path: str | os.PathLike) -> list[ClassInfo]:
 
     The JSON form is a list of ``{"id", "name", "color"}`` objects. In the text form
     line *i* (ignoring blank lines and ``#`` comments) is the colour of id *i*;
-    values may be separated by spaces or commas and anything after the third number
-    is taken as the class name.
+    values may be separated by spaces or commas and text after the third number is the
+    class name.
     """
     p = Path(path)
     if not p.is_file():
@@ -180,6 +180,12 @@ def load_palette_file(path: str | os.PathLike) -> list[ClassInfo]:
             raise SpadeganError(f"{p}:{lineno}: expected 'R G B' with integers 0..255, got {line!r}")
         cid = len(classes)
         name = parts[3].strip() if len(parts) > 3 else f"class {cid}"
+        if name.split()[0].lstrip("-").isdigit():
+            # "id R G B" files would otherwise load silently shifted by one column.
+            raise SpadeganError(
+                f"{p}:{lineno}: {line!r} has a 4th number; write 'R G B [name]' lines in id order "
+                "(line i is id i) or use a classes.json with explicit ids"
+            )
         classes.append(ClassInfo(cid, name, rgb))  # type: ignore[arg-type]
     if not classes:
         raise SpadeganError(f"{p}: no colours found; write one 'R G B' line per class id")
