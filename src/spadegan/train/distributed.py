@@ -8,10 +8,11 @@ process group: gloo on CPU, nccl on CUDA (one GPU per process, cuda:LOCAL_RANK).
 the N processes takes batchSize/N samples of every global batch, so a 2-process run sees the
 same samples per step as a 1-process run with the same batchSize and seed.
 
-PyTorch's nn.SyncBatchNorm only synchronises CUDA tensors; on CPU (gloo) the `syncbatch`
-norms are switched to `CPUSyncBatchNorm`, which all-reduces the batch statistics with a
-differentiable all_reduce. It is a subclass, so state_dict keys stay those of the official
-checkpoints.
+PyTorch's nn.SyncBatchNorm only synchronises CUDA tensors (and DDP refuses to wrap a CPU
+module holding one); on CPU (gloo) the `syncbatch` norms are switched to
+`CPUSyncBatchNorm`, which all-reduces the batch statistics with a differentiable
+all_reduce. It has the same parameters and buffers, so state_dict keys stay those of the
+official checkpoints.
 """
 
 from __future__ import annotations
@@ -116,13 +117,21 @@ def broadcast_object(obj, info: DistInfo):
     return box[0]
 
 
-class CPUSyncBatchNorm(nn.SyncBatchNorm):
-    """SyncBatchNorm that also synchronises CPU tensors (gloo), same parameters and buffers."""
+class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """Batch norm synchronised over the process group for CPU tensors (gloo).
+
+    Same parameters and buffers as nn.SyncBatchNorm; not a subclass of it, because DDP
+    rejects any SyncBatchNorm in a CPU module.
+    """
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        if x.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {x.dim()}D input)")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         syncing = (self.training and dist.is_available() and dist.is_initialized()
                    and dist.get_world_size() > 1)
-        if not syncing:  # SyncBatchNorm is plain batch norm then (and in eval mode)
+        if not syncing:  # plain batch norm (in eval mode, or in one process)
             return super().forward(x)
         from torch.distributed.nn.functional import all_reduce
         c = x.shape[1]
