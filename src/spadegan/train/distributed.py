@@ -117,6 +117,26 @@ def broadcast_object(obj, info: DistInfo):
     return box[0]
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Differentiable sum over the processes: the gradient of a sum is the summed gradient."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        x = x.clone()
+        dist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
+def all_reduce_sum_autograd(x: torch.Tensor) -> torch.Tensor:
+    return _AllReduceSum.apply(x)
+
+
 class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
     """Batch norm synchronised over the process group for CPU tensors (gloo).
 
@@ -133,7 +153,7 @@ class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
                    and dist.get_world_size() > 1)
         if not syncing:  # plain batch norm (in eval mode, or in one process)
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
+        all_reduce = all_reduce_sum_autograd
         c = x.shape[1]
         xf = x.float()
         dims = [0] + list(range(2, x.dim()))
