@@ -1,0 +1,47 @@
+"""`spadegan paint`: start the painting app for a checkpoint or the built-in model."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import SpadeganError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="spadegan paint",
+                                description="The GauGAN painting app in your browser.")
+    p.add_argument("--checkpoint", default=None,
+                   help="checkpoint folder or *_net_G.pth (default: the built-in landscapes model)")
+    p.add_argument("--which_epoch", default="latest", help="which saved epoch to load")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on; 0.0.0.0 exposes the app to the network")
+    p.add_argument("--port", type=int, default=7860, help="port (0 picks a free one)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="inference precision of the fast engine")
+    p.add_argument("--open", action="store_true", help="open the page in a web browser")
+    p.add_argument("--queue_size", type=int, default=8, help="requests allowed to wait before 503")
+    return p
+
+
+def build_backend(checkpoint: str | None, device: str | None = None, precision: str = "auto",
+                  which_epoch: str = "latest"):
+    """The app's model adapter for a checkpoint, or for the built-in model when None."""
+    from ..synthesize import AppBackend, Synthesizer
+    try:
+        syn = Synthesizer.from_checkpoint(checkpoint, device=device, precision=precision,
+                                          which_epoch=which_epoch)
+    except SpadeganError as e:
+        if checkpoint is None:
+            raise SpadeganError(f"{e}. Pass a model with --checkpoint DIR_OR_FILE "
+                                "(a checkpoints/<name> folder or a latest_net_G.pth)") from None
+        raise
+    return AppBackend(syn)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from .server import serve
+    backend = build_backend(args.checkpoint, args.device, args.precision, args.which_epoch)
+    serve(backend, host=args.host, port=args.port, open_browser=args.open, queue_size=args.queue_size)
+    return 0
