@@ -138,19 +138,32 @@ def _cycle(data: Iterable[Any]) -> Iterator[Any]:
 
 def train_segmenter(images_labels_iterable: Iterable[Any], num_classes: int, steps: int,
                     lr: float = 1e-3, device: str | torch.device = "cpu", progress: bool = True,
-                    width: int = 32, ignore_index: int = 255, seed: int | None = 0) -> SmallSegmenter:
+                    width: int = 32, ignore_index: int = 255, seed: int | None = 0,
+                    schedule: str = "constant", class_weights: Any = None) -> SmallSegmenter:
     """Train a :class:`SmallSegmenter` with Adam and cross-entropy for ``steps`` batches.
 
     The iterable yields ``(images, labels)`` pairs (or dicts with ``image``/``label``):
     images B x 3 x H x W in [-1, 1] (or uint8), labels B x H x W class ids, where
     ``ignore_index`` marks unlabeled pixels. It is re-iterated when exhausted. Each sample is
     flipped left-right with probability 1/2; there are no vertical flips because scene
-    layouts (sky above ground) are not upside-down symmetric. Returns the model in eval mode.
+    layouts (sky above ground) are not upside-down symmetric. ``schedule="cosine"`` decays the
+    learning rate from ``lr`` to 0 along a half cosine (better for short budgets than a
+    constant rate). ``class_weights`` (``num_classes`` floats) weight the cross-entropy per
+    class, e.g. to keep rare small classes from being ignored. Returns the model in eval mode.
     """
     if steps < 1:
         raise SpadeganError(f"segmenter training steps must be >= 1, got {steps}")
     if lr <= 0:
         raise SpadeganError(f"segmenter learning rate must be > 0, got {lr}")
+    weight = None
+    if class_weights is not None:
+        weight = torch.as_tensor(class_weights, dtype=torch.float32).flatten()
+        if weight.numel() != num_classes or not torch.isfinite(weight).all() or (weight < 0).any():
+            raise SpadeganError(
+                f"class_weights must be {num_classes} finite non-negative numbers, got {weight.tolist()}")
+        weight = weight.to(device)
+    if schedule not in ("constant", "cosine"):
+        raise SpadeganError(f"segmenter lr schedule must be 'constant' or 'cosine', got {schedule!r}")
     with torch.random.fork_rng(devices=[]):  # reproducible init without touching global RNG
         if seed is not None:
             torch.manual_seed(seed)
@@ -160,6 +173,10 @@ def train_segmenter(images_labels_iterable: Iterable[Any], num_classes: int, ste
     if seed is not None:
         gen.manual_seed(seed)
     optim = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = None
+    if schedule == "cosine":
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            optim, lambda i: 0.5 * (1.0 + math.cos(math.pi * min(i, steps) / steps)))
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -187,10 +204,12 @@ def train_segmenter(images_labels_iterable: Iterable[Any], num_classes: int, ste
                     f"num_classes ({num_classes}) or ignore_index ({ignore_index})"
                 )
             logits = model(images.to(device))
-            loss = F.cross_entropy(logits, labels.to(device), ignore_index=ignore_index)
+            loss = F.cross_entropy(logits, labels.to(device), weight=weight, ignore_index=ignore_index)
             optim.zero_grad(set_to_none=True)
             loss.backward()
             optim.step()
+            if sched is not None:
+                sched.step()
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.4f}")
@@ -200,8 +219,12 @@ def train_segmenter(images_labels_iterable: Iterable[Any], num_classes: int, ste
     return model.eval()
 
 
-def save_segmenter(model: SmallSegmenter, path: str | os.PathLike[str]) -> None:
-    """Write the weights plus ``num_classes``/``width`` so :func:`load_segmenter` can rebuild it."""
+def save_segmenter(model: SmallSegmenter, path: str | os.PathLike[str], half: bool = False) -> None:
+    """Write the weights plus ``num_classes``/``width`` so :func:`load_segmenter` can rebuild it.
+
+    ``half=True`` stores floating-point tensors as float16 (half the file size, for shipping
+    in the package); :func:`load_segmenter` casts them back to float32.
+    """
     path = os.fspath(path)
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
@@ -210,7 +233,8 @@ def save_segmenter(model: SmallSegmenter, path: str | os.PathLike[str]) -> None:
         "version": _FORMAT_VERSION,
         "num_classes": model.num_classes,
         "width": model.width,
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": {k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu())
+                       for k, v in model.state_dict().items()},
     }
     # Write then rename, so an interrupted save never leaves a truncated file behind.
     tmp = path + ".tmp"
