@@ -247,6 +247,7 @@ def test_train_segmenter_cli_tiny(tiny_data, tmp_path, capsys):
     assert all(v.dtype == torch.float16 for v in sd.values() if v.is_floating_point())
     model = load_segmenter(out)
     assert next(model.parameters()).dtype == torch.float32 and model.num_classes == 10
+    assert model.image_size == (SIZE, SIZE)  # the scale it learned, for eval-time resizing
     text = capsys.readouterr().out
     assert "val (5 real images): mIoU" in text
     with pytest.raises(SpadeganError, match="--out FILE"):
@@ -306,3 +307,21 @@ def test_builtin_model_eval_smoke(tiny_data, tmp_path):
                  "--no_plots", "--num_visuals", "0"]) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["segmenter"]["status"] == "ok" and 0.0 <= m["synthesized"]["miou"] <= 1.0
+
+
+def test_images_are_resized_to_the_segmenters_training_size(tiny_ckpt, tmp_path):
+    torch.manual_seed(0)
+    seg = SmallSegmenter(10, width=4)
+    seg.image_size = (32, 32)
+    path = tmp_path / "seg32.pt"
+    save_segmenter(seg, path)
+    assert load_segmenter(path).image_size == (32, 32)
+
+    def run(out: Path, *extra: str) -> dict:
+        assert _run(["--checkpoint", str(tiny_ckpt), "--seg_weights", str(path), "--out", str(out),
+                     "--no_plots", "--num_visuals", "0", "--how_many", "2", *extra]) == 0
+        return json.loads((out / "metrics.json").read_text())
+
+    assert run(tmp_path / "a")["segmenter"]["input_size"] == [32, 32]  # 64 px model, 32 px segmenter
+    assert run(tmp_path / "b", "--seg_size", "-1")["segmenter"]["input_size"] == [SIZE, SIZE]
+    assert run(tmp_path / "c", "--seg_size", "48")["segmenter"]["input_size"] == [48, 48]

@@ -14,6 +14,8 @@ What it measures, on the eval split (``--phase val`` by default) at the model's 
   --train_segmenter`` or any TorchScript module mapping B x 3 x H x W images in [-1, 1] to
   B x label_nc x h x w logits); for the landscapes dataset the segmenter shipped in the
   package is the default. Without one, mIoU is reported as unavailable with the reason.
+  Images are resized to the size the segmenter was trained at (recorded in its file, or
+  ``--seg_size``) before segmenting; predictions are compared at the model's resolution.
 * **FID / KID** between synthesized and real images with the standard InceptionV3 weights
   from ``--fid_weights``; without them they are reported as unavailable, never computed
   with a substitute network.
@@ -122,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluation width (0 = the model's crop_size); height from its aspect ratio")
     s = ap.add_argument_group("metrics")
     s.add_argument("--seg_weights", default="", help="segmenter weights (default for landscapes: the shipped one)")
+    s.add_argument("--seg_size", type=int, default=0,
+                   help="resize images to this height before segmenting (0 = the size the segmenter was "
+                        "trained at, if its file says; -1 = never resize)")
     s.add_argument("--fid_weights", default="",
                    help="pt_inception-2015-12-05-6726825d.pth (pytorch-fid's InceptionV3 weights) for FID/KID")
     s.add_argument("--baseline", action="store_true", help="also score the class-mean-colour baseline")
@@ -303,13 +308,20 @@ def _scorer_classes(model: nn.Module) -> int | None:
 
 @torch.no_grad()
 def _predict(model: nn.Module, images_u8: torch.Tensor, size: tuple[int, int], device: torch.device,
-             batch_size: int, desc: str) -> torch.Tensor:
-    """Class ids N x H x W of uint8 images; logits are resized (bilinear) to ``size`` if needed."""
+             batch_size: int, desc: str, input_size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Class ids N x H x W of uint8 images.
+
+    With ``input_size`` the images are first resized (bilinear, antialiased) to it, the size
+    the segmenter was trained at; the logits are resized (bilinear) to ``size`` if needed.
+    """
     from tqdm.auto import tqdm
 
     out = []
     for chunk in tqdm(images_u8.split(batch_size), desc=desc, unit="batch", leave=False):
-        logits = model(_from_uint8(chunk).to(device))
+        x = _from_uint8(chunk).to(device)
+        if input_size is not None and tuple(x.shape[-2:]) != tuple(input_size):
+            x = F.interpolate(x, size=input_size, mode="bilinear", align_corners=False, antialias=True)
+        logits = model(x)
         if tuple(logits.shape[-2:]) != tuple(size):
             logits = F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)
         out.append(logits.argmax(dim=1).cpu())
@@ -318,11 +330,14 @@ def _predict(model: nn.Module, images_u8: torch.Tensor, size: tuple[int, int], d
 
 def segmentation_scores(model: nn.Module, images_u8: torch.Tensor, labels: torch.Tensor, num_classes: int,
                         ignore_index: int | None, device: torch.device, batch_size: int = 16,
-                        desc: str = "segmenting") -> dict[str, Any]:
-    """mIoU / accuracies of ``model``'s segmentation of ``images_u8`` against ``labels``."""
+                        desc: str = "segmenting", input_size: tuple[int, int] | None = None) -> dict[str, Any]:
+    """mIoU / accuracies of ``model``'s segmentation of ``images_u8`` against ``labels``.
+
+    ``input_size``: resize the images to this (H, W) before segmenting (see ``_predict``).
+    """
     from .miou import confusion_matrix, scores
 
-    pred = _predict(model, images_u8, tuple(labels.shape[-2:]), device, batch_size, desc)
+    pred = _predict(model, images_u8, tuple(labels.shape[-2:]), device, batch_size, desc, input_size)
     if int(pred.max()) >= num_classes:
         raise SpadeganError(
             f"the segmenter predicts class {int(pred.max())} but the dataset has {num_classes} classes; "
@@ -689,12 +704,20 @@ def _evaluate_main(args: argparse.Namespace) -> int:
         if n_seg is not None and n_seg != num_classes:
             raise SpadeganError(f"--seg_weights {seg_path} segments {n_seg} classes but the model has "
                                 f"label_nc {num_classes}; use a segmenter trained on this dataset")
+    # Objects must appear at the scale the segmenter learned: a 64 px model's images are
+    # upsampled for a segmenter trained on 128 px photos (the real photos too, so the upper
+    # bound is measured the same way); predictions are compared at the model's resolution.
+    seg_h = args.seg_size if args.seg_size != 0 else (getattr(scorer, "image_size", None) or (0, 0))[0]
+    seg_input = (int(seg_h), max(1, round(seg_h * w / h))) if seg_h and seg_h > 0 else None
+    if seg_input == (h, w):
+        seg_input = None
+    seg_info["input_size"] = list(seg_input) if seg_input else [h, w]
 
     def seg_scores(images_u8: torch.Tensor, what: str) -> dict[str, Any] | None:
         if scorer is None:
             return None
         return segmentation_scores(scorer, images_u8, split.labels, num_classes, ignore, device,
-                                   args.batch_size, desc=f"segmenting {what}")
+                                   args.batch_size, desc=f"segmenting {what}", input_size=seg_input)
 
     fid = _FID(args.fid_weights, split.images, device, args.batch_size, args.kid_subset_size)
     notes: list[str] = []
@@ -941,9 +964,9 @@ def _train_segmenter_main(args: argparse.Namespace) -> int:
     # dontcare pixels (255) arrive as label_nc when the dataset mode maps them; ignore them
     ignore = base.label_nc if base.contain_dontcare_label else 255
     train_opt = base.replace(phase="train")
+    probe_w, probe_h = _native_size(create_dataset(train_opt))
     val_opt = None
     if mode != "custom":
-        probe_w, probe_h = _native_size(create_dataset(train_opt))
         val_opt = base.replace(phase=args.phase, preprocess_mode="fixed", crop_size=probe_w, load_size=probe_w,
                                aspect_ratio=probe_w / probe_h, isTrain=False, no_flip=True, seed=0)
     t0 = time.time()
@@ -952,6 +975,7 @@ def _train_segmenter_main(args: argparse.Namespace) -> int:
                                             ignore_index=ignore, balance=args.seg_balance,
                                             jitter=args.seg_jitter)
     train_s = time.time() - t0
+    model.image_size = (probe_h, probe_w)  # the scale it learned; eval resizes other sizes to it
     save_segmenter(model.cpu(), args.out, half=args.half)
     size_kb = os.path.getsize(args.out) / 1024
     print(f"wrote {args.out} ({size_kb:.0f} KB, width {args.seg_width}, {num_classes} classes, "

@@ -39,6 +39,9 @@ class SmallSegmenter(nn.Module):
     """Tiny U-Net: images B x 3 x H x W in [-1, 1] -> logits B x num_classes x H x W.
 
     Any H, W work: inputs are padded to a multiple of 8 and the logits cropped back.
+    ``image_size`` (H, W), when known, is the size of the images it was trained on (crops
+    were taken from images of that size): object scale matters to a CNN, so images of another
+    size are best resized to it before segmenting. It is saved by :func:`save_segmenter`.
     """
 
     def __init__(self, num_classes: int, width: int = 32) -> None:
@@ -49,6 +52,7 @@ class SmallSegmenter(nn.Module):
             raise SpadeganError(f"segmenter width must be >= 4, got {width}")
         self.num_classes = int(num_classes)
         self.width = int(width)
+        self.image_size: tuple[int, int] | None = None
         w = self.width
         self.enc0 = _block(3, w)
         self.enc1 = _block(w, 2 * w)
@@ -233,6 +237,7 @@ def save_segmenter(model: SmallSegmenter, path: str | os.PathLike[str], half: bo
         "version": _FORMAT_VERSION,
         "num_classes": model.num_classes,
         "width": model.width,
+        "image_size": list(model.image_size) if getattr(model, "image_size", None) else None,
         "state_dict": {k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu())
                        for k, v in model.state_dict().items()},
     }
@@ -268,6 +273,8 @@ def load_segmenter(path: str | os.PathLike[str], device: str | torch.device = "c
         model.load_state_dict(payload["state_dict"], strict=True)
     except RuntimeError as exc:
         raise SpadeganError(f"segmenter file '{path}' has mismatching weights: {exc}") from exc
+    size = payload.get("image_size")  # absent in files written before it existed
+    model.image_size = (int(size[0]), int(size[1])) if size else None
     return model.to(device).eval()
 
 
