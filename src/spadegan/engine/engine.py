@@ -1,0 +1,509 @@
+"""The fast inference engine: a SPADE generator rewritten for synthesis, same results.
+
+`SynthesisEngine.from_generator(G)` derives an engine from a trained faithful
+`SPADEGenerator` (ours or an official checkpoint; G itself is left untouched unless
+`consume=True`). Its input is what users have, class ids and instance ids, instead of the
+one-hot semantics tensor, and it computes the same function as G in eval mode:
+
+* Activations are kept channels-last (NHWC); the big 3x3 convolutions run on oneDNN with
+  channels_last tensors; the 1x1 shortcut is a plain matrix product.
+* SPADE's first convolution over the one-hot map is a gather-and-sum: at every pixel, the
+  sum over the k*k taps of a table row chosen by the class id (and instance-edge bit)
+  found at that tap (`fold.code_embedding`), done by one `embedding_bag` for the three
+  SPADE layers of a block together (3 x 128 hidden channels per lookup).
+* gamma and beta are one convolution with 2C outputs, with the "1 +" folded in, so a
+  SPADE layer is `x_hat * G + B`; spectral norm is folded into plain weights.
+* Per-code constants: where all codes within the receptive field of gamma/beta are equal
+  (and away from the image border), G and B are constants of that code (`fold.code_tables`)
+  and are looked up; only the pixels near a class or instance boundary (typically 10-30 %
+  of a real label map at 128-256 px) go through the gather + matrix product. When most
+  pixels are near a boundary (low resolutions, noise-like maps) the level falls back to a
+  dense convolution of the gathered hidden map.
+* Upsampling is never materialised for the SPADE input: the instance-norm statistics of a
+  nearest-upsampled map equal those of the small map, and the modulation broadcasts the
+  small map over 2x2 blocks.
+* Weights are stored once in the compute dtype (fp32, bf16 or fp16). With bf16/fp16 the
+  error-sensitive parts stay fp32 (measured on unit-scale random weights, where rounding
+  them costs 10-15 dB PSNR): the first layer (fc) and the identity residual stream it
+  feeds, and every normalisation (x - mean cancels on nearly constant maps); the
+  convolutions, lookups and products run in the compute dtype.
+
+`forward(label, instance=None, z=None)` takes (B, H, W) ids (dontcare already mapped to
+`label_nc`), optional (B, H, W) instance ids and the VAE code, and returns (B, 3, H', W')
+in [-1, 1]. With `dense_only=True` the data-dependent sparse path is off, which makes the
+module traceable for TorchScript/ONNX export (`spadegan.engine.export`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import SpadeganError
+from ..layers.blocks import SPADEResnetBlock
+from ..layers.spade import NHIDDEN
+from .fold import FoldedSpade, code_embedding, code_tables, conv_bias, conv_weight, fold_spade
+
+_EPS = 1e-5  # InstanceNorm2d's default eps, which the faithful SPADE uses
+_SLOPE = 0.2
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _cl(w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return w.to(dtype).contiguous(memory_format=torch.channels_last)
+
+
+def _edges_nhw(inst: torch.Tensor) -> torch.Tensor:
+    """(B,H,W) instance ids -> (B,H,W) long 0/1 boundary map, as `data.semantics.get_edges`.
+
+    Written with pads instead of in-place slice updates so it traces to ONNX.
+    """
+    dx = (inst[:, :, 1:] != inst[:, :, :-1]).to(torch.uint8)
+    dy = (inst[:, 1:, :] != inst[:, :-1, :]).to(torch.uint8)
+    e = torch.maximum(F.pad(dx, (1, 0)), F.pad(dx, (0, 1)))
+    e = torch.maximum(e, torch.maximum(F.pad(dy, (0, 0, 1, 0)), F.pad(dy, (0, 0, 0, 1))))
+    return e.long()
+
+
+def _resize_nearest(code: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B,H,W) long -> (B,h,w), picking the same source pixels as F.interpolate(nearest)."""
+    if tuple(code.shape[1:]) == tuple(size):
+        return code
+    return F.interpolate(code[:, None].float(), size=size, mode="nearest")[:, 0].long()
+
+
+class _Level:
+    """One resolution of the code map and the index arithmetic its SPADE layers share.
+
+    Codes are `label + L * edge`; code V (one past the last) marks the zero padding.
+    Built once per resolution per forward call and reused by every block at that size.
+    """
+
+    def __init__(self, code: torch.Tensor, num_codes: int):
+        self.code = code  # (B, H, W) long
+        self.B, self.H, self.W = code.shape
+        self.V = num_codes
+        self._padded: dict[int, tuple[torch.Tensor, torch.Tensor, int]] = {}
+        self.sparse: dict[int, tuple | None] = {}
+
+    @property
+    def n(self) -> int:
+        return self.B * self.H * self.W
+
+    def padded(self, pw: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(flat padded code map, tap offsets (T,), padded width) for kernel radius pw."""
+        if pw not in self._padded:
+            cp = F.pad(self.code, (pw, pw, pw, pw), value=self.V)
+            wp = self.W + 2 * pw
+            k = 2 * pw + 1
+            dy, dx = torch.meshgrid(torch.arange(k), torch.arange(k), indexing="ij")
+            offs = (dy * wp + dx).reshape(-1).to(self.code.device)
+            self._padded[pw] = (cp.reshape(-1), offs, wp)
+        return self._padded[pw]
+
+    def window_base(self, flat: torch.Tensor | None, pw: int) -> torch.Tensor:
+        """Flat padded index of the top-left tap of each pixel's window (all pixels if None)."""
+        hp, wp = self.H + 2 * pw, self.W + 2 * pw
+        if flat is None:
+            b = torch.arange(self.B, device=self.code.device).view(-1, 1, 1) * (hp * wp)
+            y = torch.arange(self.H, device=self.code.device).view(1, -1, 1) * wp
+            x = torch.arange(self.W, device=self.code.device).view(1, 1, -1)
+            return (b + y + x).reshape(-1)
+        b, rem = flat // (self.H * self.W), flat % (self.H * self.W)
+        return b * (hp * wp) + (rem // self.W) * wp + rem % self.W
+
+    def window_codes(self, flat: torch.Tensor | None, pw: int) -> torch.Tensor:
+        """(Q, T) codes of each pixel's k x k window, tap-major (tap = dy * k + dx)."""
+        cp, offs, _ = self.padded(pw)
+        return cp[self.window_base(flat, pw)[:, None] + offs[None, :]]
+
+    def irregular(self, pw: int, threshold: float, min_pixels: int) -> tuple | None:
+        """Pixels whose gamma/beta are not a per-code constant, or None to go dense.
+
+        gamma/beta at p read the hidden map within pw of p, which reads codes within pw of
+        that: a radius of 2 pw. Pixels with any other code, or the zero padding, in that
+        radius are irregular. Returns (irregular flat ids, their 1-pw neighbourhood ids).
+        """
+        if pw in self.sparse:
+            return self.sparse[pw]
+        r = 2 * pw
+        result = None
+        if self.n >= min_pixels and self.H > 2 * r and self.W > 2 * r:
+            c = self.code[:, None].float()
+            hi = F.max_pool2d(c, 2 * r + 1, 1, r)
+            lo = -F.max_pool2d(-c, 2 * r + 1, 1, r)
+            m = hi != lo
+            m[:, :, :r] = True
+            m[:, :, -r:] = True
+            m[:, :, :, :r] = True
+            m[:, :, :, -r:] = True
+            p = m.reshape(-1).nonzero().squeeze(1)
+            if p.numel() <= threshold * self.n:
+                near = F.max_pool2d(m.float(), 2 * pw + 1, 1, pw) > 0
+                result = (p, near.reshape(-1).nonzero().squeeze(1))
+        self.sparse[pw] = result
+        return result
+
+
+class _SpadeGroup(nn.Module):
+    """The (2 or 3) SPADE layers of one residual block, fused (see the module docstring)."""
+
+    def __init__(self, spades: list[FoldedSpade], label_channels: int, instance: bool,
+                 dtype: torch.dtype):
+        super().__init__()
+        self.kind, self.ks = spades[0].kind, spades[0].ks
+        self.pw = self.ks // 2
+        self.channels = [s.channels for s in spades]
+        self.V = label_channels * (2 if instance else 1)
+        emb = torch.cat([code_embedding(s.shared_w, label_channels, instance) for s in spades], dim=2)
+        self.register_buffer("emb", emb.reshape(-1, emb.shape[-1]).to(dtype))  # (T*(V+1), 128n)
+        self.register_buffer("emb_bias", torch.cat([s.shared_b for s in spades]).to(dtype))
+        for j, (s, table) in enumerate(zip(spades, code_tables(spades, label_channels, instance))):
+            self.register_buffer(f"gb_w{j}", _cl(s.gb_w, dtype))  # (2C, 128, k, k) channels_last
+            self.register_buffer(f"gb_b{j}", s.gb_b.to(dtype))
+            self.register_buffer(f"table{j}", table.to(dtype))  # (V, 2C)
+            if s.kind == "batch":
+                self.register_buffer(f"mean{j}", s.mean.float())  # normalisation stays fp32
+                self.register_buffer(f"rstd{j}", s.rstd.float())
+        self.dtype = dtype
+
+    def normalize(self, j: int, x: torch.Tensor, cache: dict) -> torch.Tensor:
+        """x_hat for SPADE j: instance norm (shared by layers reading the same x) or eval BN."""
+        if self.kind == "instance":
+            key = id(x)
+            if key not in cache:
+                cache.clear()
+                cache[key] = _instance_normalize(x, self.dtype)
+            return cache[key]
+        if x.dtype == torch.float32:
+            return ((x - getattr(self, f"mean{j}")) * getattr(self, f"rstd{j}")).to(self.dtype)
+        return ((x.float() - getattr(self, f"mean{j}")) * getattr(self, f"rstd{j}")).to(self.dtype)
+
+    def hidden(self, level: _Level, flat: torch.Tensor | None, export: bool) -> torch.Tensor:
+        """ReLU(first SPADE conv) at the given pixels (all if None): (Q, 128 n)."""
+        codes = level.window_codes(flat, self.pw)
+        t = codes.shape[1]
+        idx = codes + (torch.arange(t, device=codes.device) * (self.V + 1))[None, :]
+        if export:  # Gather + Add only (embedding_bag has no efficient ONNX form)
+            acc = F.embedding(idx[:, 0], self.emb)
+            for i in range(1, t):
+                acc = acc + F.embedding(idx[:, i], self.emb)
+        else:
+            acc = F.embedding_bag(idx, self.emb, mode="sum")
+        return torch.relu_(acc + self.emb_bias)
+
+    def gb_maps(self, level: _Level, threshold: float, min_pixels: int, export: bool):
+        """A function j -> (B, H, W, 2C) map of [G | B] for SPADE j at this level."""
+        sparse = None if export else level.irregular(self.pw, threshold, min_pixels)
+        B, H, W = level.B, level.H, level.W
+        nh = NHIDDEN
+        if sparse is None:
+            a = self.hidden(level, None, export).view(B, H, W, -1)
+
+            def dense(j: int) -> torch.Tensor:
+                aj = a[..., j * nh:(j + 1) * nh].permute(0, 3, 1, 2)
+                aj = aj.contiguous(memory_format=torch.channels_last)
+                out = F.conv2d(aj, getattr(self, f"gb_w{j}"), getattr(self, f"gb_b{j}"), padding=self.pw)
+                return out.permute(0, 2, 3, 1).contiguous()
+            return dense
+
+        p, near = sparse
+        a = self.hidden(level, near, export)
+        a = torch.cat([a, a.new_zeros(1, a.shape[1])])  # row len(near) = zero padding
+        _, offs, wp = level.padded(self.pw)
+        hp = H + 2 * self.pw
+        rows = torch.full((B * hp * wp,), near.numel(), dtype=torch.long, device=a.device)
+        rows[level.window_base(near, self.pw) + self.pw * wp + self.pw] = torch.arange(
+            near.numel(), device=a.device)
+        nbr = rows[level.window_base(p, self.pw)[:, None] + offs[None, :]].reshape(-1)  # (P*T)
+        t = offs.numel()
+
+        def sparse_map(j: int) -> torch.Tensor:
+            w = getattr(self, f"gb_w{j}")  # (2C, 128, k, k) channels_last: memory (2C, k, k, 128)
+            c2 = w.shape[0]
+            wmat = w.permute(2, 3, 1, 0).reshape(t * nh, c2)  # a transposed view, no copy
+            cols = a[:, j * nh:(j + 1) * nh].index_select(0, nbr).view(-1, t * nh)
+            vals = torch.addmm(getattr(self, f"gb_b{j}"), cols, wmat)
+            out = F.embedding(level.code, getattr(self, f"table{j}"))  # (B, H, W, 2C)
+            out.view(-1, c2).index_copy_(0, p, vals)
+            return out
+        return sparse_map
+
+
+def _instance_normalize(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Instance norm of an NHWC map (biased variance, eps 1e-5, as InstanceNorm2d).
+
+    Computed in fp32 whatever the compute dtype: x - mean cancels where a map is nearly
+    constant, and doing it in bf16 costs >10 dB PSNR (measured).
+    """
+    xf = x.float()
+    var, mean = torch.var_mean(xf, dim=(1, 2), keepdim=True, correction=0)
+    return ((xf - mean) * torch.rsqrt(var + _EPS)).to(dtype)
+
+
+def _modulate(x_hat: torch.Tensor, gb: torch.Tensor, upsample: bool) -> torch.Tensor:
+    """x_hat * G + B; x_hat at half resolution (nearest-upsampled by broadcasting) if upsample."""
+    c = x_hat.shape[-1]
+    if upsample:
+        b, h, w, _ = x_hat.shape
+        gbv = gb.view(b, h, 2, w, 2, 2 * c)
+        out = torch.addcmul(gbv[..., c:], x_hat.view(b, h, 1, w, 1, c), gbv[..., :c])
+        return out.view(b, 2 * h, 2 * w, c)
+    return torch.addcmul(gb[..., c:], x_hat, gb[..., :c])
+
+
+def _conv_nhwc(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, pad: int) -> torch.Tensor:
+    out = F.conv2d(x.permute(0, 3, 1, 2), w, b, padding=pad)
+    return out.permute(0, 2, 3, 1).contiguous()
+
+
+def _upsample_nhwc(x: torch.Tensor) -> torch.Tensor:
+    b, h, w, c = x.shape
+    return x.view(b, h, 1, w, 1, c).expand(b, h, 2, w, 2, c).reshape(b, 2 * h, 2 * w, c)
+
+
+class _EngineBlock(nn.Module):
+    """SPADEResnetBlock in NHWC with fused SPADE layers."""
+
+    def __init__(self, blk: SPADEResnetBlock, norm_G: str, label_channels: int, instance: bool,
+                 dtype: torch.dtype):
+        super().__init__()
+        cfg = norm_G.replace("spectral", "")
+        self.learned_shortcut = blk.learned_shortcut
+        spades = [fold_spade(blk.norm_0, cfg), fold_spade(blk.norm_1, cfg)]
+        if self.learned_shortcut:
+            spades.append(fold_spade(blk.norm_s, cfg))
+            ws = conv_weight(blk.conv_s)  # (fout, fin, 1, 1)
+            self.register_buffer("ws", ws.reshape(ws.shape[0], -1).t().to(dtype))  # (fin, fout) view
+        self.spades = _SpadeGroup(spades, label_channels, instance, dtype)
+        self.register_buffer("w0", _cl(conv_weight(blk.conv_0), dtype))
+        self.register_buffer("b0", conv_bias(blk.conv_0).to(dtype))
+        self.register_buffer("w1", _cl(conv_weight(blk.conv_1), dtype))
+        self.register_buffer("b1", conv_bias(blk.conv_1).to(dtype))
+
+    def forward(self, x: torch.Tensor, upsample: bool, level: _Level, threshold: float,
+                min_pixels: int, export: bool) -> torch.Tensor:
+        sp = self.spades
+        gb = sp.gb_maps(level, threshold, min_pixels, export)
+        cache: dict = {}  # the stats of up(x) equal those of x: normalise the small map
+        if self.learned_shortcut:
+            s = _modulate(sp.normalize(2, x, cache), gb(2), upsample)
+            b, h, w, c = s.shape
+            x_s = torch.mm(s.view(-1, c), self.ws).view(b, h, w, -1)
+            del s
+        else:
+            x_s = _upsample_nhwc(x) if upsample else x
+        dx = F.leaky_relu_(_modulate(sp.normalize(0, x, cache), gb(0), upsample), _SLOPE)
+        cache.clear()
+        dx = _conv_nhwc(dx, self.w0, self.b0, 1)
+        dx = F.leaky_relu_(_modulate(sp.normalize(1, dx, cache), gb(1), False), _SLOPE)
+        cache.clear()
+        dx = _conv_nhwc(dx, self.w1, self.b1, 1)
+        if x_s.dtype == dx.dtype:
+            return dx.add_(x_s)
+        return x_s + dx  # an fp32 residual stream stays fp32 (see SynthesisEngine)
+
+
+class SynthesisEngine(nn.Module):
+    """A SPADE generator compiled for inference; see the module docstring.
+
+    Attributes: `label_channels` (ids accepted: 0..label_channels-1), `instance` (whether
+    instance maps are read), `use_vae`, `z_dim`, `dtype`, `num_up` (the output is
+    2**num_up times the initial map), `default_size` (H, W) of the training crop.
+    """
+
+    #: fraction of boundary pixels above which a level uses the dense path
+    sparse_threshold: float = 0.55
+    #: levels with fewer pixels (all images of the batch) are always dense
+    min_sparse_pixels: int = 2048
+
+    def __init__(self, G: nn.Module, precision: str = "fp32", consume: bool = False):
+        super().__init__()
+        if G.__class__.__name__ != "SPADEGenerator":
+            raise SpadeganError(f"the synthesis engine supports --netG spade generators, not "
+                                f"{G.__class__.__name__}; use the faithful network (--no_engine)")
+        if precision not in PRECISIONS:
+            raise SpadeganError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        opt = G.opt if hasattr(G, "opt") else None
+        if opt is None:
+            raise SpadeganError("the generator carries no options (.opt); load it with spadegan.load_checkpoint")
+        self.opt = opt
+        self.precision = precision
+        self.dtype = dtype = PRECISIONS[precision]
+        self.label_channels = opt.label_channels
+        self.instance = not opt.no_instance
+        self.use_vae, self.z_dim, self.ngf = G.use_vae, G.z_dim, G.ngf
+        self.sw, self.sh = G.sw, G.sh
+        self.num_upsampling_layers = G.num_upsampling_layers
+        self.num_up = opt.num_up_layers
+        self.default_size = (self.sh * 2 ** self.num_up, self.sw * 2 ** self.num_up)
+        self.V = self.label_channels * (2 if self.instance else 1)
+        self.device = next(G.parameters()).device
+
+        if self.use_vae:
+            self.register_buffer("fc_w", G.fc.weight.detach().float())
+            self.register_buffer("fc_b", G.fc.bias.detach().float())
+        else:
+            w = G.fc.weight.detach().double()
+            emb = code_embedding(w, self.label_channels, self.instance)
+            self.register_buffer("fc_emb", emb.reshape(-1, emb.shape[-1]).float())
+            self.register_buffer("fc_b", G.fc.bias.detach().float())
+        if consume:
+            G.fc = nn.Identity()
+        names = ["head_0", "G_middle_0", "G_middle_1", "up_0", "up_1", "up_2", "up_3"]
+        if self.num_upsampling_layers == "most":
+            names.append("up_4")
+        self.block_names = names
+        self.blocks = nn.ModuleList()
+        for n in names:
+            self.blocks.append(_EngineBlock(getattr(G, n), opt.norm_G, self.label_channels,
+                                            self.instance, dtype))
+            if consume:  # free the faithful block now, keeping peak memory at ~1 copy of G
+                setattr(G, n, nn.Identity())
+        self.register_buffer("w_img", _cl(conv_weight(G.conv_img), dtype))
+        self.register_buffer("b_img", conv_bias(G.conv_img).to(dtype))
+        self.dense_only = False
+        self.to(self.device)
+
+    # ---- construction helpers ------------------------------------------------------
+    @classmethod
+    def from_generator(cls, G: nn.Module, precision: str = "fp32", consume: bool = False) -> "SynthesisEngine":
+        """Derive an engine from a faithful generator in eval mode (G must carry `.opt`)."""
+        return cls(G, precision=precision, consume=consume)
+
+    def output_size(self, size: tuple[int, int] | None) -> tuple[int, int]:
+        if size is None:
+            return self.default_size
+        h, w = size
+        m = 2 ** self.num_up
+        if h % m or w % m or h < m or w < m:
+            raise SpadeganError(f"output size {w}x{h} must be a positive multiple of {m} in both "
+                                f"directions (the generator upsamples {self.num_up} times)")
+        if self.use_vae and (h, w) != self.default_size:
+            raise SpadeganError(f"this VAE model's fc layer fixes the output at "
+                                f"{self.default_size[1]}x{self.default_size[0]}; got {w}x{h}")
+        return h, w
+
+    # ---- the forward pass ------------------------------------------------------------
+    def codes(self, label: torch.Tensor, instance: torch.Tensor | None) -> torch.Tensor:
+        """(B,H,W) class ids (+ instance ids) -> (B,H,W) codes label + L * edge."""
+        label = label.long()
+        if label.dim() == 4:
+            label = label[:, 0]
+        if not self.instance:
+            return label
+        if instance is None:
+            raise SpadeganError("this model needs an instance map (trained without --no_instance)")
+        if instance.dim() == 4:
+            instance = instance[:, 0]
+        return label + self.label_channels * _edges_nhw(instance)
+
+    def forward(self, label: torch.Tensor, instance: torch.Tensor | None = None,
+                z: torch.Tensor | None = None, size: tuple[int, int] | None = None) -> torch.Tensor:
+        h_out, w_out = self.output_size(size)
+        code = self.codes(label.to(self.device), None if instance is None else instance.to(self.device))
+        b = code.shape[0]
+        export = self.dense_only
+        levels: dict[tuple[int, int], _Level] = {}
+
+        def level(h: int, w: int) -> _Level:
+            if (h, w) not in levels:
+                levels[(h, w)] = _Level(_resize_nearest(code, (h, w)), self.V)
+            return levels[(h, w)]
+
+        h, w = h_out // 2 ** self.num_up, w_out // 2 ** self.num_up
+        if self.use_vae:
+            if z is None:
+                z = torch.randn(b, self.z_dim, device=self.device)
+            x = F.linear(z.to(self.device, torch.float32), self.fc_w, self.fc_b)
+            x = x.view(b, 16 * self.ngf, h, w).permute(0, 2, 3, 1).contiguous()
+        else:
+            lv = level(h, w)
+            codes = lv.window_codes(None, 1)
+            idx = codes + (torch.arange(9, device=codes.device) * (self.V + 1))[None, :]
+            if export:
+                x = F.embedding(idx[:, 0], self.fc_emb)
+                for i in range(1, 9):
+                    x = x + F.embedding(idx[:, i], self.fc_emb)
+            else:
+                x = F.embedding_bag(idx, self.fc_emb, mode="sum")
+            x = (x + self.fc_b).view(b, h, w, -1)
+
+        thr, mp = self.sparse_threshold, self.min_sparse_pixels
+        more = self.num_upsampling_layers in ("more", "most")
+        plan = [False, True, more, True, True, True, True, True]  # upsample before each block
+        for blk, up in zip(self.blocks, plan):
+            if up:
+                h, w = 2 * h, 2 * w
+            x = blk(x, up, level(h, w), thr, mp, export)
+        x = F.leaky_relu_(x, _SLOPE)
+        out = F.conv2d(x.permute(0, 3, 1, 2), self.w_img, self.b_img, padding=1)
+        return torch.tanh(out.float()).contiguous()
+
+    def generate(self, label: torch.Tensor, instance: torch.Tensor | None = None,
+                 z: torch.Tensor | None = None, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """`forward` under torch.inference_mode (and CUDA autocast off), float32 output."""
+        with torch.inference_mode():
+            return self.forward(label, instance, z, size)
+
+
+def describe_hardware(device: torch.device | str = "cpu") -> dict[str, object]:
+    """What the CPU/GPU offers for reduced precision, for messages and the benchmark."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return {"device": torch.cuda.get_device_name(device), "bf16": torch.cuda.is_bf16_supported(),
+                "fp16": True}
+    cap = torch.backends.cpu.get_cpu_capability()
+    try:
+        bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:  # older builds without the probe
+        bf16 = cap in ("AVX512_BF16", "AMX")
+    try:
+        fp16 = bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
+    except Exception:
+        fp16 = False
+    return {"device": "cpu", "capability": cap, "bf16": bf16, "fp16": fp16,
+            "threads": torch.get_num_threads()}
+
+
+def best_precision(device: torch.device | str = "cpu") -> str:
+    """bf16 where the hardware runs it natively (AMX / AVX512-BF16 CPUs, recent GPUs), fp16 on
+    older GPUs, else fp32 (on an AVX2-only CPU bf16 is emulated and much slower than fp32)."""
+    hw = describe_hardware(device)
+    if torch.device(device).type == "cuda":
+        return "bf16" if hw["bf16"] else "fp16"
+    return "bf16" if hw["bf16"] else "fp32"
+
+
+def count_flops(G: nn.Module, size: tuple[int, int] | None = None) -> float:
+    """Multiply-add FLOPs (x2) of the faithful SPADE generator's convolutions for one image."""
+    opt = G.opt
+    h = (size[0] if size else G.sh * 2 ** opt.num_up_layers) // 2 ** opt.num_up_layers
+    w = (size[1] if size else G.sw * 2 ** opt.num_up_layers) // 2 ** opt.num_up_layers
+    flops = 0.0
+
+    def conv(m: nn.Module, px: int) -> float:
+        wt = conv_weight(m)
+        return 2.0 * wt.numel() * px
+
+    flops += 2.0 * G.fc.weight.numel() * (1 if G.use_vae else h * w)
+    more = G.num_upsampling_layers in ("more", "most")
+    plan = [False, True, more, True, True, True, True, True]
+    names = ["head_0", "G_middle_0", "G_middle_1", "up_0", "up_1", "up_2", "up_3", "up_4"]
+    for n, up in zip(names, plan):
+        if not hasattr(G, n):
+            continue
+        if up:
+            h, w = 2 * h, 2 * w
+        blk, px = getattr(G, n), h * w
+        for m in [blk.conv_0, blk.conv_1] + ([blk.conv_s] if blk.learned_shortcut else []):
+            flops += conv(m, px)
+        for sp in [blk.norm_0, blk.norm_1] + ([blk.norm_s] if blk.learned_shortcut else []):
+            flops += conv(sp.mlp_shared[0], px) + conv(sp.mlp_gamma, px) + conv(sp.mlp_beta, px)
+    flops += conv(G.conv_img, h * w)
+    return flops
+
+
+__all__ = ["SynthesisEngine", "PRECISIONS", "describe_hardware", "best_precision", "count_flops"]

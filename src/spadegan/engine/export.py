@@ -1,0 +1,177 @@
+"""`spadegan export`: write a trained generator's engine as ONNX or TorchScript, and check it.
+
+The exported graph is the engine in its dense mode (`SynthesisEngine.dense_only`): the
+gather-and-sum first SPADE convolution, fused gamma/beta convolutions, folded spectral
+norm, no data-dependent shapes. Its inputs are class ids instead of one-hot maps:
+
+* `label`: int64 (B, H, W) class ids, dontcare already mapped to `label_nc`;
+* `instance`: float32 (B, H, W) instance ids (only for models trained with instance maps);
+* `z`: float32 (B, z_dim) style code (only for VAE models);
+
+and its output `image` is float32 (B, 3, H, W) in [-1, 1]. Batch size and image size are
+fixed at export time (`--batch_size`, `--size`). After writing, the file is loaded again
+(onnxruntime for ONNX, torch.jit.load for TorchScript), run on a random label map and
+compared with the faithful network; the max abs error is printed and must be <= `--tol`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from ..errors import SpadeganError
+from .engine import SynthesisEngine
+
+
+class ExportModule(nn.Module):
+    """The engine with a fixed positional signature (label[, instance][, z]) for tracing."""
+
+    def __init__(self, engine: SynthesisEngine, size: tuple[int, int]):
+        super().__init__()
+        self.engine = engine
+        self.size = size
+        engine.dense_only = True
+
+    def forward(self, label: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
+        rest = list(rest)
+        inst = rest.pop(0) if self.engine.instance else None
+        z = rest.pop(0) if self.engine.use_vae else None
+        return self.engine(label, inst, z, self.size)
+
+
+def example_inputs(engine: SynthesisEngine, size: tuple[int, int], batch: int,
+                   seed: int = 0) -> tuple[list[str], list[torch.Tensor]]:
+    """Blocky random label (+ instance, z) inputs, like real maps, for tracing and checking."""
+    g = torch.Generator().manual_seed(seed)
+    h, w = size
+    cells = (max(1, h // 8), max(1, w // 8))
+    lab = torch.randint(0, engine.label_channels, (batch, 1) + cells, generator=g).float()
+    lab = torch.nn.functional.interpolate(lab, size=size, mode="nearest")[:, 0].long()
+    names, inputs = ["label"], [lab]
+    if engine.instance:
+        inst = torch.randint(0, 4, (batch, 1) + cells, generator=g).float()
+        names.append("instance")
+        inputs.append(torch.nn.functional.interpolate(inst, size=size, mode="nearest")[:, 0])
+    if engine.use_vae:
+        names.append("z")
+        inputs.append(torch.randn(batch, engine.z_dim, generator=g))
+    return names, inputs
+
+
+def faithful_output(G: nn.Module, inputs: list[torch.Tensor], names: list[str]) -> torch.Tensor:
+    from ..data.semantics import to_semantics
+    d = dict(zip(names, inputs))
+    inst = d.get("instance")
+    sem = to_semantics(d["label"][:, None], None if inst is None else inst[:, None], G.opt)
+    with torch.no_grad():
+        return G(sem, d.get("z"))
+
+
+def export(checkpoint: str | Path, fmt: str, out: str | Path, size: int | None = None,
+           batch: int = 1, opset: int = 17, tol: float = 1e-4, check: bool = True,
+           which_epoch: str = "latest") -> dict:
+    """Export and check; returns {"path", "format", "max_abs_err", "ms"}."""
+    from ..checkpoint import load_checkpoint
+
+    if fmt not in ("onnx", "torchscript"):
+        raise SpadeganError(f"--format must be onnx or torchscript, not {fmt!r}")
+    G = load_checkpoint(checkpoint, "G", which_epoch=which_epoch)
+    if G.opt.netG != "spade":
+        raise SpadeganError(f"export supports SPADE generators (--netG spade), not --netG {G.opt.netG}")
+    engine = SynthesisEngine.from_generator(G, precision="fp32")
+    if size is None:
+        hw = engine.default_size
+    else:
+        m = 2 ** engine.num_up
+        if size % m or size < m:
+            raise SpadeganError(f"--size {size} must be a multiple of {m}")
+        hw = (max(m, round(size * engine.default_size[0] / engine.default_size[1] / m) * m), size)
+    hw = engine.output_size(hw)
+    module = ExportModule(engine, hw).eval()
+    names, inputs = example_inputs(engine, hw, batch)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    with torch.no_grad(), warnings.catch_warnings():
+        # tracing warns about every shape turned into a constant: sizes are fixed on purpose
+        warnings.simplefilter("ignore")
+        if fmt == "torchscript":
+            traced = torch.jit.trace(module, tuple(inputs), check_trace=False)
+            traced.save(str(tmp))
+        else:
+            try:
+                import onnx  # noqa: F401
+            except ImportError:
+                raise SpadeganError("ONNX export needs the onnx package: pip install 'spadegan[export]'") from None
+            torch.onnx.export(module, tuple(inputs), str(tmp), input_names=names, output_names=["image"],
+                              opset_version=opset, dynamo=False, do_constant_folding=True)
+    tmp.replace(out)
+    result = {"path": str(out), "format": fmt, "size": list(hw), "batch": batch, "inputs": names}
+    if check:
+        ref = faithful_output(G if size is None else _resized(G, hw), inputs, names)
+        t0 = time.perf_counter()
+        if fmt == "torchscript":
+            loaded = torch.jit.load(str(out))
+            with torch.no_grad():
+                got = loaded(*inputs)
+        else:
+            try:
+                import onnxruntime as ort
+            except ImportError:
+                raise SpadeganError("checking the ONNX file needs onnxruntime: pip install 'spadegan[export]' "
+                                    "(or pass --no_check)") from None
+            sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+            feeds = {n: x.numpy() for n, x in zip(names, inputs)}
+            got = torch.from_numpy(sess.run(None, feeds)[0])
+        result["ms"] = (time.perf_counter() - t0) * 1000
+        err = float((got - ref).abs().max())
+        result["max_abs_err"] = err
+        if not err <= tol:
+            raise SpadeganError(f"exported {fmt} model differs from the network by {err:.3g} (> --tol {tol}); "
+                                f"the file {out} was written but should not be trusted")
+    return result
+
+
+def _resized(G: nn.Module, hw: tuple[int, int]) -> nn.Module:
+    """The faithful G producing `hw` (a SPADE generator's start map is a plain attribute)."""
+    import copy
+    G2 = copy.copy(G)
+    m = 2 ** G.opt.num_up_layers
+    G2.sh, G2.sw = hw[0] // m, hw[1] // m
+    return G2
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="spadegan export", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="checkpoint folder or _net_G.pth file")
+    p.add_argument("--which_epoch", default="latest")
+    p.add_argument("--format", required=True, choices=("onnx", "torchscript"))
+    p.add_argument("--out", required=True, help="output file (.onnx / .pt)")
+    p.add_argument("--size", type=int, default=None, help="output width (default: the training size)")
+    p.add_argument("--batch_size", type=int, default=1, help="batch size baked into the graph")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset")
+    p.add_argument("--tol", type=float, default=1e-4, help="max abs error allowed by the check")
+    p.add_argument("--no_check", action="store_true", help="skip the onnxruntime / torch.jit check")
+    args = p.parse_args(argv)
+    if args.batch_size < 1:
+        raise SpadeganError(f"--batch_size must be at least 1, got {args.batch_size}")
+    res = export(args.checkpoint, args.format, args.out, args.size, args.batch_size, args.opset,
+                 args.tol, not args.no_check, args.which_epoch)
+    msg = f"spadegan export: wrote {res['path']} ({res['format']}, inputs {', '.join(res['inputs'])}, " \
+          f"{res['size'][1]}x{res['size'][0]}, batch {res['batch']})"
+    if "max_abs_err" in res:
+        runtime = "onnxruntime" if args.format == "onnx" else "torch.jit"
+        msg += f"; {runtime} output vs the faithful network: max abs error {res['max_abs_err']:.2e}"
+    print(msg)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

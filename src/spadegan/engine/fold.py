@@ -1,0 +1,108 @@
+"""Weight folding: turn a trained faithful generator's layers into plain inference tensors.
+
+Everything here is done once, in float64, when the engine is built:
+
+* spectral norm -> the eval-mode weight `weight_orig / sigma(u, v)` (no power iteration);
+* gamma and beta -> one convolution with 2C outputs, the "1 +" of `1 + gamma` in its
+  bias, so a SPADE layer is `x_hat * G + B`; eval-mode BatchNorm (`spade{batch,syncbatch}`)
+  keeps x_hat = (x - mean) * rstd with rstd = 1/sqrt(var + eps) precomputed (folding it
+  into G and B would be cheaper but loses fp32 accuracy, see `fold_spade`);
+* the first SPADE convolution over a one-hot map -> per-tap embedding tables: a k x k conv
+  of a one-hot map is, at each pixel, the sum over the k*k taps of the kernel column of
+  the class found at that tap (plus the instance-edge column times the edge bit). Classes
+  and the edge bit are combined into one "code" `label + L * edge` (L = one-hot channels),
+  so one table row per (tap, code) holds everything;
+* the SPADE layers of a block read the same resized map, so their tables are concatenated
+  (one lookup gives the 3 x 128 hidden channels of norm_0, norm_1 and norm_s);
+* per-code constant outputs: where the codes around a pixel are all equal (and no zero
+  padding is in reach) the hidden activation, hence gamma/beta, is a constant of the code;
+  `code_tables` precompute G, B for every code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from ..layers.spade import SPADE, parse_spade_config
+from ..layers.spectral import has_spectral_norm, spectral_weight
+
+
+def conv_weight(conv: nn.Module) -> torch.Tensor:
+    """The weight a conv/linear layer uses in eval mode (spectral norm folded), detached."""
+    if has_spectral_norm(conv):
+        return spectral_weight(conv)
+    return conv.weight.detach()
+
+
+def conv_bias(conv: nn.Module) -> torch.Tensor | None:
+    return None if getattr(conv, "bias", None) is None else conv.bias.detach()
+
+
+def code_embedding(w: torch.Tensor, label_channels: int, instance: bool) -> torch.Tensor:
+    """Per-tap lookup table of a conv over [one-hot(label_channels), edge] input channels.
+
+    `w`: (out, label_channels [+1 edge], k, k). Returns (k*k, V + 1, out) with
+    V = label_channels * (2 if instance else 1) codes `label + L * edge`; the extra last
+    row of each tap is zero, used for taps that fall in the zero padding.
+    """
+    out, cin, k, _ = w.shape
+    taps = w.permute(2, 3, 1, 0).reshape(k * k, cin, out)  # tap = dy * k + dx
+    cls = taps[:, :label_channels]
+    rows = [cls]
+    if instance:
+        rows.append(cls + taps[:, label_channels:label_channels + 1])  # code with edge bit set
+    rows.append(torch.zeros(k * k, 1, out, dtype=w.dtype))
+    return torch.cat(rows, dim=1)
+
+
+@dataclass
+class FoldedSpade:
+    """One SPADE layer as `x_hat * G + B`, G/B = conv(hidden) of the shared hidden map."""
+
+    kind: str  # "instance" (x_hat = instance-normalised x) or "batch" (running statistics)
+    ks: int
+    channels: int
+    shared_w: torch.Tensor  # (128, semantic_nc, k, k) first conv over the one-hot map
+    shared_b: torch.Tensor  # (128,)
+    gb_w: torch.Tensor  # (2C, 128, k, k): rows [0, C) give G, rows [C, 2C) give B
+    gb_b: torch.Tensor  # (2C,)
+    mean: torch.Tensor | None = None  # eval BatchNorm: x_hat = (x - mean) * rstd
+    rstd: torch.Tensor | None = None
+
+
+def fold_spade(spade: SPADE, config_text: str) -> FoldedSpade:
+    """Fold one faithful SPADE (eval mode) into `FoldedSpade`, in float64."""
+    kind, ks = parse_spade_config(config_text)
+    d = torch.float64
+    conv = spade.mlp_shared[0]
+    shared_w, shared_b = conv_weight(conv).to(d), conv_bias(conv).to(d)
+    wg, bg = conv_weight(spade.mlp_gamma).to(d), conv_bias(spade.mlp_gamma).to(d)
+    wb, bb = conv_weight(spade.mlp_beta).to(d), conv_bias(spade.mlp_beta).to(d)
+    c = wg.shape[0]
+    # G = 1 + gamma: the "1 +" goes into the bias
+    g_w, g_b = wg, bg + 1.0
+    mean = rstd = None
+    if kind != "instance":
+        # eval BatchNorm is applied as (x - mean) * rstd before the modulation rather than
+        # folded into G and B: folding gives x * G' - mean * rstd * G', which cancels
+        # catastrophically in fp32 when |mean| >> std (measured 3x larger errors)
+        bn = spade.param_free_norm
+        rstd = 1.0 / torch.sqrt(bn.running_var.to(d) + bn.eps)
+        mean = bn.running_mean.to(d)
+        kind = "batch"
+    return FoldedSpade(kind, ks, c, shared_w, shared_b, torch.cat([g_w, wb]), torch.cat([g_b, bb]),
+                       mean, rstd)
+
+
+def code_tables(spades: list[FoldedSpade], label_channels: int, instance: bool) -> list[torch.Tensor]:
+    """(V, 2C) constant G|B per code, for pixels whose whole receptive field has one code."""
+    tables = []
+    for sp in spades:
+        emb = code_embedding(sp.shared_w, label_channels, instance)[:, :-1]  # drop the pad row
+        hidden = torch.relu(emb.sum(0) + sp.shared_b)  # (V, 128): every tap sees the same code
+        wsum = sp.gb_w.sum(dim=(2, 3))  # (2C, 128): every tap sees the same hidden vector
+        tables.append(hidden @ wsum.t() + sp.gb_b)
+    return tables
