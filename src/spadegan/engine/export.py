@@ -117,7 +117,9 @@ def export(checkpoint: str | Path, fmt: str, out: str | Path, size: int | None =
         ref = faithful_output(G if size is None else _resized(G, hw), inputs, names)
         t0 = time.perf_counter()
         if fmt == "torchscript":
-            loaded = torch.jit.load(str(out))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated, still works
+                loaded = torch.jit.load(str(out))
             with torch.no_grad():
                 got = loaded(*inputs)
         else:

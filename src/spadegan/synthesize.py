@@ -1,0 +1,709 @@
+"""Label maps -> images with a trained generator: the `Synthesizer` API and `spadegan synthesize`.
+
+    from spadegan.synthesize import Synthesizer
+    syn = Synthesizer.from_checkpoint("checkpoints/coco_pretrained")   # or None: built-in model
+    image = syn.synthesize("label.png", instance="inst.png", seed=1)    # PIL image
+
+The checkpoint's saved options (spadegan's opt.json or the official opt.txt / opt.pkl) say
+how many classes, whether there is a dontcare class or instance maps, and the image size,
+so nothing needs repeating. Label maps are 8/16-bit id images (255 = dontcare, mapped to
+the extra class `label_nc` when the model has one, as in the datasets) or colour images in
+the dataset's palette (`spadegan.data.palettes`); a colour not in the palette, an id the
+model does not know or a missing file raises `SpadeganError` naming the file and value.
+By default synthesis runs on the fast engine (`spadegan.engine`), which gives the faithful
+network's results (max abs error <= 1e-4 in fp32); `use_engine=False` runs the faithful
+network itself.
+
+Also here: `AppBackend`, the adapter the paint app (`spadegan.app`) talks to, and the
+`spadegan synthesize` command (`main`), including `--demo`, a gallery made with the built-in
+landscapes model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import os
+import secrets
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .errors import SpadeganError
+
+#: The built-in model (trained on the procedural landscapes), shipped inside the package.
+BUILTIN_DIR = Path(__file__).resolve().parent / "pretrained" / "landscapes"
+IMAGE_EXTS = {".png", ".bmp", ".gif", ".tif", ".tiff", ".jpg", ".jpeg", ".webp"}
+DONTCARE = 255
+
+LabelLike = Union[str, os.PathLike, np.ndarray, torch.Tensor, Image.Image]
+ImageLike = Union[str, os.PathLike, np.ndarray, torch.Tensor, Image.Image]
+
+
+def _device(device: str | torch.device | None) -> torch.device:
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise SpadeganError(f"--device {device!r} is not a device; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SpadeganError(f"--device {device} asked for CUDA, but no CUDA GPU is available; use --device cpu")
+    return dev
+
+
+def builtin_checkpoint() -> Path:
+    """The built-in model's folder, or a SpadeganError saying there is none."""
+    if (BUILTIN_DIR / "latest_net_G.pth").is_file():
+        return BUILTIN_DIR
+    raise SpadeganError(
+        f"no built-in model is available in this installation ({BUILTIN_DIR} has no "
+        "latest_net_G.pth); pass --checkpoint DIR_OR_FILE (a checkpoint folder with opt.txt or "
+        "opt.json and latest_net_G.pth, e.g. checkpoints/<name>/, or the .pth file itself)")
+
+
+def _open_image(path: Path, what: str) -> Image.Image:
+    if not path.exists():
+        raise SpadeganError(f"{what} {path} does not exist")
+    if path.is_dir():
+        raise SpadeganError(f"{what} {path} is a folder, not an image file")
+    try:
+        im = Image.open(path)
+        im.load()
+    except (OSError, SyntaxError, ValueError) as e:
+        raise SpadeganError(f"{what} {path} cannot be read as an image ({e}); is it a PNG?") from None
+    return im
+
+
+def _ids_from_image(im: Image.Image, where: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(ids, None) for id images, (None, rgb) for colour images."""
+    mode = im.mode
+    if mode in ("L", "P", "I", "1") or mode.startswith("I;16"):
+        return np.asarray(im if mode != "1" and not mode.startswith("I;16") else im.convert("I")).astype(np.int64), None
+    if mode in ("LA", "PA"):
+        return np.asarray(im.getchannel(0)).astype(np.int64), None
+    if mode == "F":
+        arr = np.asarray(im)
+        if not np.all(arr == np.round(arr)):
+            raise SpadeganError(f"{where}: a float image with non-integer values is not a label map")
+        return arr.astype(np.int64), None
+    if mode in ("RGB", "RGBA", "RGBX", "CMYK", "YCbCr"):
+        rgb = np.asarray(im.convert("RGB"))
+        if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
+            return rgb[..., 0].astype(np.int64), None  # a grey id map saved as RGB
+        return None, rgb
+    raise SpadeganError(f"{where}: unsupported image mode {mode}; save label maps as 8-bit PNGs")
+
+
+def pil_to_array(im: Image.Image) -> np.ndarray:
+    return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+def tensor_to_uint8(img: torch.Tensor) -> np.ndarray:
+    """(B,3,H,W) in [-1, 1] -> (B,H,W,3) uint8 (rounded)."""
+    x = ((img.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+class Synthesizer:
+    """A trained generator ready to turn label maps into images (see the module docstring).
+
+    Attributes: `opt` (the checkpoint's options), `label_nc` (classes without dontcare),
+    `label_channels` (ids accepted after dontcare mapping), `width`/`height` (default output
+    size), `use_vae`, `needs_instance`, `classes` (the palette: list of ClassInfo),
+    `device`, `precision`, `engine` (the SynthesisEngine or None when running the
+    faithful network).
+    """
+
+    def __init__(self, G: torch.nn.Module, E: torch.nn.Module | None = None, *,
+                 device: str | torch.device | None = None, precision: str = "auto",
+                 use_engine: bool = True, name: str = "", checkpoint: str | os.PathLike | None = None):
+        from .data.palettes import classes_for_dataset_mode, palette_array
+        from .engine import PRECISIONS, SynthesisEngine, best_precision, describe_hardware
+
+        self.opt = G.opt
+        self.device = _device(device)
+        if precision in (None, "", "auto"):
+            precision = best_precision(self.device)
+        if precision not in PRECISIONS:
+            raise SpadeganError(f"--precision must be fp32, bf16, fp16 or auto, not {precision!r}")
+        hw = describe_hardware(self.device)
+        if self.device.type == "cpu" and precision != "fp32" and not hw.get(precision, False):
+            warnings.warn(f"this CPU ({hw.get('capability')}) has no native {precision} support; "
+                          f"{precision} is emulated and much slower than fp32 here", stacklevel=2)
+        self.precision = precision
+        self.name = name or self.opt.name
+        self.checkpoint = None if checkpoint is None else Path(checkpoint)
+        opt = self.opt
+        self.label_nc = opt.label_nc
+        self.label_channels = opt.label_channels
+        self.use_vae = bool(opt.use_vae)
+        self.needs_instance = not opt.no_instance
+        self.netG = opt.netG
+        if opt.netG == "spade":
+            self.num_up = opt.num_up_layers
+            self.height, self.width = G.sh * 2 ** self.num_up, G.sw * 2 ** self.num_up
+        else:
+            self.num_up = opt.resnet_n_downsample
+            self.height, self.width = round(opt.crop_size / opt.aspect_ratio), opt.crop_size
+        mode = opt.dataset_mode if opt.dataset_mode in ("ade20k", "coco", "cityscapes", "landscapes") else "custom"
+        self.classes = classes_for_dataset_mode(mode, opt.label_nc)
+        self.palette = palette_array(self.classes, max(self.label_channels, 1))
+        self._E = E
+        self.engine = None
+        self.G = None
+        if use_engine and opt.netG == "spade":
+            G = G.to(self.device)
+            self.engine = SynthesisEngine.from_generator(G, precision=precision, consume=True)
+        else:
+            if use_engine:
+                warnings.warn(f"the fast engine supports --netG spade only; running the faithful "
+                              f"{opt.netG} generator", stacklevel=2)
+            self.G = G.to(self.device).eval()
+        if self._E is not None:
+            self._E = self._E.to(self.device).eval()
+
+    # ---- construction -----------------------------------------------------------------
+    @classmethod
+    def from_checkpoint(cls, path_or_dir: str | os.PathLike | None = None, device: str | torch.device | None = None,
+                        precision: str = "auto", use_engine: bool = True, which_epoch: str = "latest",
+                        opt: Any = None) -> "Synthesizer":
+        """Load `<dir>/<which_epoch>_net_G.pth` (or a .pth file) with its saved options.
+
+        `path_or_dir=None` uses the built-in landscapes model. `opt` overrides the saved
+        options (for a bare .pth without opt.txt). The VAE encoder (`_net_E.pth`) is loaded
+        lazily, the first time a style image is given.
+        """
+        from .checkpoint import load_checkpoint
+
+        path = builtin_checkpoint() if path_or_dir is None else Path(path_or_dir)
+        G = load_checkpoint(path, "G", opt=opt, which_epoch=which_epoch)
+        syn = cls(G, device=device, precision=precision, use_engine=use_engine,
+                  name="built-in landscapes" if path_or_dir is None else "", checkpoint=path)
+        syn._which_epoch = which_epoch
+        return syn
+
+    def encoder(self) -> torch.nn.Module:
+        """The VAE style encoder, loaded from the checkpoint on first use."""
+        if not self.use_vae:
+            raise SpadeganError("this model was trained without --use_vae, so it takes no style image")
+        if self._E is None:
+            from .checkpoint import load_checkpoint
+            if self.checkpoint is None:
+                raise SpadeganError("a style image needs the VAE encoder (E); pass it to Synthesizer(G, E)")
+            self._E = load_checkpoint(self.checkpoint, "E", opt=self.opt,
+                                      which_epoch=getattr(self, "_which_epoch", "latest")).to(self.device).eval()
+        return self._E
+
+    # ---- inputs -------------------------------------------------------------------------
+    def output_size(self, width: int | None = None, label_shape: tuple[int, int] | None = None) -> tuple[int, int]:
+        """(H, W) of the output: the model's size, or `width` wide with the label's aspect ratio."""
+        if width is None:
+            return self.height, self.width
+        m = 2 ** self.num_up
+        if self.use_vae and width != self.width:
+            raise SpadeganError(f"--size {width}: this VAE model's output size is fixed at "
+                                f"{self.width}x{self.height} by its fc layer; leave --size out")
+        if width < m or width % m:
+            lo, hi = max(m, width // m * m), (width // m + 1) * m
+            raise SpadeganError(f"--size {width} must be a multiple of {m} (the generator doubles the "
+                                f"size {self.num_up} times); try {lo} or {hi}")
+        ratio = (label_shape[0] / label_shape[1]) if label_shape else self.height / self.width
+        h = max(m, int(round(width * ratio / m)) * m)
+        return h, width
+
+    def label_ids(self, label: LabelLike, where: str | None = None) -> np.ndarray:
+        """Any label input -> (H, W) int64 model ids (dontcare mapped), validated."""
+        from .data.palettes import color_to_label
+
+        if isinstance(label, (str, os.PathLike)):
+            where = where or str(label)
+            label = _open_image(Path(label), "label map")
+        where = where or "label map"
+        if isinstance(label, Image.Image):
+            ids, rgb = _ids_from_image(label, where)
+        else:
+            arr = label.detach().cpu().numpy() if isinstance(label, torch.Tensor) else np.asarray(label)
+            arr = np.squeeze(arr) if arr.ndim > 2 and arr.shape[0] == 1 else arr
+            if arr.ndim == 3 and arr.shape[-1] in (3, 4):
+                ids, rgb = None, arr[..., :3].astype(np.uint8)
+            elif arr.ndim == 2:
+                if arr.dtype.kind == "f" and not np.all(arr == np.round(arr)):
+                    raise SpadeganError(f"{where}: label values must be integer class ids")
+                ids, rgb = arr.astype(np.int64), None
+            else:
+                raise SpadeganError(f"{where}: a label map must be H x W ids or H x W x 3 colours, "
+                                    f"got shape {arr.shape}")
+        if rgb is not None:
+            ids = color_to_label(rgb, self.classes, where).astype(np.int64)
+        if self.opt.contain_dontcare_label:
+            ids = np.where(ids == DONTCARE, self.label_nc, ids)
+        bad = (ids < 0) | (ids >= self.label_channels)
+        if bad.any():
+            vals, counts = np.unique(ids[bad], return_counts=True)
+            listed = ", ".join(f"{int(v)} ({int(c)} px)" for v, c in zip(vals[:5], counts[:5]))
+            if self.opt.contain_dontcare_label:
+                top = self.label_nc if self.opt.dataset_mode == "ade20k" else self.label_nc - 1
+                rule = f"0..{top} and 255 (dontcare)"
+            else:
+                rule = f"0..{self.label_channels - 1} (label_nc={self.label_nc}, no dontcare class)"
+            raise SpadeganError(f"{where}: label id(s) {listed} not known to this model, which accepts "
+                                f"{rule}; use the ids of the dataset it was trained on")
+        return ids
+
+    def instance_ids(self, instance: LabelLike, where: str | None = None) -> np.ndarray:
+        if isinstance(instance, (str, os.PathLike)):
+            where = where or str(instance)
+            instance = _open_image(Path(instance), "instance map")
+        where = where or "instance map"
+        if isinstance(instance, Image.Image):
+            ids, rgb = _ids_from_image(instance, where)
+            if rgb is not None:  # colour-coded instances: any distinct colour is an instance
+                ids = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
+            return ids
+        arr = instance.detach().cpu().numpy() if isinstance(instance, torch.Tensor) else np.asarray(instance)
+        arr = np.squeeze(arr)
+        if arr.ndim != 2:
+            raise SpadeganError(f"{where}: an instance map must be H x W ids, got shape {arr.shape}")
+        return arr.astype(np.int64)
+
+    def style_tensor(self, style: ImageLike, size: tuple[int, int], where: str | None = None) -> torch.Tensor:
+        """A photo -> (3, H, W) in [-1, 1] at the model size (bicubic, as the datasets)."""
+        if isinstance(style, (str, os.PathLike)):
+            where = where or str(style)
+            style = _open_image(Path(style), "style image")
+        if isinstance(style, torch.Tensor):
+            style = style.detach().cpu().numpy()
+        if isinstance(style, np.ndarray):
+            arr = style if style.dtype == np.uint8 else np.clip(style, 0, 255).astype(np.uint8)
+            if arr.ndim == 2:
+                arr = np.stack([arr] * 3, -1)
+            if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
+                raise SpadeganError(f"{where or 'style image'}: expected H x W x 3 uint8, got shape {arr.shape}")
+            style = Image.fromarray(np.ascontiguousarray(arr[..., :3]))
+        im = style.convert("RGB")
+        if im.size != (size[1], size[0]):
+            im = im.resize((size[1], size[0]), Image.BICUBIC)
+        arr = np.asarray(im, dtype=np.float32).transpose(2, 0, 1) / 255.0
+        return torch.from_numpy((arr - 0.5) / 0.5)
+
+    @staticmethod
+    def _resize_ids(ids: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(ids))
+        if tuple(t.shape) == tuple(size):
+            return t
+        # nearest, as the datasets resize labels; float is exact for ids < 2**24
+        if int(t.abs().max()) >= 2 ** 24:
+            _, inv = torch.unique(t, return_inverse=True)
+            t = inv
+        return F.interpolate(t[None, None].double(), size=size, mode="nearest")[0, 0].long()
+
+    # ---- synthesis ------------------------------------------------------------------------
+    def _z(self, seeds: Sequence[int | None], styles: Sequence[Any], size: tuple[int, int],
+           wheres: Sequence[str | None]) -> torch.Tensor | None:
+        from .losses import reparameterize
+
+        if not self.use_vae:
+            if any(s is not None for s in styles):
+                raise SpadeganError("this model was trained without --use_vae, so it takes no style image")
+            return None
+        zs = []
+        for seed, style, where in zip(seeds, styles, wheres):
+            g = torch.Generator().manual_seed(int(seed) if seed is not None else secrets.randbits(63))
+            if style is None:
+                zs.append(torch.randn(1, self.opt.z_dim, generator=g))
+            else:
+                E = self.encoder()
+                x = self.style_tensor(style, size, where)[None].to(self.device)
+                with torch.inference_mode():
+                    mu, logvar = E(x)
+                # the official test draws z ~ N(mu, sigma) from the encoded photo
+                zs.append(reparameterize(mu.float().cpu(), logvar.float().cpu(), generator=g))
+        return torch.cat(zs)
+
+    def synthesize_batch(self, labels: Sequence[LabelLike], instances: Sequence[LabelLike | None] | None = None,
+                         styles: Sequence[ImageLike | None] | None = None, seeds: Sequence[int | None] | None = None,
+                         width: int | None = None, output: str = "pil") -> list:
+        """Several label maps at once (one forward pass); returns PIL images or (H,W,3) uint8 arrays."""
+        n = len(labels)
+        if n == 0:
+            return []
+        instances = list(instances) if instances is not None else [None] * n
+        styles = list(styles) if styles is not None else [None] * n
+        seeds = list(seeds) if seeds is not None else [None] * n
+        if not (len(instances) == len(styles) == len(seeds) == n):
+            raise SpadeganError("labels, instances, styles and seeds must be equally long")
+        ids = [self.label_ids(lab) for lab in labels]
+        size = self.output_size(width, ids[0].shape if width is not None else None)
+        return self._synthesize_ids(ids, instances, styles, seeds, size, output)
+
+    def _synthesize_ids(self, ids: Sequence[np.ndarray], instances: Sequence[Any], styles: Sequence[Any],
+                        seeds: Sequence[int | None], size: tuple[int, int], output: str = "pil") -> list:
+        """Validated model ids -> images at `size` (H, W)."""
+        lab = torch.stack([self._resize_ids(a, size) for a in ids])
+        inst = None
+        if self.needs_instance:
+            # without an instance map, class boundaries serve as instance boundaries
+            inst = torch.stack([self._resize_ids(self.instance_ids(i) if i is not None else a, size)
+                                for i, a in zip(instances, ids)])
+        wheres = [str(s) if isinstance(s, (str, os.PathLike)) else None for s in styles]
+        z = self._z(seeds, styles, size, wheres)
+        arrs = tensor_to_uint8(self._run(lab, inst, z, size))
+        if output == "numpy":
+            return list(arrs)
+        return [Image.fromarray(a) for a in arrs]
+
+    def synthesize(self, label: LabelLike, instance: LabelLike | None = None, style: ImageLike | None = None,
+                   seed: int | None = None, width: int | None = None, output: str = "pil"):
+        """One label map -> a PIL image (or (H, W, 3) uint8 with output='numpy').
+
+        `instance`: instance ids (models trained with instance maps; class boundaries are
+        used when omitted). `style`: a photo whose style a VAE model copies. `seed`: the
+        random style of a VAE model (ignored otherwise). `width`: output width (height from
+        the label's aspect ratio), default the training size.
+        """
+        return self.synthesize_batch([label], [instance], [style], [seed], width=width, output=output)[0]
+
+    def _run(self, lab: torch.Tensor, inst: torch.Tensor | None, z: torch.Tensor | None,
+             size: tuple[int, int]) -> torch.Tensor:
+        if self.engine is not None:
+            return self.engine.generate(lab, inst, z, size)
+        from .data.semantics import to_semantics
+        G = self.G
+        sem = to_semantics(lab[:, None].to(self.device), None if inst is None else inst[:, None].float().to(self.device),
+                           self.opt)
+        old = (getattr(G, "sh", None), getattr(G, "sw", None))
+        if self.netG == "spade":
+            G.sh, G.sw = size[0] // 2 ** self.num_up, size[1] // 2 ** self.num_up
+        try:
+            dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+            with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype or torch.float32,
+                                                        enabled=dtype is not None):
+                return G(sem, None if z is None else z.to(self.device)).float()
+        finally:
+            if self.netG == "spade":
+                G.sh, G.sw = old
+
+    # ---- helpers for galleries ---------------------------------------------------------
+    def colorize(self, ids: np.ndarray) -> np.ndarray:
+        """Model ids -> palette colours (H, W, 3) uint8; the dontcare class is black."""
+        from .data.palettes import label_to_color
+        ids = np.asarray(ids).astype(np.int64)
+        shown = np.where((ids == self.label_nc) & bool(self.opt.contain_dontcare_label)
+                         & (self.opt.dataset_mode != "ade20k"), DONTCARE, ids)
+        return label_to_color(shown, self.palette)
+
+
+class AppBackend:
+    """The paint app's model adapter (`spadegan.app.server.SynthesisBackend`) over a Synthesizer."""
+
+    def __init__(self, synthesizer: Synthesizer, name: str | None = None):
+        self.synthesizer = synthesizer
+        self.label_nc = synthesizer.label_channels  # ids the app may send: 0..label_nc-1
+        self.width, self.height = synthesizer.width, synthesizer.height
+        self.use_vae = synthesizer.use_vae
+        self.name = name or synthesizer.name
+        self.classes = [{"id": c.id, "name": c.name, "color": [int(v) for v in c.color]}
+                        for c in synthesizer.classes if c.id < self.label_nc]
+
+    def synthesize_batch(self, labels: list[np.ndarray], seeds: list[int | None],
+                         styles: list[np.ndarray | None]) -> list[np.ndarray]:
+        """(H, W) id maps + seeds + optional (H, W, 3) style photos -> (H, W, 3) uint8 images."""
+        # the app sends model ids: 255 means class 255 here, not dontcare
+        syn = self.synthesizer
+        for lab in labels:
+            lab = np.asarray(lab)
+            if lab.size and (lab.min() < 0 or lab.max() >= self.label_nc):
+                raise SpadeganError(f"label id {int(lab.max())} is outside 0..{self.label_nc - 1}")
+        ids = [torch.from_numpy(np.asarray(lab).astype(np.int64)) for lab in labels]
+        size = (self.height, self.width)
+        lab = torch.stack([Synthesizer._resize_ids(a.numpy(), size) for a in ids])
+        inst = lab.clone() if syn.needs_instance else None
+        z = syn._z(seeds, styles, size, [None] * len(labels))
+        return list(tensor_to_uint8(syn._run(lab, inst, z, size)))
+
+
+# ---- the command line ---------------------------------------------------------------------------
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="spadegan synthesize",
+        description="Turn label maps into images with a trained SPADE/GauGAN generator. Options the "
+                    "model was trained with are read from the checkpoint folder (opt.json / opt.txt); "
+                    "official flags such as --label_nc may be added to override them.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--checkpoint", help="checkpoint folder (latest_net_G.pth + opt.txt) or a _net_G.pth file; "
+                                        "default: the built-in landscapes model")
+    p.add_argument("--which_epoch", default="latest", help="which <epoch>_net_G.pth of a folder")
+    p.add_argument("--label", nargs="+", default=[], help="label map files and/or folders of them")
+    p.add_argument("--instance", nargs="+", default=[],
+                   help="instance maps: one per label file, or a folder with files named like the labels")
+    p.add_argument("--style_image", default=None, help="VAE models: copy the style of this photo")
+    p.add_argument("--out", default=None, help="output folder")
+    p.add_argument("--seed", type=int, default=None, help="VAE models: seed of the random styles")
+    p.add_argument("--num_samples", type=int, default=1, help="VAE models: random styles per label map")
+    p.add_argument("--size", type=int, default=None,
+                   help="output width (height from the label's aspect ratio); default the training size")
+    p.add_argument("--batch_size", type=int, default=1, help="label maps per forward pass")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="auto: bf16 on CPUs/GPUs that run it natively, else fp32 (fp16 on older GPUs)")
+    p.add_argument("--engine", dest="engine", action="store_true", default=True,
+                   help="use the fast inference engine")
+    p.add_argument("--no_engine", dest="engine", action="store_false", help="run the faithful network")
+    p.add_argument("--demo", action="store_true",
+                   help="write a gallery (index.html) of procedural landscape label maps synthesized "
+                        "with the built-in model (or --checkpoint, a landscapes model)")
+    p.add_argument("--demo_count", type=int, default=4, help="--demo: number of label maps")
+    p.add_argument("--palette_labels", action="store_true",
+                   help="also write each label map in palette colours next to the result")
+    return p
+
+
+def _collect(paths: Sequence[str], what: str) -> tuple[list[Path], bool]:
+    """Files from file/folder arguments; also whether a folder was given (for the progress bar)."""
+    files: list[Path] = []
+    folder = False
+    for s in paths:
+        p = Path(s)
+        if p.is_dir():
+            folder = True
+            found = sorted(x for x in p.iterdir() if x.is_file() and x.suffix.lower() in IMAGE_EXTS)
+            if not found:
+                raise SpadeganError(f"{what} folder {p} holds no images")
+            files += found
+        else:
+            files.append(p)  # a missing file is reported (and skipped) when read
+    return files, folder
+
+
+def _override_options(opt, extra: list[str]):
+    """Apply official flags given on the command line over the checkpoint's saved options.
+
+    Train-only flags (e.g. a copy of the training command's `--ndf 16`) are accepted and
+    only matter where they change the generator; test-only ones likewise.
+    """
+    from .options import FIELDS, TRAIN, parse
+
+    if not extra:
+        return opt
+    given = [t[2:].split("=")[0] for t in extra if t.startswith("--")]
+    unknown = [g for g in given if g not in FIELDS]
+    if unknown:
+        raise SpadeganError(f"spadegan synthesize: unknown flag --{unknown[0]} (see --help)")
+    train = any(FIELDS[g].metadata.get("phase") == TRAIN for g in given)
+    parsed = parse(extra + ([] if "gpu_ids" in given else ["--gpu_ids", "-1"]), train=train)
+    if opt is None:
+        return parsed.replace(isTrain=False)
+    return opt.replace(**{g: getattr(parsed, g) for g in given})
+
+
+def _load_synthesizer(args, extra: list[str]) -> Synthesizer:
+    from .checkpoint import checkpoint_options, load_checkpoint
+
+    path = builtin_checkpoint() if args.checkpoint is None else Path(args.checkpoint)
+    opt = None
+    if extra:
+        try:
+            base = checkpoint_options(path)
+        except SpadeganError:
+            base = None
+        opt = _override_options(base, extra)
+    G = load_checkpoint(path, "G", opt=opt, which_epoch=args.which_epoch)
+    syn = Synthesizer(G, device=args.device, precision=args.precision, use_engine=args.engine,
+                      name="built-in landscapes" if args.checkpoint is None else "", checkpoint=path)
+    syn._which_epoch = args.which_epoch
+    return syn
+
+
+def _pair_instances(labels: list[Path], inst_args: list[str]) -> list[Path | None]:
+    if not inst_args:
+        return [None] * len(labels)
+    if len(inst_args) == 1 and Path(inst_args[0]).is_dir():
+        folder = Path(inst_args[0])
+        by_stem = {x.stem: x for x in folder.iterdir() if x.is_file()}
+        return [by_stem.get(lab.stem, folder / (lab.stem + ".png")) for lab in labels]
+    files, _ = _collect(inst_args, "instance")
+    if len(files) != len(labels):
+        raise SpadeganError(f"--instance gives {len(files)} file(s) for {len(labels)} label map(s); "
+                            "give one per label map, or a folder with files named like the labels")
+    return files
+
+
+def _save(img: Image.Image, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    img.save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`spadegan synthesize`: see `--help`. Returns 0, or 1 when some label maps failed."""
+    from tqdm import tqdm
+
+    args, extra = _parser().parse_known_args(argv)
+    if extra and not extra[0].startswith("--"):
+        raise SpadeganError(f"spadegan synthesize: unexpected argument {extra[0]!r} (see --help)")
+    if args.out is None:
+        raise SpadeganError("spadegan synthesize: --out DIR is required (where the images are written)")
+    for name in ("num_samples", "batch_size", "demo_count"):
+        if getattr(args, name) < 1:
+            raise SpadeganError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    out = Path(args.out)
+    if args.demo:
+        return _demo(args, extra, out)
+    if not args.label:
+        raise SpadeganError("spadegan synthesize: give --label FILE [FILE | FOLDER ...] (or --demo)")
+    labels, folder = _collect(args.label, "label")
+    instances = _pair_instances(labels, args.instance)
+    syn = _load_synthesizer(args, extra)
+    if args.style_image and not syn.use_vae:
+        raise SpadeganError("--style_image needs a model trained with --use_vae; this one was not")
+    if args.style_image:
+        _open_image(Path(args.style_image), "style image")  # fail early on a bad path
+    if not syn.use_vae and (args.num_samples > 1):
+        raise SpadeganError("--num_samples needs a model trained with --use_vae (other models are deterministic)")
+    out.mkdir(parents=True, exist_ok=True)
+    base_seed = args.seed if args.seed is not None else secrets.randbits(31)
+    samples = args.num_samples
+    # jobs: (label file, instance, sample index)
+    jobs = [(lab, inst, k) for lab, inst in zip(labels, instances) for k in range(samples)]
+    stems = [lab.stem for lab in labels]
+    dup = {s for s in stems if stems.count(s) > 1}
+    failed: list[str] = []  # one message per label map that could not be synthesized
+    bad: set[Path] = set()
+    written = 0
+    bar = tqdm(total=len(jobs), desc="synthesize", unit="img", disable=not (folder or len(jobs) > 1))
+    last: tuple[Path | None, tuple | None] = (None, None)  # the samples of one map are consecutive
+
+    def report(lab: Path | None, e: SpadeganError) -> None:
+        if lab is not None:
+            bad.add(lab)
+        failed.append(str(e))
+        tqdm.write(f"spadegan synthesize: error: {e}", file=sys.stderr)
+
+    i = 0
+    while i < len(jobs):
+        batch = jobs[i:i + args.batch_size]
+        i += len(batch)
+        ok = []
+        for lab, inst, k in batch:
+            if lab in bad:
+                bar.update(1)
+                continue
+            try:
+                if last[0] != lab:
+                    ids = syn.label_ids(lab)
+                    iid = syn.instance_ids(inst) if (inst is not None and syn.needs_instance) else None
+                    last = (lab, (ids, iid))
+                ok.append((lab, k) + last[1])
+            except SpadeganError as e:
+                report(lab, e)
+                bar.update(1)
+        groups: dict[tuple, list] = {}
+        for item in ok:  # one forward pass per output size
+            size = syn.output_size(args.size, item[2].shape if args.size else None)
+            groups.setdefault(size, []).append(item)
+        for size, items in groups.items():
+            try:
+                imgs = syn._synthesize_ids([ids for _, _, ids, _ in items], [iid for _, _, _, iid in items],
+                                           [args.style_image] * len(items),
+                                           [base_seed + k for _, k, _, _ in items], size)
+            except SpadeganError as e:
+                for lab, *_ in items:
+                    bad.add(lab)
+                report(None, e)
+                bar.update(len(items))
+                continue
+            for (lab, k, ids, _), img in zip(items, imgs):
+                stem = lab.stem if lab.stem not in dup else f"{lab.parent.name}_{lab.stem}"
+                name = f"{stem}.png" if samples == 1 else f"{stem}_sample{k}.png"
+                _save(img, out / name)
+                if args.palette_labels and k == 0:
+                    col = syn.colorize(Synthesizer._resize_ids(ids, (img.height, img.width)).numpy())
+                    _save(Image.fromarray(col), out / f"{stem}_label.png")
+                written += 1
+                bar.update(1)
+    bar.close()
+    print(f"spadegan synthesize: wrote {written} image(s) to {out}"
+          + (f" (seeds from {base_seed})" if syn.use_vae and not args.style_image else "")
+          + (f"; {len(bad) or len(failed)} label map(s) failed (see above)" if failed else ""))
+    return 1 if failed else 0
+
+
+# ---- --demo -------------------------------------------------------------------------------------
+def _demo(args, extra: list[str], out: Path) -> int:
+    from tqdm import tqdm
+
+    from .data.landscapes import generate_scene
+    from .data.palettes import label_to_color, load_classes
+
+    syn = _load_synthesizer(args, extra)
+    classes = load_classes("landscapes")
+    if syn.label_channels < 10:
+        raise SpadeganError("--demo draws procedural landscapes; it needs a landscapes model "
+                            "(the built-in one, or --checkpoint of a model trained with "
+                            "--dataset_mode landscapes)")
+    out.mkdir(parents=True, exist_ok=True)
+    h, w = syn.height, syn.width
+    n_styles = 3 if syn.use_vae else 1
+    base_seed = args.seed if args.seed is not None else 0
+    rows = []
+    for i in tqdm(range(args.demo_count), desc="demo", unit="scene"):
+        label, photo, style_name = generate_scene(1000 + i, size=h, width=w)
+        _save(Image.fromarray(label_to_color(label, classes)), out / f"scene{i}_label.png")
+        _save(Image.fromarray(photo), out / f"scene{i}_procedural.png")
+        seeds = [base_seed + 7919 * i + k for k in range(n_styles)]
+        imgs = syn.synthesize_batch([label] * n_styles, seeds=seeds)
+        cells = []
+        for k, img in enumerate(imgs):
+            _save(img, out / f"scene{i}_style{k}.png")
+            cells.append((f"scene{i}_style{k}.png", f"random style, seed {seeds[k]}" if syn.use_vae else "result"))
+        if syn.use_vae:  # the style of another scene's procedural photo
+            _, other, other_style = generate_scene(2000 + i, size=h, width=w)
+            _save(Image.fromarray(other), out / f"scene{i}_stylesource.png")
+            img = syn.synthesize(label, style=other, seed=base_seed + i)
+            _save(img, out / f"scene{i}_styled.png")
+            cells.append((f"scene{i}_stylesource.png", f"style photo ({other_style})"))
+            cells.append((f"scene{i}_styled.png", "result in that style"))
+        rows.append((i, style_name, cells))
+    _write_index(out, syn, rows, classes)
+    print(f"spadegan synthesize: demo gallery with {len(rows)} scenes in {out / 'index.html'}")
+    return 0
+
+
+def _write_index(out: Path, syn: Synthesizer, rows: list, classes: list) -> None:
+    from .checkpoint import atomic_write_bytes
+
+    legend = "".join(
+        f'<span class="sw" style="background:rgb{tuple(c.color)}"></span>{html.escape(c.name)} '
+        for c in classes)
+    body = []
+    for i, style_name, cells in rows:
+        tds = [f'<td><img src="scene{i}_label.png"><br>label map</td>',
+               f'<td><img src="scene{i}_procedural.png"><br>procedural photo ({html.escape(style_name)})</td>']
+        tds += [f'<td><img src="{html.escape(f)}"><br>{html.escape(cap)}</td>' for f, cap in cells]
+        body.append("<tr>" + "".join(tds) + "</tr>")
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>spadegan demo</title>
+<style>body{{font-family:sans-serif;margin:1em}} td{{text-align:center;font-size:12px;padding:4px}}
+img{{width:{syn.width}px;image-rendering:pixelated}} .sw{{display:inline-block;width:12px;height:12px;margin:0 3px 0 10px}}</style>
+</head><body>
+<h1>spadegan demo: {html.escape(syn.name)}</h1>
+<p>Label maps drawn by the procedural landscapes generator, synthesized by the model
+({syn.width}x{syn.height}, {'VAE: several random styles and one copied from a photo' if syn.use_vae else 'one image per map'},
+{'engine ' + syn.precision if syn.engine is not None else 'faithful network'} on {syn.device}).</p>
+<p>{legend}</p>
+<table>{''.join(body)}</table>
+</body></html>
+"""
+    atomic_write_bytes(out / "index.html", page.encode())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
