@@ -2,7 +2,8 @@
 
 A handful of 64 px procedural scenes and a tiny random VAE generator (ngf 8) exercise the
 whole command: synthesis, segmenter scores, the baseline, FID's "unavailable" path (and its
-plumbing with a stub feature network), metrics.json, the plots and --all_epochs.
+plumbing with a stub feature network), seg_fd/seg_kid (distances in the segmenter's feature
+space), metrics.json, the plots and --all_epochs.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def test_eval_end_to_end(tiny_data, tiny_ckpt, tiny_seg, tmp_path, capsys):
                "--all_epochs", "--out", str(out), "--batch_size", "2"])
     assert rc == 0
     text = capsys.readouterr().out
-    assert "synthesized" in text and "real (segmenter upper bound)" in text and "baseline" in text
+    assert "synthesized" in text and "real (mIoU bound, segFD floor)" in text and "baseline" in text
     assert "FID/KID unavailable" in text
     m = json.loads((out / "metrics.json").read_text())
     for key in ("model", "weights", "dataset", "num_classes", "class_names", "segmenter", "fid_status",
@@ -104,6 +105,17 @@ def test_eval_end_to_end(tiny_data, tiny_ckpt, tiny_seg, tmp_path, capsys):
     assert m["fid_status"] == "unavailable"
     assert "FID Inception weights" in m["fid_reason"]
     assert m["synthesized"]["fid"] is None and m["synthesized"]["kid_mean"] is None
+    # seg_fd: every row against the 4 train photos (fewer than the 5 eval images: a note says so)
+    sfd = m["seg_fd"]
+    assert sfd["status"] == "ok" and sfd["reason"] is None and "segmenter" in sfd["description"]
+    assert sfd["reference"]["phase"] == "train" and sfd["reference"]["num_images"] == 4
+    assert sfd["feature_dim"] == 30 * 4 and sfd["layers"][0] == "enc0"  # width-4 test segmenter
+    assert any("only 4 photos for the reference" in n for n in m["notes"])
+    for row in ("synthesized", "real", "baseline"):
+        r = m[row]
+        assert r["seg_fd"] >= 0 and math.isfinite(r["seg_kid_mean"]) and r["seg_kid_std"] >= 0, row
+    assert "segFD" in text and "segKID" in text
+    assert all(math.isfinite(e["seg_fd"]) for e in m["epochs"])
     # baseline: computed from the 4 train images, a colour per class
     assert m["baseline"]["status"] == "ok" and m["baseline"]["train_images"] == 4
     assert len(m["baseline"]["class_colours"]) == 10
@@ -220,6 +232,9 @@ def test_torchscript_segmenter_is_accepted(tiny_ckpt, tmp_path):
     assert _run(["--checkpoint", str(tiny_ckpt), "--seg_weights", str(path), "--out", str(out),
                  "--no_plots", "--num_visuals", "0"]) == 0
     m = json.loads((out / "metrics.json").read_text())
+    # a scripted segmenter has no layers to read: seg_fd is unavailable, the rest still runs
+    assert m["seg_fd"]["status"] == "unavailable" and "TorchScript" in m["seg_fd"]["reason"]
+    assert m["synthesized"]["seg_fd"] is None
     # the same constant prediction on real and synthesized images gives the same scores
     assert m["real"]["miou"] == pytest.approx(m["synthesized"]["miou"])
     assert m["real"]["per_class_iou"]["cloud"] in (0.0, None)
@@ -325,3 +340,88 @@ def test_images_are_resized_to_the_segmenters_training_size(tiny_ckpt, tmp_path)
     assert run(tmp_path / "a")["segmenter"]["input_size"] == [32, 32]  # 64 px model, 32 px segmenter
     assert run(tmp_path / "b", "--seg_size", "-1")["segmenter"]["input_size"] == [SIZE, SIZE]
     assert run(tmp_path / "c", "--seg_size", "48")["segmenter"]["input_size"] == [48, 48]
+
+
+# ---- seg_fd / seg_kid: realism in the segmenter's feature space ------------------------------
+
+
+def test_no_seg_fd_and_train_split_guard(tiny_data, tiny_ckpt, tiny_seg, tmp_path, capsys):
+    def run(out: Path, *extra: str) -> dict:
+        assert _run(["--checkpoint", str(tiny_ckpt), "--seg_weights", str(tiny_seg), "--out", str(out),
+                     "--no_plots", "--num_visuals", "0", "--how_many", "3", *extra]) == 0
+        return json.loads((out / "metrics.json").read_text())
+
+    off = run(tmp_path / "off", "--no_seg_fd")
+    assert off["seg_fd"]["status"] == "off" and off["real"]["seg_fd"] is None
+    assert off["synthesized"]["miou"] is not None  # mIoU unaffected
+    # evaluating the train split itself: the reference would be the same photos
+    same = run(tmp_path / "same", "--phase", "train")
+    assert same["seg_fd"]["status"] == "unavailable" and "train split" in same["seg_fd"]["reason"]
+    # the reference is as large as the eval set (3 of the 4 train photos)
+    on = run(tmp_path / "on")
+    assert on["seg_fd"]["reference"]["num_images"] == 3 and on["seg_fd"]["kid_subset_size"] == 3
+    capsys.readouterr()
+
+
+def test_pooled_features_shape_hooks_and_same_as_separate_pass(tiny_seg):
+    from spadegan.evaluation.segfd import FEATURE_LAYERS, pooled_features, segmenter_features
+
+    model = load_segmenter(tiny_seg)
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (5, 3, 32, 32), generator=g, dtype=torch.uint8)
+    feats = segmenter_features(model, images, batch_size=2)
+    assert feats.shape == (5, 30 * model.width) and np.isfinite(feats).all()
+    # the std half of each layer is non-negative
+    assert (feats[:, model.width:2 * model.width] >= 0).all()
+    # features collected during the mIoU forward passes are the same numbers
+    with pooled_features(model) as collected:
+        ecli.segmentation_scores(model, images, torch.zeros(5, 32, 32, dtype=torch.long), 10, None,
+                                 torch.device("cpu"), batch_size=3)
+    np.testing.assert_allclose(torch.cat(collected).double().numpy(), feats, rtol=1e-5, atol=1e-6)
+    # hooks are gone afterwards
+    assert all(not getattr(model, n)._forward_hooks for n in FEATURE_LAYERS)
+    # resizing to the segmenter's input size
+    assert segmenter_features(model, images, input_size=(48, 48)).shape == feats.shape
+
+
+def test_seg_distances_zero_for_identical_positive_for_different():
+    from spadegan.evaluation.segfd import seg_distances
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(40, 6))
+    same = seg_distances(a, a.copy())
+    assert same["seg_fd"] == pytest.approx(0.0, abs=1e-9)
+    # unbiased MMD^2 of a set against itself: self-pairs are left out only within a set, so a
+    # little below 0, never above
+    assert same["seg_kid_mean"] <= 1e-12
+    shifted = seg_distances(a, rng.normal(size=(40, 6)) + 1.0)
+    assert shifted["seg_fd"] > 3.0 and shifted["seg_kid_mean"] > 0.01
+    assert seg_distances(a[:1], a)["seg_fd"] is None  # one image: no covariance
+
+
+def _scenes(first_seed: int, n: int, size: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    from spadegan.data.landscapes import generate_scene
+
+    scenes = [generate_scene(first_seed + i, size) for i in range(n)]
+    labels = torch.from_numpy(np.stack([s[0] for s in scenes])).long()
+    images = torch.from_numpy(np.stack([s[1] for s in scenes])).permute(0, 3, 1, 2).contiguous()
+    return labels, images
+
+
+def test_shipped_segmenter_seg_fd_ranks_baseline_below_real_photos():
+    """Two independent sets of real scenes are closer than real scenes and flat class colours."""
+    from spadegan.evaluation.segfd import seg_distances, segmenter_features
+
+    if not ecli.BUILTIN_SEGMENTER.is_file():
+        pytest.fail(f"the shipped segmenter {ecli.BUILTIN_SEGMENTER} is missing")
+    model = load_segmenter(ecli.BUILTIN_SEGMENTER)
+    n = 16  # seeds far from the dataset's 0..3199
+    ref_labels, ref_images = _scenes(60_000, n)
+    labels, images = _scenes(61_000, n)
+    colours, _ = ecli.class_mean_colours(ecli.EvalSplit(ref_labels, ref_images, None, []), 10)
+    baseline = ecli.paint_baseline(labels, colours)
+    ref, real, flat = (segmenter_features(model, x, batch_size=n) for x in (ref_images, images, baseline))
+    assert ref.shape == (n, 480)
+    floor, base = seg_distances(ref, real), seg_distances(ref, flat)
+    assert base["seg_fd"] > 1.3 * floor["seg_fd"], (floor, base)
+    assert base["seg_kid_mean"] > floor["seg_kid_mean"] + 0.005, (floor, base)

@@ -1,5 +1,6 @@
 """Evaluation: FID/KID (InceptionV3 from a user-given weights file), mIoU, a small
-segmenter for datasets without a public one, and training/metric plots.
+segmenter for datasets without a public one, seg_fd/seg_kid (realism in that segmenter's
+feature space, for when the Inception weights are unavailable), and training/metric plots.
 
 Heavy optional dependencies (scipy for FID, matplotlib for plots) are imported only when
 the function needing them runs, so importing this package stays cheap.
@@ -19,6 +20,11 @@ from spadegan.evaluation.fid import (
 )
 from spadegan.evaluation.miou import confusion_matrix, scores
 from spadegan.evaluation.plots import parse_loss_log, plot_loss_log, plot_metrics
+from spadegan.evaluation.segfd import (
+    FEATURE_LAYERS,
+    seg_distances,
+    segmenter_features,
+)
 from spadegan.evaluation.segmenter import (
     SmallSegmenter,
     load_segmenter,
@@ -43,6 +49,9 @@ __all__ = [
     "parse_loss_log",
     "plot_loss_log",
     "plot_metrics",
+    "FEATURE_LAYERS",
+    "seg_distances",
+    "segmenter_features",
     "SmallSegmenter",
     "load_segmenter",
     "save_segmenter",

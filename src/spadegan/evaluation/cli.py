@@ -19,6 +19,15 @@ What it measures, on the eval split (``--phase val`` by default) at the model's 
 * **FID / KID** between synthesized and real images with the standard InceptionV3 weights
   from ``--fid_weights``; without them they are reported as unavailable, never computed
   with a substitute network.
+* **seg_fd / seg_kid** (realism that works offline; *not* FID/KID): the Fréchet distance
+  and KID-style kernel distance between the segmenter's own pooled features (per-channel
+  mean and std of each of its U-Net blocks, see ``evaluation/segfd.py``) of each image set
+  and of a reference set: the first N real photos of the **train** split (N = the number
+  of eval images). Every row is scored against that same reference, and every row renders
+  the same eval label maps, so rows differ only in how the images are painted: the real
+  row (the eval split's photos: two independent sets of real photos) is the floor that
+  sampling noise alone gives, the baseline row shows what flat colours cost. Collected
+  during the mIoU forward passes; ``--no_seg_fd`` skips them (and the reference photos).
 * ``--baseline``: the trivial baseline, each class painted with its mean colour over the
   train split, scored the same way (a model must beat it clearly to be worth anything).
 
@@ -130,8 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fid_weights", default="",
                    help="pt_inception-2015-12-05-6726825d.pth (pytorch-fid's InceptionV3 weights) for FID/KID")
     s.add_argument("--baseline", action="store_true", help="also score the class-mean-colour baseline")
+    s.add_argument("--no_seg_fd", action="store_true",
+                   help="skip seg_fd/seg_kid (distances in the segmenter's feature space to real train photos)")
     s.add_argument("--baseline_label_dir", default="",
-                   help="custom mode: train label maps for the baseline's mean colours")
+                   help="custom mode: train label maps (the baseline's mean colours, seg_fd's reference photos)")
     s.add_argument("--baseline_image_dir", default="", help="custom mode: the matching train photos")
     s.add_argument("--kid_subset_size", type=int, default=1000, help="KID subset size (capped at the set size)")
     r = ap.add_argument_group("run")
@@ -439,17 +450,19 @@ def paint_baseline(labels: torch.Tensor, colours: np.ndarray) -> torch.Tensor:
     return table[ids].permute(0, 3, 1, 2).contiguous()
 
 
-def _baseline_train_split(model_opt: Any, args: argparse.Namespace, eval_opt: Any) -> EvalSplit | str:
-    """The train split for the baseline's colours, or the reason it is unavailable."""
+def _baseline_train_split(model_opt: Any, args: argparse.Namespace, eval_opt: Any,
+                          how_many: int = 0) -> EvalSplit | str:
+    """The train split (its first ``how_many`` pairs; 0 = all) at the eval size, or the reason it
+    is unavailable. It gives the baseline's colours and seg_fd's reference photos."""
     if eval_opt.dataset_mode == "custom":
         if not (args.baseline_label_dir and args.baseline_image_dir):
             return ("custom datasets need --baseline_label_dir and --baseline_image_dir (the train "
-                    "split) for the class mean colours")
+                    "split) for the class mean colours and seg_fd's reference photos")
         opt = eval_opt.replace(phase="train", label_dir=args.baseline_label_dir,
                                image_dir=args.baseline_image_dir, instance_dir="", no_instance=True)
     else:
         opt = eval_opt.replace(phase="train", no_instance=True)
-    return load_split(opt, desc="baseline: train split")
+    return load_split(opt, how_many, desc="loading train split")
 
 
 # ---------------------------------------------------------------------------------------
@@ -583,13 +596,17 @@ def _class_names(opt: Any, n: int) -> list[str]:
     return [names.get(i, f"class {i}") for i in range(n)]
 
 
-def _row(seg: dict[str, Any] | None, fid: dict[str, Any] | None, names: list[str]) -> dict[str, Any]:
-    row: dict[str, Any] = {"miou": None, "pixel_accuracy": None, "mean_accuracy": None, "per_class_iou": None}
+def _row(seg: dict[str, Any] | None, fid: dict[str, Any] | None, names: list[str],
+         seg_dist: dict[str, Any] | None = None) -> dict[str, Any]:
+    row: dict[str, Any] = {"miou": None, "pixel_accuracy": None, "mean_accuracy": None, "per_class_iou": None,
+                           "seg_fd": None, "seg_kid_mean": None, "seg_kid_std": None}
     if seg is not None:
         row.update(miou=seg["miou"], pixel_accuracy=seg["pixel_accuracy"], mean_accuracy=seg["mean_accuracy"],
                    per_class_iou={n: (None if math.isnan(v) else v) for n, v in zip(names, seg["per_class_iou"])})
     if fid is not None:
         row.update(fid)
+    if seg_dist is not None:
+        row.update(seg_dist)
     return row
 
 
@@ -601,24 +618,38 @@ def _fmt(v: Any, pct: bool = False, digits: int = 2) -> str:
 
 def format_table(metrics: dict[str, Any]) -> str:
     """The results table printed by ``spadegan eval`` (mIoU and accuracy in percent)."""
-    rows = [("synthesized", metrics["synthesized"]), ("real (segmenter upper bound)", metrics["real"])]
+    rows = [("synthesized", metrics["synthesized"]), ("real (mIoU bound, segFD floor)", metrics["real"])]
     if metrics.get("baseline") and metrics["baseline"].get("status", "ok") == "ok":
         rows.append(("baseline: class mean colours", metrics["baseline"]))
     fid_ok = metrics["fid_status"] == "ok"
-    head = f"{'':30} {'mIoU':>6} {'acc':>6} {'m.acc':>6} {'FID':>8} {'KID x1e3':>9}"
+    sfd = metrics.get("seg_fd") or {"status": "off"}
+    sfd_ok = sfd["status"] == "ok"
+    sfd_none = "off" if sfd["status"] == "off" else "unavail."
+    head = (f"{'':30} {'mIoU':>6} {'acc':>6} {'m.acc':>6} {'FID':>8} {'KID x1e3':>9} "
+            f"{'segFD':>7} {'segKID x1e3':>11}")
     lines = [head, "-" * len(head)]
     for title, r in rows:
         is_real = title.startswith("real")
         fid = "-" if is_real else (_fmt(r.get("fid")) if fid_ok else "unavail.")
         kid = "-" if is_real else (_fmt(None if r.get("kid_mean") is None else 1e3 * r["kid_mean"])
                                    if fid_ok else "unavail.")
+        sfd_v = _fmt(r.get("seg_fd"), digits=3) if sfd_ok else sfd_none
+        skid_v = (_fmt(None if r.get("seg_kid_mean") is None else 1e3 * r["seg_kid_mean"])
+                  if sfd_ok else sfd_none)
         lines.append(f"{title:30} {_fmt(r['miou'], True):>6} {_fmt(r['pixel_accuracy'], True):>6} "
-                     f"{_fmt(r['mean_accuracy'], True):>6} {fid:>8} {kid:>9}")
+                     f"{_fmt(r['mean_accuracy'], True):>6} {fid:>8} {kid:>9} {sfd_v:>7} {skid_v:>11}")
     notes = []
     if metrics["segmenter"]["status"] != "ok":
         notes.append(f"mIoU unavailable: {metrics['segmenter']['reason']}")
     if not fid_ok:
         notes.append(f"FID/KID unavailable: {metrics['fid_reason']}")
+    if sfd_ok:
+        ref = sfd["reference"]
+        notes.append(f"segFD/segKID: distances in the segmenter's feature space to {ref['num_images']} real "
+                     f"{ref['phase']} photos (not FID/KID; lower = more like real photos; the real row is "
+                     "the floor from two independent real sets); see metrics.json seg_fd.description")
+    elif sfd["status"] == "unavailable":
+        notes.append(f"segFD/segKID unavailable: {sfd['reason']}")
     if metrics.get("baseline") and metrics["baseline"].get("status") == "unavailable":
         notes.append(f"baseline unavailable: {metrics['baseline']['reason']}")
     notes += metrics.get("notes", [])
@@ -670,6 +701,10 @@ def _default_segmenter(eval_opt: Any, model_opt: Any) -> Path | None:
     return None
 
 
+#: Metrics recorded per checkpoint in ``metrics.json`` "epochs" and plotted against epoch.
+_HISTORY_KEYS = ("miou", "pixel_accuracy", "fid", "kid_mean", "seg_fd", "seg_kid_mean")
+
+
 def _evaluate_main(args: argparse.Namespace) -> int:
     from spadegan.checkpoint import checkpoint_options
 
@@ -713,22 +748,90 @@ def _evaluate_main(args: argparse.Namespace) -> int:
         seg_input = None
     seg_info["input_size"] = list(seg_input) if seg_input else [h, w]
 
-    def seg_scores(images_u8: torch.Tensor, what: str) -> dict[str, Any] | None:
+    # seg_fd / seg_kid: the segmenter's pooled features, against real train photos
+    from .segfd import FEATURE_LAYERS, SEG_FD_DESCRIPTION, feature_layers_missing, pooled_features
+
+    sfd: dict[str, Any] = {"status": "ok", "reason": None, "description": SEG_FD_DESCRIPTION,
+                           "segmenter": str(seg_path) if seg_path else None, "layers": list(FEATURE_LAYERS),
+                           "pooling": "per-channel spatial mean and std", "feature_dim": None,
+                           "input_size": seg_info["input_size"], "reference": None,
+                           "kid_subset_size": None}
+    same_photos = (eval_opt.phase == "train" if eval_opt.dataset_mode != "custom"
+                   else bool(args.image_dir) and args.image_dir == args.baseline_image_dir)
+    if args.no_seg_fd:
+        sfd.update(status="off", reason="--no_seg_fd")
+    elif same_photos:
+        # the reference would be the evaluated photos themselves: the floor would read 0
+        sfd.update(status="unavailable", reason="the eval split is the train split, which seg_fd uses as "
+                                                "its reference photos; evaluate a held-out split")
+    elif scorer is None:
+        sfd.update(status="unavailable", reason="no segmenter (see mIoU)")
+    else:
+        missing = feature_layers_missing(scorer)
+        if missing:
+            sfd.update(status="unavailable", reason=missing)
+
+    def seg_scores(images_u8: torch.Tensor, what: str) -> tuple[dict[str, Any] | None, np.ndarray | None]:
+        """mIoU scores and, if seg_fd is on, the pooled features from the same forward passes."""
         if scorer is None:
+            return None, None
+
+        def run() -> dict[str, Any]:
+            return segmentation_scores(scorer, images_u8, split.labels, num_classes, ignore, device,
+                                       args.batch_size, desc=f"segmenting {what}", input_size=seg_input)
+
+        if sfd["status"] != "ok":
+            return run(), None
+        with pooled_features(scorer) as collected:
+            scores_ = run()
+        return scores_, torch.cat(collected).double().numpy()
+
+    # the train split: the baseline's class colours (all of it) and seg_fd's reference (N photos)
+    train: EvalSplit | str | None = None
+    if args.baseline or sfd["status"] == "ok":
+        train = _baseline_train_split(model_opt, args, eval_opt, 0 if args.baseline else len(split))
+    ref_feats: np.ndarray | None = None
+    if sfd["status"] == "ok":
+        if isinstance(train, str):
+            sfd.update(status="unavailable", reason=f"no reference photos: {train}")
+        elif len(train) < 2:
+            sfd.update(status="unavailable", reason=f"the train split has {len(train)} image(s); need >= 2")
+        else:
+            from .segfd import segmenter_features
+
+            ref_imgs = train.images[:len(split)]
+            ref_feats = segmenter_features(scorer, ref_imgs, device, args.batch_size, seg_input,
+                                           desc="seg_fd: reference train photos")
+            sfd.update(feature_dim=int(ref_feats.shape[1]),
+                       kid_subset_size=min(args.kid_subset_size, len(ref_imgs), len(split)),
+                       reference={"phase": "train", "num_images": len(ref_imgs),
+                                  "names": [train.names[0], train.names[len(ref_imgs) - 1]]})
+            if len(ref_imgs) < len(split):
+                # FD's small-sample bias depends on both set sizes: say when they differ
+                sfd["note"] = (f"seg_fd: the train split has only {len(ref_imgs)} photos for the reference, "
+                               f"fewer than the {len(split)} eval images")
+
+    def seg_dist(feats: np.ndarray | None) -> dict[str, Any] | None:
+        from .segfd import seg_distances
+
+        if feats is None or ref_feats is None:
             return None
-        return segmentation_scores(scorer, images_u8, split.labels, num_classes, ignore, device,
-                                   args.batch_size, desc=f"segmenting {what}", input_size=seg_input)
+        return seg_distances(ref_feats, feats, kid_subset_size=args.kid_subset_size, seed=args.seed)
 
     fid = _FID(args.fid_weights, split.images, device, args.batch_size, args.kid_subset_size)
     notes: list[str] = []
     if fid.available and len(split) < 2048:
         notes.append(f"FID from {len(split)} images per set is biased upwards; compare only runs with "
                      "the same number of images")
+    if sfd.get("note"):
+        notes.append(sfd["note"])
 
     # the model
     G, E = _load_networks(weights, model_opt, device, args.style)
     fake = synthesize_split(G, split, model_opt, device, args.batch_size, args.seed, E)
     del G, E
+    seg_fake, feats_fake = seg_scores(fake, "synthesized")
+    seg_real, feats_real = seg_scores(split.images, "real")
     metrics: dict[str, Any] = {
         "model": desc,
         "weights": str(weights),
@@ -743,8 +846,9 @@ def _evaluate_main(args: argparse.Namespace) -> int:
         "fid_status": "ok" if fid.available else "unavailable",
         "fid_reason": fid.reason,
         "fid_weights": args.fid_weights or None,
-        "synthesized": _row(seg_scores(fake, "synthesized"), fid(fake, "FID: synthesized"), names),
-        "real": _row(seg_scores(split.images, "real"), None, names),
+        "seg_fd": sfd,
+        "synthesized": _row(seg_fake, fid(fake, "FID: synthesized"), names, seg_dist(feats_fake)),
+        "real": _row(seg_real, None, names, seg_dist(feats_real)),
         "baseline": None,
         "epochs": [],
         "plots": {},
@@ -753,13 +857,14 @@ def _evaluate_main(args: argparse.Namespace) -> int:
 
     baseline_imgs = None
     if args.baseline:
-        train = _baseline_train_split(model_opt, args, eval_opt)
         if isinstance(train, str):
             metrics["baseline"] = {"status": "unavailable", "reason": train}
         else:
+            assert train is not None
             colours, counts = class_mean_colours(train, num_classes)
             baseline_imgs = paint_baseline(split.labels, colours)
-            row = _row(seg_scores(baseline_imgs, "baseline"), fid(baseline_imgs, "FID: baseline"), names)
+            seg_b, feats_b = seg_scores(baseline_imgs, "baseline")
+            row = _row(seg_b, fid(baseline_imgs, "FID: baseline"), names, seg_dist(feats_b))
             row.update(status="ok", reason=None, train_images=len(train),
                        class_colours={n: [round(float(c), 2) for c in col] for n, col in zip(names, colours)})
             metrics["baseline"] = row
@@ -769,7 +874,7 @@ def _evaluate_main(args: argparse.Namespace) -> int:
     this_epoch = _weights_epoch(weights, folder)
     if this_epoch is not None:
         history.append({"epoch": this_epoch, "which_epoch": weights.name.split("_net_")[0],
-                        **{k: metrics["synthesized"].get(k) for k in ("miou", "pixel_accuracy", "fid", "kid_mean")}})
+                        **{k: metrics["synthesized"].get(k) for k in _HISTORY_KEYS}})
     if args.all_epochs:
         from tqdm.auto import tqdm
 
@@ -780,12 +885,10 @@ def _evaluate_main(args: argparse.Namespace) -> int:
             G, E = _load_networks(p, model_opt, device, args.style)
             f_e = synthesize_split(G, split, model_opt, device, args.batch_size, args.seed, E,
                                    desc=f"synthesizing (epoch {epoch})")
-            seg = seg_scores(f_e, f"epoch {epoch}")
-            fr = fid(f_e, f"FID: epoch {epoch}")
+            seg, feats_e = seg_scores(f_e, f"epoch {epoch}")
+            row_e = _row(seg, fid(f_e, f"FID: epoch {epoch}"), names, seg_dist(feats_e))
             history.append({"epoch": float(epoch), "which_epoch": str(epoch),
-                            "miou": seg["miou"] if seg else None,
-                            "pixel_accuracy": seg["pixel_accuracy"] if seg else None,
-                            "fid": fr["fid"], "kid_mean": fr["kid_mean"]})
+                            **{k: row_e.get(k) for k in _HISTORY_KEYS}})
     history.sort(key=lambda r: (r["epoch"], r["which_epoch"] == "latest"))
     metrics["epochs"] = history
 
