@@ -126,6 +126,14 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, how, vae):
     assert sa["old_lr"] == pytest.approx(0.0002 / 2)  # epoch 3 runs at half the lr
 
 
+def test_loader_workers_do_not_change_the_result(tmp_path):
+    # each sample's augmentation is seeded by (seed, epoch, index), not by a worker's RNG stream
+    for name, workers in (("w0", "0"), ("w2", "2")):
+        Trainer(tiny_opt(tmp_path, "--nThreads", workers, name=name), dataset=SynthPairs(),
+                progress=False).run(max_steps=2)
+    _assert_same(_weights(tmp_path / "ck" / "w0"), _weights(tmp_path / "ck" / "w2"))
+
+
 def test_crash_mid_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
     t = Trainer(tiny_opt(tmp_path), dataset=SynthPairs(), progress=False)
     t.run(max_steps=1)
