@@ -113,6 +113,7 @@ CONFIGS = [
     dict(aspect_ratio=0.75),
     dict(aspect_ratio=2.0, crop_size=128, num_upsampling_layers="more", label_nc=35,
          contain_dontcare_label=False, instance=True),
+    dict(ngf=16, instance=True),  # 256 channels: the Winograd convolutions are used
 ]
 
 
@@ -139,6 +140,18 @@ def test_engine_matches_faithful_generator(cfg):
         assert out.shape == ref.shape and out.dtype == torch.float32
         err = float((out - ref).abs().max())
         assert err <= TOL, f"{mode}: max abs error {err:.2e}"
+
+
+@pytest.mark.parametrize("hw", [(8, 8), (16, 16), (5, 7), (6, 9)])
+def test_winograd_conv_matches_direct_conv(hw):
+    from spadegan.engine.engine import _Conv3x3
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, *hw, 256, generator=g)
+    w = torch.randn(64, 256, 3, 3, generator=g) / 48
+    b = torch.randn(64, generator=g)
+    ref = F.conv2d(x.permute(0, 3, 1, 2), w, b, padding=1).permute(0, 2, 3, 1)
+    out = _Conv3x3(w, b, torch.float32, use_winograd=True)(x)
+    assert out.shape == ref.shape and float((out - ref).abs().max()) <= 1e-5
 
 
 def test_engine_matches_official_parity_fixture(parity_dir):
