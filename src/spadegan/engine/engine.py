@@ -331,6 +331,8 @@ class _Conv3x3(nn.Module):
         xp = F.pad(x, (0, 0, 1, 1 + ew, 1, 1 + eh))
         r = [xp[:, k::2][:, :th] for k in range(4)]
         rows = (r[0] - r[2], r[1] + r[2], r[2] - r[1], r[1] - r[3])  # B^T d
+        if torch.jit.is_tracing():  # export: the same maths without writes into views
+            return self._traceable(rows, bsz, h, w, th, tw, c)
         v = x.new_empty(16, bsz, th, tw, c)
         for a, u in enumerate(rows):  # (B^T d) B
             q = [u[:, :, k::2][:, :, :tw] for k in range(4)]
@@ -351,6 +353,17 @@ class _Conv3x3(nn.Module):
         if eh or ew:
             out = out[:, :h, :w].contiguous()
         return out.add_(self.b)
+
+    def _traceable(self, rows, bsz, h, w, th, tw, c) -> torch.Tensor:
+        v = []
+        for u in rows:
+            q = [u[:, :, k::2][:, :, :tw] for k in range(4)]
+            v += [q[0] - q[2], q[1] + q[2], q[2] - q[1], q[1] - q[3]]
+        m = torch.bmm(torch.stack(v).reshape(16, -1, c), self.u).reshape(4, 4, bsz, th, tw, -1)
+        s0, s1 = m[0] + m[1] + m[2], m[1] - m[2] - m[3]
+        ys = [torch.stack([s[0] + s[1] + s[2], s[1] - s[2] - s[3]], dim=3) for s in (s0, s1)]  # (B,th,tw,2,C)
+        out = torch.stack(ys, dim=2).reshape(bsz, 2 * th, 2 * tw, -1)  # (B, th, 2, tw, 2, C)
+        return out[:, :h, :w] + self.b
 
 
 def _upsample_nhwc(x: torch.Tensor) -> torch.Tensor:
