@@ -203,7 +203,10 @@ def run_child(args) -> None:
         engine = SynthesisEngine.from_generator(G, precision=precision, consume=True)
         del G
         engine.generate(label, inst)
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    # VmHWM: this process's own peak (ru_maxrss would include the parent's, inherited at fork)
+    with open("/proc/self/status") as fh:
+        hwm = [line for line in fh if line.startswith("VmHWM:")]
+    print(int(hwm[0].split()[1]) / 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
 def bench_config(config: str, batch: int, args, bf16_native: bool, mm: dict) -> list[dict]:
@@ -256,10 +259,58 @@ def bench_config(config: str, batch: int, args, bf16_native: bool, mm: dict) -> 
         row["matmul_frac"] = row["gflops"] / mm["fp32" if "bf16" not in name else "bf16"][0]
         rows.append(row)
     unsat = float((outputs["faithful_fp32"].abs() < 0.99).float().mean())
+    fp64_err = fp64_err_engine = None
+    if not args.no_fp64:
+        # the faithful network's own fp32 rounding error, for scale: its float64 twin
+        import copy
+        G64 = copy.deepcopy(G).double()
+        with torch.no_grad():
+            ref64 = G64(sem.double()).float()
+        del G64
+        fp64_err = float((ref64 - outputs["faithful_fp32"]).abs().max())
+        fp64_err_engine = float((ref64 - outputs["engine_fp32"]).abs().max())
     for row in rows:
         row["unsaturated_frac"] = unsat
+        row["faithful_fp32_vs_fp64_err"] = fp64_err
+        row["engine_fp32_vs_fp64_err"] = fp64_err_engine
         row["gflop_per_image"] = flops / 1e9
     return rows
+
+
+def ablation(config: str, args) -> list[dict]:
+    """ms/image of the engine with its ideas switched on one by one (batch 1, interleaved)."""
+    opt = make_options(config, args.quick)
+    label, inst, _ = label_maps(config, opt, 1, args.noise_labels)
+    G = unit_scale_generator(opt, label, inst)
+    sem = to_semantics(label[:, None], None if inst is None else inst[:, None], opt)
+
+    def engine(sparse: bool, winograd: bool) -> SynthesisEngine:
+        e = SynthesisEngine.from_generator(G, "fp32", winograd=winograd)
+        if not sparse:
+            e.sparse_threshold = -1.0
+        return e
+
+    steps = {
+        "faithful network (NCHW, no_grad)": None,
+        "+ gather-sum SPADE input, fused gamma/beta, NHWC, folded weights": engine(False, False),
+        "+ per-class constants away from boundaries (sparse)": engine(True, False),
+        "+ Winograd F(2x2,3x3) for many-channel small maps": engine(True, True),
+    }
+    times = {k: [] for k in steps}
+    for name, e in steps.items():  # warm-up
+        e.generate(label, inst) if e is not None else G(sem)
+    for _ in range(args.reps):
+        for name, e in steps.items():
+            t0 = time.perf_counter()
+            if e is None:
+                with torch.no_grad():
+                    G(sem)
+            else:
+                e.generate(label, inst)
+            times[name].append(time.perf_counter() - t0)
+    base = statistics.median(times["faithful network (NCHW, no_grad)"])
+    return [{"step": k, "ms": 1000 * statistics.median(v), "speedup": base / statistics.median(v)}
+            for k, v in times.items()]
 
 
 def trained_psnr(path: str) -> dict:
@@ -292,8 +343,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no_bf16", action="store_true")
     p.add_argument("--bf16_all", action="store_true", help="time emulated bf16 at every batch size too")
     p.add_argument("--no_rss", action="store_true", help="skip the peak-memory subprocesses")
+    p.add_argument("--no_fp64", action="store_true", help="skip the float64 reference")
     p.add_argument("--trained", default=None, help="a trained checkpoint for the bf16 PSNR check "
                                                    "(default: the built-in model, if shipped)")
+    p.add_argument("--ablation", action="store_true",
+                   help="only time the engine's ideas switched on one by one (batch 1, first config)")
     p.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.threads:
@@ -303,6 +357,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     hw = describe_hardware("cpu")
     bf16_native = bool(hw["bf16"])
+    if args.ablation:
+        print(f"# ablation, {args.configs[0]}, batch 1, threads {torch.get_num_threads()}, "
+              f"median of {args.reps}; load average {os.getloadavg()[0]:.1f}")
+        for r in ablation(args.configs[0], args):
+            print(f"{r['step']:<68}{r['ms']:>9.0f} ms{r['speedup']:>8.2f}x")
+        return 0
     mm = {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}
     print(f"# CPU capability {hw['capability']}, threads {torch.get_num_threads()}, native bf16: {bf16_native}; "
           f"matmul fp32 {mm['fp32'][0]:.1f} GFLOP/s (n={mm['fp32'][1]}), bf16 {mm['bf16'][0]:.2f} GFLOP/s "
@@ -315,7 +375,10 @@ def main(argv: list[str] | None = None) -> int:
             rows += got
             print(f"# {config} batch {batch}: {got[0]['gflop_per_image']:.0f} GFLOP/image (faithful), labels: "
                   f"{got[0]['labels']}, {100 * got[0]['unsaturated_frac']:.0f}% of output pixels unsaturated, "
-                  f"{time.perf_counter() - t0:.0f} s", flush=True)
+                  + (f"max abs error vs float64: faithful {got[0]['faithful_fp32_vs_fp64_err']:.1e}, "
+                     f"engine {got[0]['engine_fp32_vs_fp64_err']:.1e}, "
+                     if got[0]["faithful_fp32_vs_fp64_err"] is not None else "")
+                  + f"{time.perf_counter() - t0:.0f} s", flush=True)
     head = (f"{'config':<11}{'batch':>5} {'variant':<14}{'ms/img':>9}{'img/s':>8}{'peakRSS MB':>11}"
             f"{'speed-up':>9}{'max|err|':>10}{'PSNR dB':>9}{'GFLOP/s':>9}{'%matmul':>8}")
     print(head)
@@ -345,11 +408,22 @@ def main(argv: list[str] | None = None) -> int:
                     "max_abs_err_fp32": e32["max_abs_err"], "psnr_bf16_db": e16["psnr_db"] if e16 else None,
                     "peak_rss_mb": {k: v["peak_rss_mb"] for k, v in by.items()},
                     "gflop_per_image": f["gflop_per_image"],
+                    "faithful_fp32_vs_fp64_err": f["faithful_fp32_vs_fp64_err"],
+                    "engine_fp32_vs_fp64_err": f["engine_fp32_vs_fp64_err"],
                     "gflops": {k: v["gflops"] for k, v in by.items()},
                     "labels": f["labels"]})
-        print(json.dumps({"results": results, "hardware": hw, "bf16_native": bf16_native,
+        def clean(o):  # NaN/inf are not JSON
+            if isinstance(o, float) and not math.isfinite(o):
+                return None
+            if isinstance(o, dict):
+                return {k: clean(v) for k, v in o.items()}
+            if isinstance(o, list):
+                return [clean(v) for v in o]
+            return o
+
+        print(json.dumps(clean({"results": results, "hardware": hw, "bf16_native": bf16_native,
                           "matmul_gflops": {"fp32": mm["fp32"][0], "bf16": mm["bf16"][0]},
-                          "trained": trained, "quick": args.quick}, allow_nan=True))
+                          "trained": trained, "quick": args.quick})))
     return 0
 
 

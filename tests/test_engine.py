@@ -113,7 +113,10 @@ CONFIGS = [
     dict(aspect_ratio=0.75),
     dict(aspect_ratio=2.0, crop_size=128, num_upsampling_layers="more", label_nc=35,
          contain_dontcare_label=False, instance=True),
-    dict(ngf=16, instance=True),  # 256 channels: the Winograd convolutions are used
+    dict(ngf=16, instance=True),  # 256 channels on tiny maps: convolutions as one GEMM
+    dict(ngf=16, crop_size=128, norm_G="spectralspadeinstance3x3"),  # and Winograd at 16x16
+    dict(norm_G="spectralspadesyncbatch1x1", use_vae=True, ngf=16),  # the built-in model's kind
+    dict(norm_G="spadeinstance1x1", crop_size=128, instance=True),
 ]
 
 

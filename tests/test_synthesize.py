@@ -86,6 +86,9 @@ def test_label_inputs_files_colour_pngs_tensors_and_dontcare(parity_dir, tmp_pat
     colour = label_to_color(ids, syn.palette)
     Image.fromarray(colour).save(tmp_path / "colour.png")
     assert np.array_equal(syn.synthesize(tmp_path / "colour.png", output="numpy"), ref)
+    # an id map saved as a grey RGB image
+    Image.fromarray(np.stack([ids.astype(np.uint8)] * 3, -1)).save(tmp_path / "grey_rgb.png")
+    assert np.array_equal(syn.synthesize(tmp_path / "grey_rgb.png", output="numpy"), ref)
     # 255 and the dontcare index label_nc mean the same
     assert np.array_equal(syn.synthesize(np.where(ids == 255, 12, ids), output="numpy"), ref)
     # a bigger map is resized (nearest) to the model size

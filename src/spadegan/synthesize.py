@@ -94,10 +94,7 @@ def _ids_from_image(im: Image.Image, where: str) -> tuple[np.ndarray | None, np.
             raise SpadeganError(f"{where}: a float image with non-integer values is not a label map")
         return arr.astype(np.int64), None
     if mode in ("RGB", "RGBA", "RGBX", "CMYK", "YCbCr"):
-        rgb = np.asarray(im.convert("RGB"))
-        if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
-            return rgb[..., 0].astype(np.int64), None  # a grey id map saved as RGB
-        return None, rgb
+        return None, np.asarray(im.convert("RGB"))
     raise SpadeganError(f"{where}: unsupported image mode {mode}; save label maps as 8-bit PNGs")
 
 
@@ -123,10 +120,19 @@ class Synthesizer:
 
     def __init__(self, G: torch.nn.Module, E: torch.nn.Module | None = None, *,
                  device: str | torch.device | None = None, precision: str = "auto",
-                 use_engine: bool = True, name: str = "", checkpoint: str | os.PathLike | None = None):
+                 use_engine: bool = True, name: str = "", checkpoint: str | os.PathLike | None = None,
+                 consume: bool = False):
+        """Wrap a generator that carries its options as `G.opt` (as `load_checkpoint` returns it).
+
+        `consume=True` lets the engine free G's weights as it converts them (lower peak
+        memory; G is unusable afterwards); `from_checkpoint` does that with its own G.
+        """
         from .data.palettes import classes_for_dataset_mode, palette_array
         from .engine import PRECISIONS, SynthesisEngine, best_precision, describe_hardware
 
+        if not hasattr(G, "opt"):
+            raise SpadeganError("the generator carries no options (G.opt); load it with "
+                                "spadegan.load_checkpoint or use Synthesizer.from_checkpoint")
         self.opt = G.opt
         self.device = _device(device)
         if precision in (None, "", "auto"):
@@ -160,7 +166,7 @@ class Synthesizer:
         self.G = None
         if use_engine and opt.netG == "spade":
             G = G.to(self.device)
-            self.engine = SynthesisEngine.from_generator(G, precision=precision, consume=True)
+            self.engine = SynthesisEngine.from_generator(G, precision=precision, consume=consume)
         else:
             if use_engine:
                 warnings.warn(f"the fast engine supports --netG spade only; running the faithful "
@@ -185,7 +191,7 @@ class Synthesizer:
         path = builtin_checkpoint() if path_or_dir is None else Path(path_or_dir)
         G = load_checkpoint(path, "G", opt=opt, which_epoch=which_epoch)
         syn = cls(G, device=device, precision=precision, use_engine=use_engine,
-                  name="built-in landscapes" if path_or_dir is None else "", checkpoint=path)
+                  name="built-in landscapes" if path_or_dir is None else "", checkpoint=path, consume=True)
         syn._which_epoch = which_epoch
         return syn
 
@@ -241,7 +247,14 @@ class Synthesizer:
                 raise SpadeganError(f"{where}: a label map must be H x W ids or H x W x 3 colours, "
                                     f"got shape {arr.shape}")
         if rgb is not None:
-            ids = color_to_label(rgb, self.classes, where).astype(np.int64)
+            # palette colours first (as the paint app reads RGB maps), else a grey id map
+            # saved as RGB, else the palette error naming the unknown colours
+            try:
+                ids = color_to_label(rgb, self.classes, where).astype(np.int64)
+            except SpadeganError:
+                if not ((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()):
+                    raise
+                ids = rgb[..., 0].astype(np.int64)
         if self.opt.contain_dontcare_label:
             ids = np.where(ids == DONTCARE, self.label_nc, ids)
         bad = (ids < 0) | (ids >= self.label_channels)
@@ -298,10 +311,7 @@ class Synthesizer:
         t = torch.from_numpy(np.ascontiguousarray(ids))
         if tuple(t.shape) == tuple(size):
             return t
-        # nearest, as the datasets resize labels; float is exact for ids < 2**24
-        if int(t.abs().max()) >= 2 ** 24:
-            _, inv = torch.unique(t, return_inverse=True)
-            t = inv
+        # nearest, as the datasets resize labels (float64 holds any id exactly)
         return F.interpolate(t[None, None].double(), size=size, mode="nearest")[0, 0].long()
 
     # ---- synthesis ------------------------------------------------------------------------
@@ -516,7 +526,7 @@ def _load_synthesizer(args, extra: list[str]) -> Synthesizer:
         opt = _override_options(base, extra)
     G = load_checkpoint(path, "G", opt=opt, which_epoch=args.which_epoch)
     syn = Synthesizer(G, device=args.device, precision=args.precision, use_engine=args.engine,
-                      name="built-in landscapes" if args.checkpoint is None else "", checkpoint=path)
+                      name="built-in landscapes" if args.checkpoint is None else "", checkpoint=path, consume=True)
     syn._which_epoch = args.which_epoch
     return syn
 
