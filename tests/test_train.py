@@ -2,9 +2,8 @@
 `spadegan train` / `spadegan test` on the COCO-Stuff sample, and a real learning signal.
 
 Most tests use `SynthPairs`, a tiny in-memory dataset (10 classes, 32x32, random flips
-drawn from the global numpy RNG so the per-sample seeding is exercised), and run on one
-thread: on the shared 2-core CI machine two OpenMP threads per process are many times
-slower than one for these small convolutions.
+drawn from the global numpy RNG so the per-sample seeding is exercised); conftest runs
+every test on one thread.
 """
 
 from __future__ import annotations
@@ -51,14 +50,6 @@ def tiny_opt(tmp_path: Path, *extra: str, name: str = "run"):
             "--batchSize", "2", "--nThreads", "0", "--seed", "3", "--niter", "1", "--niter_decay", "2",
             "--print_freq", "1000", "--display_freq", "1000", "--save_latest_freq", "1000", *extra]
     return parse(argv, train=True)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _weights(folder: Path, nets=("G", "D")) -> dict:
@@ -333,6 +324,35 @@ def test_train_then_test_commands_on_coco(tmp_path, monkeypatch, coco_root, caps
     multi = tmp_path / "multi" / "coco_exp" / "test_latest" / "images" / "synthesized_image"
     a, b = sorted(multi.glob("*.png"))
     assert a.name.endswith("_sample0.png") and a.read_bytes() != b.read_bytes()
+
+
+def test_sigterm_to_the_process_group_saves_with_loader_workers(tmp_path, coco_root):
+    # `timeout`, `kill -- -PGID` and a terminal's Ctrl-C signal every process of the group,
+    # the DataLoader workers included: they must leave it to the trainer, which saves `latest`
+    import subprocess
+    import sys
+    argv = [sys.executable, "-m", "spadegan.cli", "train", "--name", "pg", "--checkpoints_dir", str(tmp_path),
+            "--dataroot", coco_root, *COCO, "--batchSize", "1", "--ndf", "8", "--no_vgg_loss", "--niter", "500",
+            "--print_freq", "1", "--display_freq", "100000"]
+    argv[argv.index("--nThreads") + 1] = "2"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, env=env)
+    out = []
+    try:
+        for line in proc.stdout:
+            out.append(line)
+            if line.startswith("(epoch:"):  # a step has run: workers are up
+                os.killpg(proc.pid, signal.SIGTERM)
+                break
+        out.append(proc.communicate(timeout=120)[0])
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    text = "".join(out)
+    assert proc.returncode == 0, text[-2000:]
+    assert "SIGTERM received" in text and "saved 'latest'" in text
+    assert (tmp_path / "pg" / "latest_net_G.pth").is_file() and read_iter_file(tmp_path / "pg" / "iter.txt")
 
 
 # ---- a real learning signal ----------------------------------------------------------------------

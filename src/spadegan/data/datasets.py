@@ -52,11 +52,14 @@ unreadable images and colour label maps.
 
 from __future__ import annotations
 
+import atexit
 import os
 import random
 import re
+import signal
 import sys
 import time
+import weakref
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -66,6 +69,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter  # subclassed: see SignalSafeDataLoader
 
 from ..errors import SpadeganError
 from . import transforms as T
@@ -496,15 +500,88 @@ class DistributedPairSampler(DistributedSampler):
         return iter(keys)
 
 
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def ignore_stop_signals(worker_id: int = 0) -> None:
+    """DataLoader worker_init_fn: leave SIGINT/SIGTERM to the main process.
+
+    Ctrl-C in a terminal or ``kill``/``timeout`` on the process group reach the workers
+    too; if they died of it, the trainer could not fetch the batch it needs to finish its
+    step and save ``latest``. So workers ignore both (the main process shuts them down when
+    it exits). They start with the signals blocked (see :class:`SignalSafeDataLoader`), so
+    one sent while a worker was starting is discarded here rather than killing it.
+    """
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+
+
 def seed_worker(worker_id: int) -> None:
-    """DataLoader worker_init_fn: seed the global numpy/random states from torch's.
+    """DataLoader worker_init_fn: seed the global numpy/random states from torch's, and
+    :func:`ignore_stop_signals`.
 
     spadegan's own transforms use only per-item generators; this keeps any other library
     that draws from the global states reproducible per worker.
     """
+    ignore_stop_signals(worker_id)
     s = torch.initial_seed() % 2 ** 32
     np.random.seed(s)
     random.seed(s)
+
+
+class _SignalSafeIter(_MultiProcessingDataLoaderIter):
+    """Workers started with SIGINT/SIGTERM blocked; stopped with SIGKILL if they linger."""
+
+    def __init__(self, loader: DataLoader) -> None:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            super().__init__(loader)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        SignalSafeDataLoader._live.add(self)
+
+    def _shutdown_workers(self) -> None:
+        super()._shutdown_workers()
+        # torch's last resort is SIGTERM, which these workers ignore
+        for w in getattr(self, "_workers", []):
+            if w.is_alive():
+                w.kill()
+                w.join(timeout=5)
+
+
+class SignalSafeDataLoader(DataLoader):
+    """A DataLoader whose worker processes leave SIGINT/SIGTERM to the main process.
+
+    Workers are started with the signals blocked: between a worker's start and its
+    ``worker_init_fn`` (:func:`ignore_stop_signals`, which ignores and unblocks them)
+    PyTorch's own handler would let a SIGTERM kill it. The main process still gets the
+    signals: its mask is restored as soon as the workers exist, and a signal that arrived
+    meanwhile is delivered then. Because the workers ignore SIGTERM, the usual last resort
+    for a worker that does not stop (SIGTERM, from PyTorch and from multiprocessing at
+    interpreter exit, the latter followed by a join that would then wait forever) is
+    replaced: SIGKILL after the regular shutdown, and an exit hook that shuts live workers
+    down before multiprocessing's hook runs.
+    """
+
+    _live: "weakref.WeakSet" = weakref.WeakSet()
+
+    def _get_iterator(self):
+        if self.num_workers == 0 or not hasattr(signal, "pthread_sigmask"):
+            return super()._get_iterator()
+        self.check_worker_number_rationality()
+        return _SignalSafeIter(self)
+
+
+@atexit.register
+def _shutdown_live_workers() -> None:
+    # registered after multiprocessing's and torch's exit hooks, so it runs before them
+    for it in list(SignalSafeDataLoader._live):
+        try:
+            it._shutdown_workers()
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass
 
 
 def create_dataloader(opt: "Options", dataset: Dataset | None = None, distributed: bool = False, rank: int = 0,
@@ -539,9 +616,9 @@ def create_dataloader(opt: "Options", dataset: Dataset | None = None, distribute
     g = torch.Generator()
     g.manual_seed(seed)
     device = opt.torch_device
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=max(0, int(opt.nThreads)),
-                      pin_memory=device.type == "cuda", drop_last=drop_last, worker_init_fn=seed_worker,
-                      generator=g)
+    return SignalSafeDataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=max(0, int(opt.nThreads)),
+                                pin_memory=device.type == "cuda", drop_last=drop_last,
+                                worker_init_fn=seed_worker, generator=g)
 
 
 # ---- validation ----------------------------------------------------------------------------

@@ -449,8 +449,10 @@ class Trainer:
         self.sampler = EpochBatchSampler(n, opt.batchSize, self.seed, shuffle=not opt.serial_batches,
                                          rank=self.dist.rank, world_size=world)
         workers = max(0, int(opt.nThreads))
-        self.loader = DataLoader(SeededItems(dataset, self.seed), batch_sampler=self.sampler, num_workers=workers,
-                                 pin_memory=self.device.type == "cuda", persistent_workers=workers > 0)
+        from ..data.datasets import SignalSafeDataLoader, ignore_stop_signals
+        self.loader = SignalSafeDataLoader(SeededItems(dataset, self.seed), batch_sampler=self.sampler,
+                                           num_workers=workers, pin_memory=self.device.type == "cuda",
+                                           persistent_workers=workers > 0, worker_init_fn=ignore_stop_signals)
         self.dataset_size = self.sampler.batches_per_epoch * opt.batchSize  # samples per epoch
 
         # 7. position
