@@ -32,9 +32,11 @@ def parity_dir(shared: Path) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _small_threads():
-    # tests are tiny; extra threads only add contention on the 2-core CI machine
+def _one_thread():
+    # the tests use tiny networks: two OpenMP threads on a shared 2-core machine spin-wait on
+    # each other (measured 10-20x slower than one thread under load); SPADEGAN_TEST_THREADS
+    # overrides it
     n = torch.get_num_threads()
-    torch.set_num_threads(min(n, 2))
+    torch.set_num_threads(int(os.environ.get("SPADEGAN_TEST_THREADS", "1")))
     yield
     torch.set_num_threads(n)

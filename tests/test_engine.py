@@ -24,16 +24,6 @@ from spadegan.errors import SpadeganError
 TOL = 1e-4
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny networks: on a shared 2-core machine two OpenMP threads spin-wait on each other
-    # (measured 10-20x slower than one thread under load)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny_opt(**flags) -> options.Options:
     argv = ["--label_nc", "12", "--contain_dontcare_label", "--ngf", "8", "--crop_size", "64",
             "--gpu_ids", "-1", "--no_instance"]
