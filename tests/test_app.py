@@ -361,6 +361,23 @@ def test_queue_full_503_with_retry_after():
         assert worker.stats()["rejected"] == 1 and worker.pending == 0
 
 
+def test_hung_backend_gives_504_then_503_not_a_hung_client():
+    gate = threading.Event()
+    be = FakeBackend(gate=gate)
+    app = create_app(be, queue_size=1, max_batch=1, batch_wait_ms=0, timeout_s=0.3)
+    worker = app.state.spadegan_worker
+    label = label_png(halves())
+    with TestClient(app) as c:
+        t0 = time.monotonic()
+        assert_error(post(c, label, seed=1), 504, "did not answer within 0.3 s")
+        assert time.monotonic() - t0 < 5
+        assert_error(post(c, label, seed=2), 503, "busy")  # the stuck job still holds the only slot
+        gate.set()  # the model comes back: its late result is dropped, the slot frees up
+        wait_for(lambda: worker.pending == 0)
+        assert post(c, label, seed=3).status_code == 200
+        assert worker.stats()["timed_out"] == 1
+
+
 def test_micro_batching_batches_queued_requests():
     gate = threading.Event()
     be = FakeBackend(gate=gate)
@@ -499,7 +516,7 @@ def test_one_bad_request_does_not_fail_its_batch():
 
 
 @pytest.mark.parametrize("kwargs", [{"queue_size": 0}, {"max_batch": 0}, {"max_upload_bytes": 0},
-                                    {"batch_wait_ms": -1}])
+                                    {"batch_wait_ms": -1}, {"timeout_s": 0}])
 def test_bad_settings_raise(backend, kwargs):
     with pytest.raises(SpadeganError):
         create_app(backend, **kwargs)

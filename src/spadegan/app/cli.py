@@ -21,6 +21,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="inference precision of the fast engine")
     p.add_argument("--open", action="store_true", help="open the page in a web browser")
     p.add_argument("--queue_size", type=int, default=8, help="requests allowed to wait before 503")
+    p.add_argument("--timeout", type=float, default=120.0,
+                   help="seconds a request may wait for the model before it gets 504 (0: no limit)")
     return p
 
 
@@ -43,5 +45,6 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from .server import serve
     backend = build_backend(args.checkpoint, args.device, args.precision, args.which_epoch)
-    serve(backend, host=args.host, port=args.port, open_browser=args.open, queue_size=args.queue_size)
+    serve(backend, host=args.host, port=args.port, open_browser=args.open, queue_size=args.queue_size,
+          timeout_s=args.timeout or None)
     return 0

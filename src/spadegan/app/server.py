@@ -55,7 +55,10 @@ until it has ``max_batch`` or ``batch_wait_ms`` have passed since that oldest jo
 arrived, and calls ``backend.synthesize_batch`` once for the batch. If a batched call
 raises, each job is retried alone so one bad request cannot fail its neighbours.
 A client that goes away does not block anyone: if its future was cancelled before the
-batch is formed the job is skipped, otherwise the result is simply dropped.
+batch is formed the job is skipped, otherwise the result is simply dropped. A backend that
+hangs does not hang its clients: each request waits at most ``timeout_s`` for its result
+and then gets 504; the stuck job still counts as pending, so once ``queue_size`` jobs are
+stuck new requests are refused at once with 503.
 """
 
 import asyncio
@@ -333,8 +336,10 @@ class InferenceWorker:
     beyond that instead of letting latency grow without bound.
     """
 
-    def __init__(self, backend: SynthesisBackend, *, queue_size: int, max_batch: int, batch_wait_ms: float) -> None:
+    def __init__(self, backend: SynthesisBackend, *, queue_size: int, max_batch: int, batch_wait_ms: float,
+                 timeout_s: float | None = None) -> None:
         self.backend = backend
+        self.timeout_s = timeout_s
         self.queue_size = queue_size
         self.max_batch = max_batch
         self.batch_wait = batch_wait_ms / 1000.0
@@ -350,6 +355,7 @@ class InferenceWorker:
         self.rejected = 0
         self.dropped = 0
         self.errors = 0
+        self.timed_out = 0
         self.batch_sizes: list[int] = []  # last few, for /api/stats
         self._ema_batch_s: float | None = None
 
@@ -397,9 +403,15 @@ class InferenceWorker:
         self.start()  # lazily, so apps used without lifespan events still work
         fut: asyncio.Future = loop.create_future()
         self._queue.put(_Job(label, seed, style, fut, loop))
-        # If this coroutine is cancelled (client gone, server shutting down), awaiting
-        # cancels `fut` too; the worker then skips or drops the job.
-        return await fut
+        # If this coroutine is cancelled (client gone, server shutting down) or times out,
+        # awaiting cancels `fut` too; the worker then skips or drops the job.
+        try:
+            return await asyncio.wait_for(fut, self.timeout_s)
+        except asyncio.TimeoutError:
+            with self._lock:
+                self.timed_out += 1
+            raise HTTPError(504, f"the model did not answer within {self.timeout_s:g} s; it may be stuck or "
+                                 "overloaded (see the server log)") from None
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -411,6 +423,7 @@ class InferenceWorker:
             "processed": self.processed,
             "rejected": self.rejected,
             "dropped": self.dropped,
+            "timed_out": self.timed_out,
             "errors": self.errors,
             "recent_batch_sizes": self.batch_sizes[-32:],
             "mean_batch_seconds": self._ema_batch_s,
@@ -580,12 +593,14 @@ def create_app(
     max_batch: int = 4,
     batch_wait_ms: float = 10,
     background_id: int | None = None,
+    timeout_s: float | None = 120.0,
 ) -> Any:
     """Build the FastAPI app serving the painting page and the synthesis API.
 
     ``max_upload_bytes`` bounds the whole request body; ``max_pixels`` bounds each decoded
     image; ``queue_size`` bounds pending requests (more get 503 + Retry-After);
     ``max_batch``/``batch_wait_ms`` control micro-batching (see module docstring).
+    ``timeout_s`` bounds how long a request waits for the model (then 504; None: no bound).
     ``background_id`` is the id the page's eraser and "clear" paint; by default the
     backend's ``background_id`` attribute if it has one, else a class named
     background/unlabeled/void/..., else the first class.
@@ -606,6 +621,8 @@ def create_app(
             raise SpadeganError(f"{name} must be >= 1, got {value}")
     if batch_wait_ms < 0:
         raise SpadeganError(f"batch_wait_ms must be >= 0, got {batch_wait_ms}")
+    if timeout_s is not None and not timeout_s > 0:
+        raise SpadeganError(f"timeout_s must be > 0 (or None for no timeout), got {timeout_s}")
     classes = _check_backend(backend)
     label_nc, width, height = int(backend.label_nc), int(backend.width), int(backend.height)
     use_vae = bool(backend.use_vae)
@@ -622,7 +639,8 @@ def create_app(
         "max_upload_bytes": int(max_upload_bytes),
         "max_seed": MAX_SEED,
     }
-    worker = InferenceWorker(backend, queue_size=int(queue_size), max_batch=int(max_batch), batch_wait_ms=batch_wait_ms)
+    worker = InferenceWorker(backend, queue_size=int(queue_size), max_batch=int(max_batch), batch_wait_ms=batch_wait_ms,
+                             timeout_s=timeout_s)
 
     from contextlib import asynccontextmanager
 
