@@ -9,7 +9,6 @@ import torch
 from spadegan.cli import main as cli_main
 from spadegan.engine.export import example_inputs, export
 from spadegan.errors import SpadeganError
-from test_engine import _one_thread  # noqa: F401  (autouse: one OpenMP thread)
 from test_synthesize import make_checkpoint
 
 

@@ -17,7 +17,6 @@ from spadegan.data.semantics import to_semantics
 from spadegan.errors import SpadeganError
 from spadegan.options import save_options
 from spadegan.synthesize import AppBackend, Synthesizer, main as synth_main
-from test_engine import _one_thread  # noqa: F401  (autouse: one OpenMP thread)
 
 
 def make_checkpoint(folder: Path, *flags: str, with_E: bool = False) -> Path:
