@@ -425,3 +425,24 @@ def test_shipped_segmenter_seg_fd_ranks_baseline_below_real_photos():
     floor, base = seg_distances(ref, real), seg_distances(ref, flat)
     assert base["seg_fd"] > 1.3 * floor["seg_fd"], (floor, base)
     assert base["seg_kid_mean"] > floor["seg_kid_mean"] + 0.005, (floor, base)
+
+
+@pytest.mark.slow
+def test_builtin_model_quality_on_unseen_scenes(tmp_path_factory, tmp_path):
+    # a guard against shipping a broken or untrained built-in model: on scenes it never saw
+    # it must be read back almost as well as real photos, and look far more like real photos
+    # than the flat class-colour baseline (the numbers of benchmarks/README.md, small sample)
+    from spadegan.data.landscapes import make_landscapes
+
+    if not (ecli.builtin_model_dir() / "latest_net_G.pth").is_file():
+        pytest.skip(f"the built-in model is not in {ecli.builtin_model_dir()} yet")
+    root = tmp_path_factory.mktemp("unseen")
+    make_landscapes(str(root), count=72, size=128, seed=90_000, val_count=32)
+    out = tmp_path / "out"
+    assert _run(["--builtin", "--dataroot", str(root), "--baseline", "--out", str(out), "--no_plots",
+                 "--num_visuals", "0"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    syn, real, base = m["synthesized"], m["real"], m["baseline"]
+    assert syn["miou"] >= 0.45 and syn["miou"] >= 0.8 * real["miou"], (syn["miou"], real["miou"])
+    assert syn["pixel_accuracy"] >= 0.8, syn["pixel_accuracy"]
+    assert syn["seg_fd"] < 0.6 * base["seg_fd"], (syn["seg_fd"], base["seg_fd"])
