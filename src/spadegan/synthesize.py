@@ -226,7 +226,7 @@ class Synthesizer:
 
     def label_ids(self, label: LabelLike, where: str | None = None) -> np.ndarray:
         """Any label input -> (H, W) int64 model ids (dontcare mapped), validated."""
-        from .data.palettes import color_to_label
+        from .data.palettes import color_to_label, grey_ids
 
         if isinstance(label, (str, os.PathLike)):
             where = where or str(label)
@@ -252,9 +252,10 @@ class Synthesizer:
             try:
                 ids = color_to_label(rgb, self.classes, where).astype(np.int64)
             except SpadeganError:
-                if not ((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()):
+                grey = grey_ids(rgb)
+                if grey is None:
                     raise
-                ids = rgb[..., 0].astype(np.int64)
+                ids = grey.astype(np.int64)
         if self.opt.contain_dontcare_label:
             ids = np.where(ids == DONTCARE, self.label_nc, ids)
         bad = (ids < 0) | (ids >= self.label_channels)

@@ -81,6 +81,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from PIL import Image
 
+from spadegan.data.palettes import grey_ids
 from spadegan.errors import SpadeganError
 
 log = logging.getLogger("spadegan.app")
@@ -232,8 +233,8 @@ def decode_label(
         mapped = [lut.get(int(k), -1) for k in keys]
         if all(m >= 0 for m in mapped):
             ids = np.asarray(mapped, dtype=np.int64)[inverse].reshape(packed.shape)
-        elif np.all((rgb[..., 0] == rgb[..., 1]) & (rgb[..., 1] == rgb[..., 2])):
-            ids = rgb[..., 0]
+        elif (grey := grey_ids(rgb)) is not None:
+            ids = grey
         else:
             unknown = np.asarray([k for k, m in zip(keys, mapped) if m < 0])
             counts = np.bincount(inverse.ravel(), minlength=len(keys))[[i for i, m in enumerate(mapped) if m < 0]]

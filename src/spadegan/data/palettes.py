@@ -47,6 +47,7 @@ __all__ = [
     "palette_array",
     "label_to_color",
     "color_to_label",
+    "grey_ids",
     "load_palette_file",
     "classes_for_dataset_mode",
     "common_classes_first",
@@ -252,6 +253,13 @@ def _color_table(palette: PaletteLike) -> dict[int, int]:
     # class owns black (e.g. ADE20K "other", Cityscapes "unlabeled").
     table.setdefault(0, DONTCARE)
     return table
+
+
+def grey_ids(rgb: np.ndarray) -> np.ndarray | None:
+    """The ids of a grey id map saved as RGB (R == G == B at every pixel), else None."""
+    if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
+        return rgb[..., 0]
+    return None
 
 
 def color_to_label(rgb: np.ndarray, palette: PaletteLike, path_for_errors: str = "<array>") -> np.ndarray:

@@ -35,6 +35,7 @@ import torch
 from PIL import Image
 
 from ..errors import SpadeganError
+from .palettes import grey_ids
 
 __all__ = [
     "TransformParams",
@@ -161,8 +162,9 @@ def label_image_to_ids(img: Image.Image, path: str = "<label>") -> Image.Image:
         return img.convert("L")
     if mode in ("RGB", "RGBA"):
         arr = np.asarray(img)[..., :3]
-        if (arr[..., 0] == arr[..., 1]).all() and (arr[..., 1] == arr[..., 2]).all():
-            return Image.fromarray(np.ascontiguousarray(arr[..., 0]))
+        grey = grey_ids(arr)
+        if grey is not None:
+            return Image.fromarray(np.ascontiguousarray(grey))
         raise SpadeganError(colour_label_message(path, arr))
     raise SpadeganError(f"{path}: label maps must be single-channel id images, got PIL mode {mode}; "
                         "save them as 8-bit grayscale PNGs holding class ids")
