@@ -60,10 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     nets = ["G"] + (["E"] if opt.get("use_vae") else [])
     a.out.mkdir(parents=True, exist_ok=True)
     for net in nets:
-        src = a.run / f"{a.which_epoch}_net_{net}.pth"
-        state = torch.load(src, map_location="cpu", weights_only=True)
-        atomic_torch_save(halve(state), a.out / f"latest_net_{net}.pth")
-        print(f"{src} -> {a.out / f'latest_net_{net}.pth'} ({(a.out / f'latest_net_{net}.pth').stat().st_size / 1e6:.1f} MB)")
+        src, dst = a.run / f"{a.which_epoch}_net_{net}.pth", a.out / f"latest_net_{net}.pth"
+        atomic_torch_save(halve(torch.load(src, map_location="cpu", weights_only=True)), dst)
+        print(f"{src} -> {dst} ({dst.stat().st_size / 1e6:.1f} MB)")
     atomic_write_bytes(a.out / "opt.json", json.dumps(generic_options(opt), indent=1, sort_keys=True).encode())
     return 0
 

@@ -501,6 +501,7 @@ class DistributedPairSampler(DistributedSampler):
 
 
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+_LIVE_ITERS: "weakref.WeakSet[_SignalSafeIter]" = weakref.WeakSet()  # for the exit hook
 
 
 def ignore_stop_signals(worker_id: int = 0) -> None:
@@ -540,7 +541,7 @@ class _SignalSafeIter(_MultiProcessingDataLoaderIter):
             super().__init__(loader)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
-        SignalSafeDataLoader._live.add(self)
+        _LIVE_ITERS.add(self)
 
     def _shutdown_workers(self) -> None:
         super()._shutdown_workers()
@@ -565,8 +566,6 @@ class SignalSafeDataLoader(DataLoader):
     down before multiprocessing's hook runs.
     """
 
-    _live: "weakref.WeakSet" = weakref.WeakSet()
-
     def _get_iterator(self):
         if self.num_workers == 0 or not hasattr(signal, "pthread_sigmask"):
             return super()._get_iterator()
@@ -577,7 +576,7 @@ class SignalSafeDataLoader(DataLoader):
 @atexit.register
 def _shutdown_live_workers() -> None:
     # registered after multiprocessing's and torch's exit hooks, so it runs before them
-    for it in list(SignalSafeDataLoader._live):
+    for it in list(_LIVE_ITERS):
         try:
             it._shutdown_workers()
         except Exception:  # noqa: BLE001 - best effort at exit

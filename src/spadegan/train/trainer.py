@@ -43,7 +43,7 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
+from torch.utils.data import Dataset, Sampler, get_worker_info
 
 from .. import networks
 from ..checkpoint import atomic_write_bytes, load_network_weights, network_state_dict
