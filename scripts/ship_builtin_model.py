@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from spadegan.checkpoint import atomic_torch_save, atomic_write_bytes
+from spadegan.fileio import atomic_torch_save, atomic_write_bytes
 
 HALF_MIN_NUMEL = 4097  # weight tensors at least this large are stored as float16
 KEEP_FP32 = ("weight_u", "weight_v", "running_mean", "running_var", "num_batches_tracked", "bias")

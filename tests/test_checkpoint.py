@@ -9,7 +9,8 @@ import torch
 
 import spadegan
 from spadegan import networks, options
-from spadegan.checkpoint import atomic_torch_save, save_network
+from spadegan.checkpoint import save_network
+from spadegan.fileio import atomic_torch_save
 from spadegan.data import to_semantics
 from spadegan.errors import SpadeganError
 

@@ -1,4 +1,4 @@
-"""Checkpoints: atomic saving, loading of official and spadegan files, mismatch diagnostics.
+"""Checkpoints: saving networks, loading of official and spadegan files, mismatch diagnostics.
 
 Networks are stored exactly as the official code stores them (`<epoch>_net_<G|D|E>.pth`,
 a plain state_dict), so files move freely between spadegan and the official code. A
@@ -10,45 +10,15 @@ need not repeat `--label_nc` and friends.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any
 
 import torch
 import torch.nn as nn
 
 from .errors import SpadeganError
+from .fileio import atomic_torch_save, read_state_dict
 from .options import Options, load_options_file, options_from_dict
-
-
-def _atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
-    """Write via a temp file in the same folder + fsync + rename.
-
-    Readers never see half a file, and a crash mid-write keeps the previous file intact.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` atomically."""
-    _atomic_write(path, lambda fh: fh.write(data))
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """torch.save to `path` atomically."""
-    _atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
 def unwrap(net: nn.Module) -> nn.Module:
@@ -71,24 +41,6 @@ def save_network(net: nn.Module, which: str, epoch: str | int, folder: str | os.
     path = Path(folder) / f"{epoch}_net_{which}.pth"
     atomic_torch_save(network_state_dict(net), path)
     return path
-
-
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Load a state_dict file (official or ours) onto the CPU with a clear error if unreadable."""
-    path = Path(path)
-    if not path.is_file():
-        raise SpadeganError(f"checkpoint {path} does not exist")
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise SpadeganError(f"cannot read checkpoint {path}: {e}") from None
-    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
-        sd = sd["state_dict"]
-    if not isinstance(sd, dict):
-        raise SpadeganError(f"{path} does not hold a state_dict")
-    if sd and all(k.startswith("module.") for k in sd):  # saved from a DataParallel wrapper
-        sd = {k[len("module."):]: v for k, v in sd.items()}
-    return sd
 
 
 # ---- diagnostics ---------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .errors import SpadeganError
+from .fileio import atomic_write_bytes
 
 BASE, TRAIN, TEST = "base", "train", "test"
 
@@ -392,7 +393,6 @@ def format_options(opt: Options) -> str:
 
 def save_options(opt: Options, folder: str | os.PathLike | None = None) -> Path:
     """Write opt.txt, opt.pkl (argparse Namespace, readable by the official code) and opt.json."""
-    from .checkpoint import atomic_write_bytes
     folder = Path(folder) if folder is not None else opt.expr_dir
     folder.mkdir(parents=True, exist_ok=True)
     d = opt.to_dict()

@@ -689,7 +689,7 @@ def _demo(args, extra: list[str], out: Path) -> int:
 
 
 def _write_index(out: Path, syn: Synthesizer, rows: list, classes: list) -> None:
-    from .checkpoint import atomic_write_bytes
+    from .fileio import atomic_write_bytes
 
     legend = "".join(
         f'<span class="sw" style="background:rgb{tuple(c.color)}"></span>{html.escape(c.name)} '

@@ -681,7 +681,7 @@ def _samples_png(path: Path, split: EvalSplit, fake: torch.Tensor, baseline: tor
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    from spadegan.checkpoint import atomic_write_bytes
+    from spadegan.fileio import atomic_write_bytes
 
     def clean(v: Any) -> Any:  # JSON has no NaN: write null
         if isinstance(v, float) and not math.isfinite(v):

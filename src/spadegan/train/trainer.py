@@ -34,7 +34,6 @@ import math
 import os
 import random
 import signal
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -46,9 +45,10 @@ import torch.nn as nn
 from torch.utils.data import Dataset, Sampler, get_worker_info
 
 from .. import networks
-from ..checkpoint import atomic_write_bytes, load_network_weights, network_state_dict
+from ..checkpoint import load_network_weights, network_state_dict
 from ..data.semantics import to_semantics
 from ..errors import SpadeganError
+from ..fileio import atomic_write_bytes, save_file_set
 from ..losses import GANLoss, VGGLoss, feature_matching_loss, kld_loss
 from ..options import Options
 from .distributed import (DistInfo, all_reduce_mean, any_rank, barrier, broadcast_object,
@@ -153,32 +153,6 @@ def set_rng_state(st: Mapping[str, Any], extra: Mapping[str, torch.Generator] | 
     for k, g in (extra or {}).items():
         if k in st:
             g.set_state(st[k])
-
-
-def save_file_set(items: list[tuple[Path, Any]]) -> None:
-    """torch.save several files so that either all of them are replaced or none is.
-
-    Each object goes to a temp file in its folder first; only when every one has been
-    written and fsynced are they renamed over the old files. A failure (disk full, a kill
-    during torch.save, ...) leaves the previous files untouched and no temp files behind.
-    """
-    staged: list[tuple[str, Path]] = []
-    try:
-        for path, obj in items:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-            staged.append((tmp, path))
-            with os.fdopen(fd, "wb") as fh:
-                torch.save(obj, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-    except BaseException:
-        for tmp, _ in staged:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        raise
-    for tmp, path in staged:
-        os.replace(tmp, path)
 
 
 def write_iter_file(path: Path, epoch: int, epoch_iter: int) -> None:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..checkpoint import atomic_write_bytes
+from ..fileio import atomic_write_bytes
 from ..options import Options
 
 
