@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from spadegan.fileio import atomic_torch_save, atomic_write_bytes
+from spadegan.fileio import atomic_torch_save, atomic_write_bytes, read_state_dict
 
 HALF_MIN_NUMEL = 4097  # weight tensors at least this large are stored as float16
 KEEP_FP32 = ("weight_u", "weight_v", "running_mean", "running_var", "num_batches_tracked", "bias")
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     for net in nets:
         src, dst = a.run / f"{a.which_epoch}_net_{net}.pth", a.out / f"latest_net_{net}.pth"
-        atomic_torch_save(halve(torch.load(src, map_location="cpu", weights_only=True)), dst)
+        atomic_torch_save(halve(read_state_dict(src)), dst)
         print(f"{src} -> {dst} ({dst.stat().st_size / 1e6:.1f} MB)")
     atomic_write_bytes(a.out / "opt.json", json.dumps(generic_options(opt), indent=1, sort_keys=True).encode())
     return 0

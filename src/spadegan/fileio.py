@@ -81,15 +81,28 @@ def save_file_set(items: list[tuple[Path, Any]]) -> None:
 
 
 # ---- reading ---------------------------------------------------------------------------------
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Load a state_dict file (official or ours) onto the CPU with a clear error if unreadable."""
+def load_torch_file(path: str | os.PathLike, what: str, hint: str = "") -> Any:
+    """`torch.load(path, weights_only=True)` onto the CPU: tensors and plain containers only.
+
+    The one way spadegan reads a torch file it did not just write itself (weights, training
+    states, segmenters): `weights_only=True` refuses pickled code, and any failure becomes a
+    SpadeganError "cannot read <what> <path>: <reason><hint>".
+    """
     path = Path(path)
     if not path.is_file():
-        raise SpadeganError(f"checkpoint {path} does not exist")
+        raise SpadeganError(f"{what} {path} does not exist")
     try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise SpadeganError(f"cannot read checkpoint {path}: {e}") from None
+        raise SpadeganError(f"cannot read {what} {path}: {e}{hint}") from None
+
+
+def read_state_dict(path: str | os.PathLike, what: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """A state_dict file (official or ours) on the CPU, with a clear error if unreadable.
+
+    Also accepts `{"state_dict": ...}` wrappers and keys saved from a DataParallel wrapper.
+    """
+    sd = load_torch_file(path, what)
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict):

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spadegan.errors import SpadeganError
+from spadegan.fileio import load_torch_file
 
 __all__ = [
     "FID_WEIGHTS_FILENAME",
@@ -275,13 +276,8 @@ def load_fid_inception(path: str | os.PathLike[str] | None,
             f"FID Inception weights file '{path}' does not exist; pass the path of a local "
             f"copy of '{FID_WEIGHTS_FILENAME}' to enable FID/KID"
         )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unreadable, truncated, or not a torch file
-        raise SpadeganError(
-            f"cannot read FID Inception weights '{path}': {exc}; the file should be "
-            f"'{FID_WEIGHTS_FILENAME}' as distributed by pytorch-fid"
-        ) from exc
+    state = load_torch_file(path, "FID Inception weights", f"; the file should be "
+                            f"'{FID_WEIGHTS_FILENAME}' as distributed by pytorch-fid")
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

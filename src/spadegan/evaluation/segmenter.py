@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spadegan.errors import SpadeganError
+from spadegan.fileio import load_torch_file
 
 __all__ = ["SmallSegmenter", "train_segmenter", "save_segmenter", "load_segmenter", "segment"]
 
@@ -255,10 +256,7 @@ def load_segmenter(path: str | os.PathLike[str], device: str | torch.device = "c
             f"segmenter file '{path}' does not exist; train one with train_segmenter() and "
             "save it with save_segmenter()"
         )
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise SpadeganError(f"cannot read segmenter file '{path}': {exc}") from exc
+    payload = load_torch_file(path, "segmenter file")
     if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
         raise SpadeganError(
             f"'{path}' is not a spadegan segmenter file (expected one written by save_segmenter())"

@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import SpadeganError
+from ..fileio import read_state_dict
 
 VGG19_FILE = "vgg19-dcbb9e9d.pth"
 # torchvision's configuration "E": channels, "M" = max-pool
@@ -76,10 +77,7 @@ def load_vgg19(path: str | os.PathLike | None = None, required: bool = True) -> 
                 "the VGG loss needs ImageNet VGG19 weights: pass --vgg_weights PATH to torchvision's "
                 f"{VGG19_FILE} (or place it in $TORCH_HOME/hub/checkpoints/), or train with --no_vgg_loss")
         return net
-    try:
-        sd = torch.load(found, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise SpadeganError(f"cannot read VGG19 weights {found}: {e}") from None
+    sd = read_state_dict(found, "VGG19 weights")
     feats = {k[len("features."):]: v for k, v in sd.items() if k.startswith("features.")}
     feats = {k: v for k, v in feats.items() if int(k.split(".")[0]) < _SLICES[-1]}
     missing = net.features.load_state_dict(feats, strict=False)

@@ -48,7 +48,7 @@ from .. import networks
 from ..checkpoint import load_network_weights, network_state_dict
 from ..data.semantics import to_semantics
 from ..errors import SpadeganError
-from ..fileio import atomic_write_bytes, save_file_set
+from ..fileio import atomic_write_bytes, load_torch_file, save_file_set
 from ..losses import GANLoss, VGGLoss, feature_matching_loss, kld_loss
 from ..options import Options
 from .distributed import (DistInfo, all_reduce_mean, any_rank, barrier, broadcast_object,
@@ -472,11 +472,8 @@ class Trainer:
         path = self.expr_dir / OPTIM_FILE
         if self.opt.which_epoch != "latest" or not path.is_file():
             return None
-        try:
-            st = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise SpadeganError(f"cannot read {path}: {e}; delete it to resume with fresh optimizer "
-                                "state from the network files") from None
+        st = load_torch_file(path, "training state", "; delete it to resume with fresh optimizer "
+                             "state from the network files")
         if not isinstance(st, dict) or st.get("format") != STATE_FORMAT:
             raise SpadeganError(f"{path} is not a spadegan training state (format {STATE_FORMAT})")
         return st
