@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .errors import SpadeganError
+from .errors import SpadeganError, UnsafeFileError
 from .fileio import atomic_torch_save, read_state_dict
 from .options import Options, load_options_file, options_from_dict
 
@@ -158,6 +158,8 @@ def checkpoint_options(path_or_dir: str | os.PathLike, train: bool = False, **ov
     folder = p if p.is_dir() else p.parent
     try:
         saved = load_options_file(folder)
+    except UnsafeFileError:
+        raise
     except SpadeganError as e:
         raise SpadeganError(f"{e}: pass the training flags (--label_nc, --contain_dontcare_label, "
                             "--no_instance, --ngf, ...) or keep opt.txt beside the weights") from None

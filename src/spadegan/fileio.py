@@ -6,21 +6,32 @@ other module writes and reads files the same way:
 - `atomic_write_bytes`, `atomic_torch_save`: one file through a temp file in the same
   folder + fsync + rename, so readers never see half a file and a crash keeps the old one;
 - `save_file_set`: several `torch.save` files replaced all together or not at all;
-- `read_state_dict`: a state_dict file (official or spadegan) onto the CPU, with a clear
-  error naming the file.
+- `load_torch_file` / `read_state_dict`: torch files (weights, training states) read with
+  `weights_only=True`, onto the CPU, with a clear error naming the file;
+- `read_limited`: a small file (options, JSON) read whole, refused when over a size bound;
+- `load_options_pickle`: the official `opt.pkl` (a pickled argparse.Namespace) read by a
+  restricted unpickler that refuses any other object *before* anything is created or
+  called, so a checkpoint folder from a stranger cannot run code.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import copyreg
+import io
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
 import torch
 
-from .errors import SpadeganError
+from .errors import SpadeganError, UnsafeFileError
+
+#: Options files (opt.txt / opt.json / opt.pkl) are a few kB; anything larger is not one.
+MAX_OPTIONS_BYTES = 4 * 2 ** 20
 
 
 # ---- writing ---------------------------------------------------------------------------------
@@ -110,3 +121,117 @@ def read_state_dict(path: str | os.PathLike, what: str = "checkpoint") -> dict[s
     if sd and all(k.startswith("module.") for k in sd):  # saved from a DataParallel wrapper
         sd = {k[len("module."):]: v for k, v in sd.items()}
     return sd
+
+
+def read_limited(path: str | os.PathLike, limit: int, what: str) -> bytes:
+    """The bytes of a small file, or a SpadeganError when it is missing or over `limit` bytes."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(limit + 1)
+    except OSError as e:
+        raise SpadeganError(f"cannot read {what} {path}: {e.strerror or e}") from None
+    if len(data) > limit:
+        raise SpadeganError(f"{what} {path} is larger than {limit // 2 ** 20} MB; it is not one "
+                            f"(they are a few kB)")
+    return data
+
+
+# ---- the restricted unpickler for opt.pkl -----------------------------------------------------
+# What an options pickle may reference. The official opt.pkl (protocol 2+) holds one global,
+# argparse.Namespace, created by NEWOBJ and filled by BUILD with a dict of plain values;
+# protocol 0/1 pickles of a Namespace go through copyreg._reconstructor(Namespace, object,
+# None) instead (also under their Python 2 names).
+_ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
+    ("argparse", "Namespace"): argparse.Namespace,
+    ("copyreg", "_reconstructor"): copyreg._reconstructor,
+    ("copy_reg", "_reconstructor"): copyreg._reconstructor,
+    ("builtins", "object"): object,
+    ("__builtin__", "object"): object,
+}
+#: The only callables an options pickle may call (REDUCE), and the classes it may create.
+_CALLABLE = (copyreg._reconstructor,)
+_CLASSES = (argparse.Namespace, object)
+_PLAIN = (str, int, float, bool, type(None))
+
+
+class _OptionsUnpickler(pickle._Unpickler):  # the pure-Python unpickler, so REDUCE can be checked
+    """Unpickles an argparse.Namespace of plain values; refuses every other global or call."""
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+
+    def __init__(self, data: bytes, path: Path):
+        super().__init__(io.BytesIO(data))
+        self.path = path
+
+    def refuse(self, what: str) -> None:
+        raise UnsafeFileError(
+            f"refusing to read options file {self.path}: it {what}, which an options file "
+            "(an argparse.Namespace of plain values) never holds; it may have been made to run code "
+            "on your machine. Delete it (official checkpoint folders also hold the options as "
+            "opt.txt) or get the checkpoint from a source you trust")
+
+    def find_class(self, module: str, name: str) -> Any:
+        found = _ALLOWED_GLOBALS.get((module, name))
+        if found is None:
+            self.refuse(f"references {module}.{name}")
+        return found
+
+    def persistent_load(self, pid: Any) -> Any:
+        self.refuse(f"references a persistent id ({type(pid).__name__})")
+
+    def _check_callable(self, func: Any, allowed: tuple) -> None:
+        if not any(func is a for a in allowed):
+            name = f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', type(func).__name__)}"
+            self.refuse(f"calls {name}")
+
+    def load_reduce(self) -> None:
+        self._check_callable(self.stack[-2], _CALLABLE)
+        super().load_reduce()
+
+    def load_newobj(self) -> None:
+        self._check_callable(self.stack[-2], _CLASSES)
+        super().load_newobj()
+
+    def load_newobj_ex(self) -> None:
+        self._check_callable(self.stack[-3], _CLASSES)
+        super().load_newobj_ex()
+
+    dispatch[pickle.REDUCE[0]] = load_reduce
+    dispatch[pickle.NEWOBJ[0]] = load_newobj
+    dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
+
+
+def _check_plain(value: Any, key: str, path: Path) -> None:
+    if isinstance(value, (list, tuple)):
+        for v in value:
+            _check_plain(v, key, path)
+    elif not isinstance(value, _PLAIN):
+        raise UnsafeFileError(f"refusing to read options file {path}: option {key!r} holds a "
+                              f"{type(value).__name__}, not a plain value")
+
+
+def load_options_pickle(path: str | os.PathLike) -> dict[str, Any]:
+    """The options in an `opt.pkl` (the official format: a pickled argparse.Namespace) as a dict.
+
+    Read by a restricted unpickler: only argparse.Namespace (and, for protocol 0/1 pickles,
+    `copyreg._reconstructor` and `object`) may be referenced, only `_reconstructor` called;
+    anything else (e.g. `posix.system`, `builtins.exec`) raises UnsafeFileError naming the
+    file and the refused object before it is imported or called. The values must be plain
+    (str, int, float, bool, None, lists of them). Files over MAX_OPTIONS_BYTES are refused.
+    """
+    path = Path(path)
+    data = read_limited(path, MAX_OPTIONS_BYTES, "options file")
+    try:
+        obj = _OptionsUnpickler(data, path).load()
+    except SpadeganError:
+        raise
+    except Exception as e:  # truncated or not a pickle at all
+        raise SpadeganError(f"cannot read options file {path}: {type(e).__name__}: {e}") from None
+    if isinstance(obj, argparse.Namespace):
+        obj = vars(obj)
+    if not isinstance(obj, dict) or not all(isinstance(k, str) for k in obj):
+        raise SpadeganError(f"options file {path} holds a {type(obj).__name__}, not an argparse.Namespace")
+    for key, value in obj.items():
+        _check_plain(value, key, path)
+    return dict(obj)

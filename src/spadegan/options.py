@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .errors import SpadeganError
-from .fileio import atomic_write_bytes
+from .fileio import MAX_OPTIONS_BYTES, atomic_write_bytes, load_options_pickle, read_limited
 
 BASE, TRAIN, TEST = "base", "train", "test"
 
@@ -417,22 +417,29 @@ def _parse_value(text: str) -> Any:
 
 
 def load_options_file(folder_or_file: str | os.PathLike) -> dict[str, Any]:
-    """Read saved options (opt.json, the official opt.pkl or opt.txt) as a dict."""
+    """Read saved options (opt.json, the official opt.pkl or opt.txt) as a dict.
+
+    Nothing in them is executed: opt.pkl goes through `fileio.load_options_pickle` (a
+    restricted unpickler that refuses anything but an argparse.Namespace of plain values,
+    raising UnsafeFileError), and every options file is bounded to MAX_OPTIONS_BYTES.
+    """
     p = Path(folder_or_file)
     folder = p if p.is_dir() else p.parent
     candidates = [p] if p.is_file() else [folder / "opt.json", folder / "opt.pkl", folder / "opt.txt"]
     for c in candidates:
         if not c.is_file():
             continue
+        if c.suffix == ".pkl":
+            return load_options_pickle(c)
+        text = read_limited(c, MAX_OPTIONS_BYTES, "options file")
         try:
             if c.suffix == ".json":
-                return json.loads(c.read_text())
-            if c.suffix == ".pkl":
-                with open(c, "rb") as fh:
-                    obj = pickle.load(fh)
-                return dict(vars(obj)) if not isinstance(obj, dict) else obj
+                saved = json.loads(text)
+                if not isinstance(saved, dict):
+                    raise ValueError(f"a JSON {type(saved).__name__}, not an object")
+                return saved
             out = {}
-            for line in c.read_text().splitlines():
+            for line in text.decode().splitlines():
                 if ":" not in line or line.startswith("-"):
                     continue
                 key, _, rest = line.partition(":")

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .errors import SpadeganError
+from .errors import SpadeganError, UnsafeFileError
 
 #: The built-in model (trained on the procedural landscapes), shipped inside the package.
 BUILTIN_DIR = Path(__file__).resolve().parent / "pretrained" / "landscapes"
@@ -522,7 +522,9 @@ def _load_synthesizer(args, extra: list[str]) -> Synthesizer:
     if extra:
         try:
             base = checkpoint_options(path)
-        except SpadeganError:
+        except UnsafeFileError:
+            raise
+        except SpadeganError:  # no options file: the flags given must say it all
             base = None
         opt = _override_options(base, extra)
     G = load_checkpoint(path, "G", opt=opt, which_epoch=args.which_epoch)
