@@ -11,6 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..layers import ResnetBlock, SPADEResnetBlock, nonspade_norm_layer
+from ..layers.label_codes import LabelCodes, label_conv
 from ..options import Options
 from .base import BaseNetwork
 
@@ -52,14 +53,19 @@ class SPADEGenerator(BaseNetwork):
         self.conv_img = nn.Conv2d(final_nc, 3, 3, padding=1)
         self.up = nn.Upsample(scale_factor=2)
 
-    def initial_map(self, seg: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+    def initial_map(self, seg: torch.Tensor | LabelCodes, z: torch.Tensor | None) -> torch.Tensor:
         if self.use_vae:
             if z is None:  # a random style
                 z = torch.randn(seg.size(0), self.z_dim, dtype=torch.float32, device=seg.device)
             return self.fc(z).view(-1, 16 * self.ngf, self.sh, self.sw)
+        if isinstance(seg, LabelCodes):  # the conv of the downsampled one-hot map, by lookups
+            level = seg.at(self.sh, self.sw)
+            x = label_conv(level, self.fc.weight, self.fc.bias, seg.label_channels, seg.instance)
+            return x.view(level.B, self.sh, self.sw, -1).permute(0, 3, 1, 2)
         return self.fc(F.interpolate(seg, size=(self.sh, self.sw)))
 
-    def forward(self, seg: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, seg: torch.Tensor | LabelCodes, z: torch.Tensor | None = None) -> torch.Tensor:
+        """`seg`: the one-hot semantics tensor (dense layers) or its `LabelCodes` (sparse SPADE)."""
         x = self.initial_map(seg, z)
         x = self.head_0(x, seg)
         x = self.G_middle_0(self.up(x), seg)

@@ -1,0 +1,234 @@
+"""Label maps as one integer code per pixel, and convolutions of their one-hot form by lookup.
+
+The networks read a label map as a one-hot tensor: `label_channels` class channels (the
+dontcare class included) and, for models with instance maps, one channel of instance
+edges. The same information fits in one integer per pixel, its *code*
+`class + label_channels * edge`, one of V = label_channels (x 2 with edges) values.
+
+A stride-1 'same' convolution of a one-hot map is then a sum of lookups: at every pixel,
+the sum over the k x k taps of the weight column of the code found at that tap
+(`code_embedding`, `label_conv`), with a zero row for taps in the zero padding. And where
+all codes in reach of a pixel are equal and inside the image, the result is a constant of
+that code. `CodeLevel` holds the code map at one resolution with the index arithmetic this
+needs (windows, the pixels near a code boundary); `LabelCodes` holds the full-resolution
+codes of a batch and one `CodeLevel` per resolution, built once and shared by every layer
+working at that size. Everything here is differentiable with respect to the weights.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import SpadeganError
+
+
+def code_embedding(weight: torch.Tensor, label_channels: int, instance: bool) -> torch.Tensor:
+    """Per-tap lookup table of a conv over [one-hot(label_channels), edge] input channels.
+
+    `weight`: (out, label_channels [+1 edge], k, k). Returns (k*k, V + 1, out) with
+    V = label_channels * (2 if instance else 1) codes; row `code` of tap t is the input
+    column that a pixel of that code contributes through tap t (tap = dy * k + dx), and
+    the extra last row of each tap is zero, for taps that fall in the zero padding.
+    """
+    out, _, k, _ = weight.shape
+    taps = weight.permute(2, 3, 1, 0).reshape(k * k, -1, out)
+    cls = taps[:, :label_channels]
+    rows = [cls]
+    if instance:
+        rows.append(cls + taps[:, label_channels:label_channels + 1])  # codes with the edge bit
+    rows.append(weight.new_zeros(k * k, 1, out))
+    return torch.cat(rows, dim=1)
+
+
+def instance_edges(instance: torch.Tensor) -> torch.Tensor:
+    """(B, H, W) instance ids -> (B, H, W) long 0/1: another id among the 4-neighbours."""
+    dx = instance[:, :, 1:] != instance[:, :, :-1]
+    dy = instance[:, 1:, :] != instance[:, :-1, :]
+    edge = torch.zeros(instance.shape, dtype=torch.bool, device=instance.device)
+    edge[:, :, 1:] |= dx
+    edge[:, :, :-1] |= dx
+    edge[:, 1:, :] |= dy
+    edge[:, :-1, :] |= dy
+    return edge.long()
+
+
+def resize_nearest(code: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, H, W) integer map -> (B, h, w), picking the pixels F.interpolate(nearest) picks."""
+    if tuple(code.shape[1:]) == tuple(size):
+        return code
+    # float64 holds any code exactly
+    return F.interpolate(code[:, None].double(), size=size, mode="nearest")[:, 0].long()
+
+
+class CodeLevel:
+    """The code map of a batch at one resolution and the index arithmetic its layers share.
+
+    Code V (one past the last) marks the zero padding. Index results are cached, so the
+    layers of one resolution compute them once per forward pass.
+    """
+
+    def __init__(self, code: torch.Tensor, num_codes: int):
+        self.code = code  # (B, H, W) long
+        self.B, self.H, self.W = code.shape
+        self.V = num_codes
+        self._padded: dict[int, tuple[torch.Tensor, torch.Tensor, int]] = {}
+        self._boundary: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @property
+    def n(self) -> int:
+        return self.B * self.H * self.W
+
+    def padded(self, pw: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(flat code map padded by pw with code V, tap offsets (k*k,), padded width)."""
+        if pw not in self._padded:
+            cp = F.pad(self.code, (pw, pw, pw, pw), value=self.V)
+            wp = self.W + 2 * pw
+            k = 2 * pw + 1
+            dy, dx = torch.meshgrid(torch.arange(k), torch.arange(k), indexing="ij")
+            offs = (dy * wp + dx).reshape(-1).to(self.code.device)
+            self._padded[pw] = (cp.reshape(-1), offs, wp)
+        return self._padded[pw]
+
+    def window_base(self, flat: torch.Tensor | None, pw: int) -> torch.Tensor:
+        """Flat padded index of the top-left tap of each pixel's window (all pixels if None)."""
+        hp, wp = self.H + 2 * pw, self.W + 2 * pw
+        dev = self.code.device
+        if flat is None:
+            b = torch.arange(self.B, device=dev).view(-1, 1, 1) * (hp * wp)
+            y = torch.arange(self.H, device=dev).view(1, -1, 1) * wp
+            x = torch.arange(self.W, device=dev).view(1, 1, -1)
+            return (b + y + x).reshape(-1)
+        b, rem = flat // (self.H * self.W), flat % (self.H * self.W)
+        return b * (hp * wp) + (rem // self.W) * wp + rem % self.W
+
+    def window_codes(self, flat: torch.Tensor | None, pw: int) -> torch.Tensor:
+        """(Q, k*k) codes of each pixel's window, tap-major (tap = dy * k + dx)."""
+        cp, offs, _ = self.padded(pw)
+        return cp[self.window_base(flat, pw)[:, None] + offs[None, :]]
+
+    def nonuniform(self, r: int) -> torch.Tensor:
+        """(B, H, W) bool: another code, or the zero padding, within Chebyshev radius r."""
+        if r == 0:
+            return torch.zeros((self.B, self.H, self.W), dtype=torch.bool, device=self.code.device)
+        c = self.code[:, None].float()  # codes are small integers: exact in float32
+        hi = F.max_pool2d(c, 2 * r + 1, 1, r)
+        lo = -F.max_pool2d(-c, 2 * r + 1, 1, r)
+        m = (hi != lo)[:, 0]
+        m[:, :r] = True
+        m[:, -r:] = True
+        m[:, :, :r] = True
+        m[:, :, -r:] = True
+        return m
+
+    def boundary(self, pw: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(P, Q): flat ids of the pixels whose k x k conv of the hidden map, and whose
+        hidden vector (a k x k conv of the one-hot map), is not a constant of their code.
+
+        The hidden vector at q reads the codes within pw of q; the conv of the hidden map
+        at p reads hidden vectors within pw of p, hence codes within 2 pw.
+        """
+        if pw not in self._boundary:
+            p = self.nonuniform(2 * pw).reshape(-1).nonzero().squeeze(1)
+            q = self.nonuniform(pw).reshape(-1).nonzero().squeeze(1)
+            self._boundary[pw] = (p, q)
+        return self._boundary[pw]
+
+    def boundary_fraction(self, pw: int) -> float:
+        return self.boundary(pw)[0].numel() / max(1, self.n)
+
+
+class LabelCodes:
+    """The codes of a batch of label maps, with one shared `CodeLevel` per resolution.
+
+    Passed to the generator in place of the one-hot semantics tensor to select the
+    lookup-based (sparse) SPADE implementation; `semantics()` gives the one-hot tensor
+    itself (for the discriminator), built once.
+    """
+
+    def __init__(self, code: torch.Tensor, label_channels: int, instance: bool):
+        self.code = code.long()
+        self.label_channels = label_channels
+        self.instance = instance
+        self.V = label_channels * (2 if instance else 1)
+        self._levels: dict[tuple[int, int], CodeLevel] = {}
+        self._semantics: torch.Tensor | None = None
+
+    @classmethod
+    def from_label(cls, label: torch.Tensor, instance: torch.Tensor | None, opt: Any) -> "LabelCodes":
+        """(B,[1,]H,W) class ids (dontcare already mapped) and instance ids -> LabelCodes.
+
+        `opt` needs label_nc, contain_dontcare_label and no_instance.
+        """
+        if label.dim() == 4:
+            label = label[:, 0]
+        label = label.long()
+        nc = opt.label_nc + int(opt.contain_dontcare_label)
+        if label.numel():
+            lo, hi = int(label.min()), int(label.max())
+            if hi >= nc or lo < 0:
+                raise SpadeganError(
+                    f"label map holds id {hi if hi >= nc else lo}, outside 0..{nc - 1} (label_nc="
+                    f"{opt.label_nc}{', with dontcare' if opt.contain_dontcare_label else ''})")
+        with_instance = not opt.no_instance
+        if with_instance:
+            if instance is None:
+                raise SpadeganError("this model needs an instance map (trained without --no_instance)")
+            if instance.dim() == 4:
+                instance = instance[:, 0]
+            label = label + nc * instance_edges(instance)
+        return cls(label, nc, with_instance)
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.code.shape
+
+    @property
+    def device(self) -> torch.device:
+        return self.code.device
+
+    @property
+    def semantic_nc(self) -> int:
+        return self.label_channels + int(self.instance)
+
+    def size(self, dim: int) -> int:
+        """The semantics tensor's size along `dim` (so code written for it keeps working)."""
+        b, h, w = self.code.shape
+        return (b, self.semantic_nc, h, w)[dim]
+
+    def at(self, h: int, w: int) -> CodeLevel:
+        """The codes resized (nearest, as F.interpolate) to h x w."""
+        key = (int(h), int(w))
+        if key not in self._levels:
+            self._levels[key] = CodeLevel(resize_nearest(self.code, key), self.V)
+        return self._levels[key]
+
+    def semantics(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The one-hot (+ instance edge) tensor (B, semantic_nc, H, W) the dense networks read."""
+        if self._semantics is None or self._semantics.dtype != dtype:
+            L = self.label_channels
+            b, h, w = self.code.shape
+            sem = torch.zeros(b, self.semantic_nc, h, w, dtype=dtype, device=self.device)
+            sem.scatter_(1, (self.code % L)[:, None], 1.0)
+            if self.instance:
+                sem[:, L] = (self.code >= L).to(dtype)
+            self._semantics = sem
+        return self._semantics
+
+
+def label_conv(level: CodeLevel, weight: torch.Tensor, bias: torch.Tensor | None,
+               label_channels: int, instance: bool, flat: torch.Tensor | None = None) -> torch.Tensor:
+    """A stride-1, zero-padded k x k conv of the level's one-hot map, by lookups: (N, out).
+
+    Rows are the pixels `flat` (flat ids into the level), or all pixels in (B, H, W) order.
+    Equal to `F.conv2d(one_hot, weight, bias, padding=k // 2)` at those pixels.
+    """
+    k = weight.shape[-1]
+    table = code_embedding(weight, label_channels, instance)  # (T, V + 1, out)
+    codes = level.window_codes(flat, k // 2)
+    t = codes.shape[1]
+    idx = codes + torch.arange(t, device=codes.device)[None, :] * (level.V + 1)
+    out = F.embedding_bag(idx, table.reshape(t * (level.V + 1), -1), mode="sum")
+    return out if bias is None else out + bias

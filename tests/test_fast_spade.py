@@ -1,0 +1,177 @@
+"""The sparse SPADE (label maps as codes, gamma/beta by lookup) against the dense reference.
+
+Same function, same gradients: a SPADE layer and a whole generator are run on the one-hot
+semantics tensor (dense) and on its `LabelCodes` (sparse), and their outputs and the
+gradients of every parameter and of the input are compared, for kernel sizes 1, 3 and 5,
+with and without instance edges and dontcare, batch > 1, on blocky maps, on worst-case
+maps (regions of 1-2 px), on a single-class map and on maps whose boundary band is sparse
+enough for the lookup path (and not, for the dense fallback).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from spadegan import networks
+from spadegan.data.semantics import to_semantics
+from spadegan.errors import SpadeganError
+from spadegan.layers import SPADE
+from spadegan.layers.label_codes import LabelCodes, instance_edges, label_conv
+from spadegan.options import parse
+
+
+class _Opt:
+    def __init__(self, label_nc: int, dontcare: bool, instance: bool):
+        self.label_nc, self.contain_dontcare_label, self.no_instance = label_nc, dontcare, not instance
+
+
+def blocky(shape: tuple[int, int, int], cell: int, values: int, seed: int) -> torch.Tensor:
+    """(B, H, W) long map of cell x cell blocks of random values."""
+    b, h, w = shape
+    g = torch.Generator().manual_seed(seed)
+    small = torch.randint(0, values, (b, 1, max(1, h // cell), max(1, w // cell)), generator=g).float()
+    return F.interpolate(small, size=(h, w), mode="nearest")[:, 0].long()
+
+
+def maps(kind: str, shape: tuple[int, int, int], nc: int, seed: int = 0) -> torch.Tensor:
+    if kind == "single":
+        return torch.full(shape, nc - 1, dtype=torch.long)
+    if kind == "worst":  # regions of 1-2 px: every pixel is near a boundary
+        return torch.maximum(blocky(shape, 1, nc, seed), blocky(shape, 2, nc, seed + 1))
+    if kind == "scene":  # a few large regions: a narrow boundary band (the lookup path)
+        b, h, w = shape
+        y = torch.arange(h).view(1, -1, 1).expand(b, h, w)
+        x = torch.arange(w).view(1, 1, -1).expand(b, h, w)
+        lab = (y > h // 3).long() + (x > (w // 2 + y // 4)).long() * 2
+        return (lab + torch.arange(b).view(-1, 1, 1)) % nc
+    return blocky(shape, 8, nc, seed)
+
+
+def _compare_grads(ref: dict, got: dict, tol: float = 1e-4) -> None:
+    assert ref.keys() == got.keys()
+    scale = max(float(v.norm()) for v in ref.values())
+    for k in ref:
+        err = float((ref[k] - got[k]).norm())
+        assert err <= tol * float(ref[k].norm()) + 1e-6 * scale, f"gradient of {k}: {err:.3g}"
+
+
+def _spade_run(layer: SPADE, x: torch.Tensor, seg, target: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    layer.zero_grad()
+    x = x.clone().requires_grad_(True)
+    out = layer(x, seg)
+    (out * target).sum().backward()
+    grads = {n: p.grad.clone() for n, p in layer.named_parameters()}
+    grads["input"] = x.grad.clone()
+    return out.detach(), grads
+
+
+@pytest.mark.parametrize("ks", [1, 3, 5])
+@pytest.mark.parametrize("extras", [False, True], ids=["plain", "instance+dontcare"])
+@pytest.mark.parametrize("kind", ["blocks", "worst", "single", "scene"])
+def test_spade_layer_matches_dense(ks, extras, kind):
+    torch.manual_seed(ks)
+    opt = _Opt(6, dontcare=extras, instance=extras)
+    L = opt.label_nc + int(extras)
+    b, c, h, w = 2, 5, 32, 32
+    label = maps(kind, (b, h, w), L)
+    inst = blocky((b, h, w), 8, 3, seed=5).float() if extras else None
+    sem = to_semantics(label[:, None], None if inst is None else inst[:, None], opt)
+    layer = SPADE(f"spadebatch{ks}x{ks}", c, sem.shape[1])
+    with torch.no_grad():  # unit-scale weights, so gamma and beta matter
+        for p in layer.parameters():
+            p.normal_(0, 0.5)
+    x = torch.randn(b, c, 16, 16)  # the label map is resized to x, as in the generator
+    target = torch.randn(b, c, 16, 16)
+    codes = LabelCodes.from_label(label, inst, opt)
+    ref_out, ref_g = _spade_run(layer, x, sem, target)
+    out, g = _spade_run(layer, x, codes, target)
+    assert torch.allclose(out, ref_out, atol=1e-4 * float(ref_out.abs().max()), rtol=0)
+    _compare_grads(ref_g, g)
+
+
+def test_lookup_path_and_dense_fallback_both_taken():
+    """The scene map runs the boundary-band path at 64 px; the worst case falls back to dense."""
+    opt = _Opt(5, dontcare=False, instance=False)
+    scene = LabelCodes.from_label(maps("scene", (1, 64, 64), 5), None, opt).at(64, 64)
+    worst = LabelCodes.from_label(maps("worst", (1, 64, 64), 5), None, opt).at(64, 64)
+    assert 0 < scene.boundary_fraction(1) < 0.3
+    assert worst.boundary_fraction(1) == 1.0
+    layer = SPADE("spadeinstance3x3", 4, 5)
+    calls = []
+    orig = layer._gamma_beta_lookup
+    layer._gamma_beta_lookup = lambda *a, **k: calls.append(1) or orig(*a, **k)
+    layer.gamma_beta_sparse(scene, 5, False)
+    assert calls == [1]
+    layer.gamma_beta_sparse(worst, 5, False)
+    assert calls == [1]
+
+
+def _generator(norm_G: str, instance: bool, use_vae: bool = False, dtype=torch.float64):
+    argv = ["--dataset_mode", "custom", "--label_dir", ".", "--image_dir", ".", "--label_nc", "7",
+            "--contain_dontcare_label", "--ngf", "8", "--crop_size", "64", "--norm_G", norm_G,
+            "--gpu_ids", "-1", "--no_vgg_loss"]
+    argv += ["--instance_dir", "."] if instance else ["--no_instance"]
+    if use_vae:
+        argv.append("--use_vae")
+    opt = parse(argv, train=True)
+    torch.manual_seed(0)
+    G = networks.define_G(opt)
+    with torch.no_grad():
+        for name, p in G.named_parameters():
+            if "mlp" in name or name.startswith("fc"):
+                p.normal_(0, 0.3)
+    return opt, G.to(dtype).train()
+
+
+@pytest.mark.parametrize("norm_G,instance,use_vae", [
+    ("spectralspadesyncbatch3x3", True, False),
+    ("spectralspadesyncbatch1x1", False, True),
+    ("spadeinstance5x5", False, False),
+])
+def test_generator_matches_dense_in_float64(norm_G, instance, use_vae):
+    """Whole generator, forward and backward: in float64 the two agree to ~1e-12, so the
+    per-parameter check holds even for gradients that are zero mathematically (biases in
+    front of batch norm), where float32 rounding noise is all there is."""
+    opt, G = _generator(norm_G, instance, use_vae)
+    label = torch.maximum(maps("scene", (2, 64, 64), 8), blocky((2, 64, 64), 16, 8, 3))
+    inst = blocky((2, 64, 64), 16, 3, seed=4).double() if instance else None
+    z = torch.randn(2, opt.z_dim, dtype=torch.float64) if use_vae else None
+    target = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    state = {k: v.clone() for k, v in G.state_dict().items()}
+    results = []
+    for seg in (to_semantics(label[:, None], None if inst is None else inst[:, None], opt).double(),
+                LabelCodes.from_label(label, inst, opt)):
+        G.load_state_dict(state)  # the same spectral-norm vectors and batch statistics
+        G.zero_grad()
+        out = G(seg, z=z)
+        (out * target).sum().backward()
+        results.append((out.detach(), {n: p.grad.clone() for n, p in G.named_parameters()}))
+    (ref_out, ref_g), (out, g) = results
+    assert float((out - ref_out).abs().max()) < 1e-10
+    _compare_grads(ref_g, g, tol=1e-8)
+
+
+def test_label_conv_and_semantics_match_the_one_hot_tensor():
+    opt = _Opt(4, dontcare=True, instance=True)
+    label = blocky((2, 12, 10), 3, 5, seed=1)
+    inst = blocky((2, 12, 10), 4, 2, seed=2)
+    codes = LabelCodes.from_label(label, inst, opt)
+    sem = to_semantics(label[:, None], inst[:, None].float(), opt)
+    assert torch.equal(codes.semantics(), sem)
+    assert torch.equal(instance_edges(inst).float(), sem[:, -1])
+    weight, bias = torch.randn(7, sem.shape[1], 3, 3), torch.randn(7)
+    got = label_conv(codes.at(12, 10), weight, bias, 5, True).view(2, 12, 10, 7).permute(0, 3, 1, 2)
+    assert torch.allclose(got, F.conv2d(sem, weight, bias, padding=1), atol=1e-5)
+    small = codes.at(6, 5)  # resized as F.interpolate resizes the one-hot tensor
+    assert torch.equal(LabelCodes(small.code, 5, True).semantics(),
+                       F.interpolate(sem, size=(6, 5), mode="nearest"))
+
+
+def test_bad_ids_and_missing_instance_are_clear_errors():
+    opt = _Opt(4, dontcare=False, instance=False)
+    with pytest.raises(SpadeganError, match="id 4, outside 0..3"):
+        LabelCodes.from_label(torch.full((1, 4, 4), 4), None, opt)
+    with pytest.raises(SpadeganError, match="needs an instance map"):
+        LabelCodes.from_label(torch.zeros(1, 4, 4), None, _Opt(4, False, True))
