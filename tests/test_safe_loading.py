@@ -141,3 +141,46 @@ def test_non_plain_values_calls_and_oversized_files_are_refused(tmp_path):
     big.write_bytes(b"x" * (MAX_OPTIONS_BYTES + 1))
     with pytest.raises(SpadeganError, match="larger than"):
         load_options_file(big)
+
+
+# ---- safetensors ---------------------------------------------------------------------------------
+def test_safetensors_round_trip_and_load_checkpoint(parity_dir, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from spadegan.checkpoint import resolve_checkpoint
+    from spadegan.data import to_semantics
+    from spadegan.fileio import read_state_dict
+
+    sd = read_state_dict(parity_dir / "latest_net_G.pth")
+    folder = tmp_path / "st"
+    folder.mkdir()
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(folder / "latest_net_G.safetensors"))
+    back = read_state_dict(folder / "latest_net_G.safetensors")
+    assert back.keys() == sd.keys() and all(torch.equal(back[k], sd[k]) for k in sd)
+    # a folder with latest_net_G.safetensors works wherever latest_net_G.pth does
+    shutil.copy(parity_dir / "opt.txt", folder / "opt.txt")
+    G = spadegan.load_checkpoint(folder)
+    inp = torch.load(parity_dir / "input.pt", weights_only=True)
+    exp = torch.load(parity_dir / "expected.pt", weights_only=True)
+    with torch.no_grad():
+        out = G(to_semantics(inp["label"], inp["instance"], G.opt))
+    assert (out - exp["G_eval"]).abs().max() <= 1e-4
+    assert spadegan.load_checkpoint(folder / "latest_net_G.safetensors").opt.label_nc == 12
+    # D beside a .safetensors G file, in the other format
+    shutil.copy(parity_dir / "latest_net_D.pth", folder / "latest_net_D.pth")
+    assert resolve_checkpoint(folder / "latest_net_G.safetensors", "D")[0] == folder / "latest_net_D.pth"
+    # .pth first when both are there
+    shutil.copy(parity_dir / "latest_net_G.pth", folder / "latest_net_G.pth")
+    assert resolve_checkpoint(folder)[0].name == "latest_net_G.pth"
+
+
+def test_unreadable_safetensors_names_the_file(tmp_path):
+    from spadegan.fileio import read_state_dict
+
+    bad = tmp_path / "latest_net_G.safetensors"
+    bad.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage")
+    with pytest.raises(SpadeganError, match="cannot read checkpoint .*latest_net_G.safetensors"):
+        read_state_dict(bad)
+    with pytest.raises(SpadeganError, match="does not exist"):
+        read_state_dict(tmp_path / "missing.safetensors")

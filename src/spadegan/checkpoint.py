@@ -20,6 +20,9 @@ from .errors import SpadeganError, UnsafeFileError
 from .fileio import atomic_torch_save, read_state_dict
 from .options import Options, load_options_file, options_from_dict
 
+#: Weight file suffixes in lookup order (see `weights_file`).
+WEIGHT_SUFFIXES = (".pth", ".safetensors")
+
 
 def unwrap(net: nn.Module) -> nn.Module:
     """The network inside DistributedDataParallel / DataParallel / torch.compile wrappers."""
@@ -132,21 +135,51 @@ def load_network_weights(net: nn.Module, path: str | os.PathLike, opt: Options, 
 
 
 # ---- the public loader ---------------------------------------------------------------------
+def weights_file(folder: str | os.PathLike, which: str = "G", which_epoch: str = "latest") -> Path | None:
+    """`<which_epoch>_net_<which>.pth` in `folder`, else the same name with `.safetensors`; None if neither.
+
+    The one lookup rule for weight files: wherever a `.pth` is accepted, a `.safetensors`
+    file of the same name is too; when a folder holds both, the `.pth` is read.
+    """
+    for suffix in WEIGHT_SUFFIXES:
+        f = Path(folder) / f"{which_epoch}_net_{which}{suffix}"
+        if f.is_file():
+            return f
+    return None
+
+
+def companion_weights(weights: str | os.PathLike, which: str) -> Path | None:
+    """The `which` (G, D or E) weights of the same epoch as the `<epoch>_net_<X>` file `weights`.
+
+    The file itself when X is `which`; else found beside it by the `weights_file` rule. None
+    for names not of that form or a missing companion.
+    """
+    weights = Path(weights)
+    stem = weights.name[:-len(weights.suffix)] if weights.suffix else weights.name
+    epoch, sep, net = stem.rpartition("_net_")
+    if not sep or not net:
+        return None
+    if net == which:
+        return weights
+    return weights_file(weights.parent, which, epoch)
+
+
 def resolve_checkpoint(path_or_dir: str | os.PathLike, which: str = "G",
                        which_epoch: str = "latest") -> tuple[Path, Path]:
-    """(weights file, folder with options) for a checkpoint folder or a .pth file."""
+    """(weights file, folder with options) for a checkpoint folder or a weights file."""
     p = Path(path_or_dir)
     if p.is_dir():
-        f = p / f"{which_epoch}_net_{which}.pth"
-        if not f.is_file():
-            have = sorted(x.name for x in p.glob("*_net_*.pth"))
-            raise SpadeganError(f"no {f.name} in {p}" + (f" (found: {', '.join(have[:6])})" if have else ""))
+        f = weights_file(p, which, which_epoch)
+        if f is None:
+            have = sorted(x.name for s in WEIGHT_SUFFIXES for x in p.glob(f"*_net_*{s}"))
+            raise SpadeganError(f"no {which_epoch}_net_{which}.pth (or .safetensors) in {p}"
+                                + (f" (found: {', '.join(have[:6])})" if have else ""))
         return f, p
     if p.is_file():
         if which != "G":
-            f = p.parent / p.name.replace("_net_G", f"_net_{which}")
-            if not f.is_file():
-                raise SpadeganError(f"no {f.name} beside {p}")
+            f = companion_weights(p, which)
+            if f is None:
+                raise SpadeganError(f"no {p.name.replace('_net_G', f'_net_{which}')} beside {p}")
             return f, p.parent
         return p, p.parent
     raise SpadeganError(f"checkpoint {p} does not exist")
@@ -170,8 +203,9 @@ def load_checkpoint(path_or_dir: str | os.PathLike, which: str = "G", opt: Optio
                     which_epoch: str = "latest", device: str | torch.device = "cpu") -> nn.Module:
     """Build the network `which` (G, D or E) from the checkpoint's options and load its weights.
 
-    `path_or_dir` is a checkpoint folder (reads `<which_epoch>_net_<which>.pth` and the
-    options saved there) or a `.pth` file (options from its folder unless `opt` is given).
+    `path_or_dir` is a checkpoint folder (reads `<which_epoch>_net_<which>.pth`, or
+    `.safetensors`, and the options saved there) or a weights file (options from its
+    folder unless `opt` is given).
     Returns the network in eval mode with the options used as `net.opt`.
     """
     from . import networks  # late import: networks import options, not the reverse

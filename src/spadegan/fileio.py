@@ -7,7 +7,8 @@ other module writes and reads files the same way:
   folder + fsync + rename, so readers never see half a file and a crash keeps the old one;
 - `save_file_set`: several `torch.save` files replaced all together or not at all;
 - `load_torch_file` / `read_state_dict`: torch files (weights, training states) read with
-  `weights_only=True`, onto the CPU, with a clear error naming the file;
+  `weights_only=True`, `.safetensors` weights with safetensors, onto the CPU, with a clear
+  error naming the file;
 - `read_limited`: a small file (options, JSON) read whole, refused when over a size bound;
 - `load_options_pickle`: the official `opt.pkl` (a pickled argparse.Namespace) read by a
   restricted unpickler that refuses any other object *before* anything is created or
@@ -108,12 +109,28 @@ def load_torch_file(path: str | os.PathLike, what: str, hint: str = "") -> Any:
         raise SpadeganError(f"cannot read {what} {path}: {e}{hint}") from None
 
 
-def read_state_dict(path: str | os.PathLike, what: str = "checkpoint") -> dict[str, torch.Tensor]:
-    """A state_dict file (official or ours) on the CPU, with a clear error if unreadable.
+def _load_safetensors(path: Path, what: str) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise SpadeganError(f"{what} {path} does not exist")
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        raise SpadeganError(f"reading {path} needs the safetensors package: pip install safetensors") from None
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as e:
+        raise SpadeganError(f"cannot read {what} {path}: {e}") from None
 
-    Also accepts `{"state_dict": ...}` wrappers and keys saved from a DataParallel wrapper.
+
+def read_state_dict(path: str | os.PathLike, what: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """A state_dict file (official or ours, `.pth` or `.safetensors`) on the CPU.
+
+    `.safetensors` files are read with the safetensors package (tensors only, by design),
+    anything else with `load_torch_file`; unreadable files raise a SpadeganError naming the
+    file. Also accepts `{"state_dict": ...}` wrappers and keys saved from a DataParallel wrapper.
     """
-    sd = load_torch_file(path, what)
+    path = Path(path)
+    sd = _load_safetensors(path, what) if path.suffix == ".safetensors" else load_torch_file(path, what)
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict):

@@ -364,12 +364,12 @@ def segmentation_scores(model: nn.Module, images_u8: torch.Tensor, labels: torch
 
 def _load_networks(weights: Path, model_opt: Any, device: torch.device, style: str
                    ) -> tuple[nn.Module, nn.Module | None]:
-    from spadegan.checkpoint import load_checkpoint
+    from spadegan.checkpoint import companion_weights, load_checkpoint
 
     G = load_checkpoint(weights, "G", opt=model_opt, device=device)
     E = None
     if model_opt.use_vae and style == "encode":
-        e_path = weights.parent / weights.name.replace("_net_G", "_net_E")
+        e_path = companion_weights(weights, "E") or weights.parent / weights.name.replace("_net_G", "_net_E")
         if not e_path.is_file():
             raise SpadeganError(f"--style encode needs the style encoder {e_path}, which is missing; "
                                 "use --style random")
@@ -546,12 +546,16 @@ def _resolve_model(args: argparse.Namespace) -> tuple[Path, Path, str]:
 
 
 def _epoch_checkpoints(folder: Path) -> list[tuple[int, Path]]:
-    found = []
-    for p in folder.glob("*_net_G.pth"):
-        m = re.fullmatch(r"(\d+)_net_G\.pth", p.name)
-        if m:
-            found.append((int(m.group(1)), p))
-    return sorted(found)
+    """(epoch, G weights) of every `<epoch>_net_G` file; .pth before .safetensors (checkpoint rule)."""
+    from spadegan.checkpoint import WEIGHT_SUFFIXES
+
+    found: dict[int, Path] = {}
+    for suffix in WEIGHT_SUFFIXES:
+        for p in folder.glob(f"*_net_G{suffix}"):
+            m = re.fullmatch(r"(\d+)_net_G" + re.escape(suffix), p.name)
+            if m:
+                found.setdefault(int(m.group(1)), p)
+    return sorted(found.items())
 
 
 def _latest_epoch_position(folder: Path) -> float | None:
@@ -577,10 +581,10 @@ def _latest_epoch_position(folder: Path) -> float | None:
 
 
 def _weights_epoch(weights: Path, folder: Path) -> float | None:
-    m = re.fullmatch(r"(\d+)_net_G\.pth", weights.name)
+    m = re.fullmatch(r"(\d+)_net_G\.(?:pth|safetensors)", weights.name)
     if m:
         return float(m.group(1))
-    if weights.name == "latest_net_G.pth":
+    if weights.stem == "latest_net_G":
         return _latest_epoch_position(folder)
     return None
 

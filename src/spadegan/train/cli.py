@@ -110,7 +110,7 @@ def test_main(argv: list[str]) -> int:
     from tqdm import tqdm
 
     from .. import networks
-    from ..checkpoint import load_network_weights
+    from ..checkpoint import load_network_weights, weights_file
     from ..data.semantics import to_semantics
     from .trainer import mix_seed
     from .visualizer import image_to_numpy, label_to_numpy, save_png, write_results_page
@@ -121,13 +121,14 @@ def test_main(argv: list[str]) -> int:
     device = opt.torch_device
     folder = opt.expr_dir
     G = networks.define_G(opt, init=False)
-    load_network_weights(G, folder / f"{opt.which_epoch}_net_G.pth", opt, "G")
+    load_network_weights(G, weights_file(folder, "G", opt.which_epoch) or folder / f"{opt.which_epoch}_net_G.pth",
+                         opt, "G")
     G.eval().to(device)
 
     E = None
     random_styles = opt.use_vae and opt.num_samples > 1
     if opt.use_vae and not random_styles:
-        e_path = folder / f"{opt.which_epoch}_net_E.pth"
+        e_path = weights_file(folder, "E", opt.which_epoch) or folder / f"{opt.which_epoch}_net_E.pth"
         if e_path.is_file():
             E = networks.define_E(opt, init=False)
             load_network_weights(E, e_path, opt, "E")

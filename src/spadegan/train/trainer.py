@@ -45,7 +45,7 @@ import torch.nn as nn
 from torch.utils.data import Dataset, Sampler, get_worker_info
 
 from .. import networks
-from ..checkpoint import load_network_weights, network_state_dict
+from ..checkpoint import load_network_weights, network_state_dict, weights_file
 from ..data.semantics import to_semantics
 from ..errors import SpadeganError
 from ..fileio import atomic_write_bytes, load_torch_file, save_file_set
@@ -462,7 +462,7 @@ class Trainer:
     def _check_resume_files(self) -> None:
         which = self.opt.which_epoch
         missing = [f"{which}_net_{k}.pth" for k in (["G", "D"] + (["E"] if self.opt.use_vae else []))
-                   if not (self.expr_dir / f"{which}_net_{k}.pth").is_file()]
+                   if weights_file(self.expr_dir, k, which) is None]
         if missing:
             raise SpadeganError(f"--continue_train: {', '.join(missing)} not found in {self.expr_dir}; "
                                 "check --name / --checkpoints_dir / --which_epoch, or drop --continue_train "
@@ -495,7 +495,7 @@ class Trainer:
 
     def _load_networks(self) -> None:
         for k, net in self._nets().items():
-            load_network_weights(net, self.expr_dir / f"{self.opt.which_epoch}_net_{k}.pth", self.opt, k)
+            load_network_weights(net, weights_file(self.expr_dir, k, self.opt.which_epoch), self.opt, k)
 
     def _wrap_ddp(self) -> None:
         from torch.nn.parallel import DistributedDataParallel as DDP
