@@ -46,7 +46,8 @@ sys.path.insert(0, str(REPO / "src"))
 
 from spadegan import networks, options  # noqa: E402
 from spadegan.data.semantics import to_semantics  # noqa: E402
-from spadegan.engine import SynthesisEngine, count_flops, describe_hardware  # noqa: E402
+from spadegan.device import describe_hardware  # noqa: E402
+from spadegan.engine import SynthesisEngine, count_flops  # noqa: E402
 
 CONFIGS = {
     "ade20k": ["--dataset_mode", "ade20k"],
@@ -364,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{r['step']:<68}{r['ms']:>9.0f} ms{r['speedup']:>8.2f}x")
         return 0
     mm = {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}
-    print(f"# CPU capability {hw['capability']}, threads {torch.get_num_threads()}, native bf16: {bf16_native}; "
+    print(f"# CPU {hw['features']}, threads {torch.get_num_threads()}, native bf16: {bf16_native}; "
           f"matmul fp32 {mm['fp32'][0]:.1f} GFLOP/s (n={mm['fp32'][1]}), bf16 {mm['bf16'][0]:.2f} GFLOP/s "
           f"(n={mm['bf16'][1]}); load average {os.getloadavg()[0]:.1f}", flush=True)
     rows = []

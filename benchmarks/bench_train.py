@@ -41,11 +41,10 @@ def _worker(config: str, amp: bool, iters: int, device: str, threads: int, force
 
     from spadegan import networks
     from spadegan.options import parse
-    from spadegan.train import trainer as trainer_mod
     from spadegan.train.trainer import Trainer
 
-    if force_bf16:  # measure CPU bf16 even where it is emulated (the trainer would use fp32)
-        trainer_mod.cpu_has_native_bf16 = lambda: True
+    if force_bf16:  # measure CPU bf16 even where the precision policy would use fp32
+        torch.cpu._is_amx_tile_supported = lambda: True
 
     if threads > 0:
         torch.set_num_threads(threads)

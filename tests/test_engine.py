@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from reference_spade import unit_scale_
 from spadegan import load_checkpoint, networks, options
 from spadegan.data.semantics import to_semantics
-from spadegan.engine import SynthesisEngine, best_precision, count_flops, describe_hardware
+from spadegan.device import best_precision, describe_hardware
+from spadegan.engine import SynthesisEngine, count_flops
 from spadegan.errors import SpadeganError
 
 TOL = 1e-4

@@ -190,12 +190,14 @@ def test_vae_encoder_trains_with_G_and_D_steps_per_G(tmp_path):
 
 
 def test_amp_bf16_on_cpu(tmp_path, monkeypatch, capsys):
-    from spadegan.train import trainer as trainer_mod
-    monkeypatch.setattr(trainer_mod, "cpu_has_native_bf16", lambda: False)
+    # the CPU probes of spadegan.device replaced: no AMX (AVX512-BF16 alone is slower than fp32)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
     t = Trainer(tiny_opt(tmp_path, "--amp", name="nobf16"), dataset=SynthPairs(), progress=False)
-    assert t.amp_dtype is None and "--amp ignored" in capsys.readouterr().out
-    # with bf16 hardware (forced here: on CPUs without it this path is slow but correct)
-    monkeypatch.setattr(trainer_mod, "cpu_has_native_bf16", lambda: True)
+    out = capsys.readouterr().out
+    assert t.amp_dtype is None and "--amp ignored" in out and "AVX512-BF16 but no AMX" in out
+    # with AMX (forced here: on CPUs without it this path is slow but correct)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
     t = Trainer(tiny_opt(tmp_path, "--amp"), dataset=SynthPairs(), progress=False)
     assert t.amp_dtype == torch.bfloat16 and not t.scaler_G.is_enabled()
     out = t.run(max_steps=2)

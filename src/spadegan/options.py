@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from .device import parse_gpu_ids, resolve_device
 from .errors import SpadeganError
 from .fileio import MAX_OPTIONS_BYTES, atomic_write_bytes, load_options_pickle, read_limited
 
@@ -143,7 +144,8 @@ class Options:
     # spadegan's own
     seed: int | None = _opt(None, "random seed (weights, data order, noise) for reproducible runs")
     device: str = _opt("", "cpu, cuda or cuda:N; overrides --gpu_ids")
-    amp: bool = _opt(False, "mixed precision: bf16 on CPU, fp16 on CUDA", TRAIN)
+    amp: bool = _opt(False, "mixed precision where it is faster: bf16 on AMX CPUs and GPUs of compute "
+                     "capability >= 8.0, fp16 on older GPUs, else fp32", TRAIN)
     vgg_weights: str = _opt("", "path to torchvision's vgg19-dcbb9e9d.pth for the VGG loss", TRAIN)
     style_image: str = _opt("", "with --use_vae: encode this photo for the style", TEST)
     num_samples: int = _opt(1, "with --use_vae: random styles per label map", TEST)
@@ -162,19 +164,13 @@ class Options:
 
     @property
     def gpu_id_list(self) -> list[int]:
-        ids = [int(s) for s in str(self.gpu_ids).split(",") if s.strip() != ""]
-        return [i for i in ids if i >= 0]
+        """The GPU numbers of --gpu_ids ([] for -1)."""
+        return parse_gpu_ids(self.gpu_ids)
 
     @property
     def torch_device(self) -> "torch.device":  # noqa: F821
-        """The one device everything runs on: --device, else --gpu_ids (CPU without CUDA)."""
-        import torch
-        if self.device:
-            return torch.device(self.device)
-        ids = self.gpu_id_list
-        if ids and torch.cuda.is_available():
-            return torch.device("cuda", ids[0])
-        return torch.device("cpu")
+        """The one device everything runs on: --device, else --gpu_ids (`device.resolve_device`)."""
+        return resolve_device(self.device or None, self.gpu_ids)
 
     @property
     def num_up_layers(self) -> int:

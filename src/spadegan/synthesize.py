@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .device import PRECISIONS, precision_policy, resolve_device
 from .errors import SpadeganError, UnsafeFileError
 
 #: The built-in model (trained on the procedural landscapes), shipped inside the package.
@@ -44,18 +45,6 @@ DONTCARE = 255
 
 LabelLike = Union[str, os.PathLike, np.ndarray, torch.Tensor, Image.Image]
 ImageLike = Union[str, os.PathLike, np.ndarray, torch.Tensor, Image.Image]
-
-
-def _device(device: str | torch.device | None) -> torch.device:
-    if device in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise SpadeganError(f"--device {device!r} is not a device; use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SpadeganError(f"--device {device} asked for CUDA, but no CUDA GPU is available; use --device cpu")
-    return dev
 
 
 def builtin_checkpoint() -> Path:
@@ -128,21 +117,21 @@ class Synthesizer:
         memory; G is unusable afterwards); `from_checkpoint` does that with its own G.
         """
         from .data.palettes import classes_for_dataset_mode, palette_array
-        from .engine import PRECISIONS, SynthesisEngine, best_precision, describe_hardware
+        from .engine import SynthesisEngine
 
         if not hasattr(G, "opt"):
             raise SpadeganError("the generator carries no options (G.opt); load it with "
                                 "spadegan.load_checkpoint or use Synthesizer.from_checkpoint")
         self.opt = G.opt
-        self.device = _device(device)
+        self.device = resolve_device(device)
+        policy = precision_policy(self.device)
         if precision in (None, "", "auto"):
-            precision = best_precision(self.device)
+            precision = policy.name
         if precision not in PRECISIONS:
             raise SpadeganError(f"--precision must be fp32, bf16, fp16 or auto, not {precision!r}")
-        hw = describe_hardware(self.device)
-        if self.device.type == "cpu" and precision != "fp32" and not hw.get(precision, False):
-            warnings.warn(f"this CPU ({hw.get('capability')}) has no native {precision} support; "
-                          f"{precision} is emulated and much slower than fp32 here", stacklevel=2)
+        if precision not in ("fp32", policy.name):
+            warnings.warn(f"--precision {precision} is likely slower than {policy.name} here: {policy.reason}",
+                          stacklevel=2)
         self.precision = precision
         self.name = name or self.opt.name
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
@@ -463,7 +452,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=int, default=1, help="label maps per forward pass")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
-                   help="auto: bf16 on CPUs/GPUs that run it natively, else fp32 (fp16 on older GPUs)")
+                   help="auto: bf16 on AMX CPUs and GPUs of compute capability >= 8.0, fp16 on older "
+                        "GPUs, else fp32 (see spadegan.device)")
     p.add_argument("--engine", dest="engine", action="store_true", default=True,
                    help="use the fast inference engine")
     p.add_argument("--no_engine", dest="engine", action="store_false", help="run the faithful network")

@@ -6,6 +6,6 @@ ids instead of one-hot maps, several times faster on CPU; `spadegan export` writ
 ONNX or TorchScript. See `engine.py` for how.
 """
 
-from .engine import PRECISIONS, SynthesisEngine, best_precision, count_flops, describe_hardware
+from .engine import SynthesisEngine, count_flops
 
-__all__ = ["SynthesisEngine", "PRECISIONS", "best_precision", "count_flops", "describe_hardware"]
+__all__ = ["SynthesisEngine", "count_flops"]

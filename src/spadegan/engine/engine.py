@@ -43,6 +43,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..device import PRECISIONS
 from ..errors import SpadeganError
 from ..layers.blocks import SPADEResnetBlock
 from ..layers.spade import NHIDDEN
@@ -50,8 +51,6 @@ from .fold import FoldedSpade, code_embedding, code_tables, conv_bias, conv_weig
 
 _EPS = 1e-5  # InstanceNorm2d's default eps, which the faithful SPADE uses
 _SLOPE = 0.2
-
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _release_freed_memory() -> None:
@@ -621,34 +620,6 @@ class SynthesisEngine(nn.Module):
             return self.forward(label, instance, z, size)
 
 
-def describe_hardware(device: torch.device | str = "cpu") -> dict[str, object]:
-    """What the CPU/GPU offers for reduced precision, for messages and the benchmark."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return {"device": torch.cuda.get_device_name(device), "bf16": torch.cuda.is_bf16_supported(),
-                "fp16": True}
-    cap = torch.backends.cpu.get_cpu_capability()
-    try:
-        bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except Exception:  # older builds without the probe
-        bf16 = cap in ("AVX512_BF16", "AMX")
-    try:
-        fp16 = bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
-    except Exception:
-        fp16 = False
-    return {"device": "cpu", "capability": cap, "bf16": bf16, "fp16": fp16,
-            "threads": torch.get_num_threads()}
-
-
-def best_precision(device: torch.device | str = "cpu") -> str:
-    """bf16 where the hardware runs it natively (AMX / AVX512-BF16 CPUs, recent GPUs), fp16 on
-    older GPUs, else fp32 (on an AVX2-only CPU bf16 is emulated and much slower than fp32)."""
-    hw = describe_hardware(device)
-    if torch.device(device).type == "cuda":
-        return "bf16" if hw["bf16"] else "fp16"
-    return "bf16" if hw["bf16"] else "fp32"
-
-
 def count_flops(G: nn.Module, size: tuple[int, int] | None = None) -> float:
     """Multiply-add FLOPs (x2) of the faithful SPADE generator's convolutions for one image."""
     opt = G.opt
@@ -678,4 +649,4 @@ def count_flops(G: nn.Module, size: tuple[int, int] | None = None) -> float:
     return flops
 
 
-__all__ = ["SynthesisEngine", "PRECISIONS", "describe_hardware", "best_precision", "count_flops"]
+__all__ = ["SynthesisEngine", "count_flops"]

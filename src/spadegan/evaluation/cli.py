@@ -65,6 +65,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from spadegan.device import resolve_device
 from spadegan.errors import SpadeganError
 
 __all__ = [
@@ -181,18 +182,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.train_segmenter:
         return _train_segmenter_main(args)
     return _evaluate_main(args)
-
-
-def _device(name: str) -> torch.device:
-    if name:
-        try:
-            dev = torch.device(name)
-        except RuntimeError as exc:
-            raise SpadeganError(f"--device {name!r} is not a device name (cpu, cuda, cuda:N)") from exc
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise SpadeganError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
-        return dev
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 # ---------------------------------------------------------------------------------------
@@ -713,7 +702,7 @@ def _evaluate_main(args: argparse.Namespace) -> int:
     from spadegan.checkpoint import checkpoint_options
 
     t0 = time.time()
-    device = _device(args.device)
+    device = resolve_device(args.device or None)
     weights, folder, desc = _resolve_model(args)
     model_opt = checkpoint_options(folder, train=False)
     model_opt = model_opt.replace(device=str(device))
@@ -1066,7 +1055,7 @@ def _train_segmenter_main(args: argparse.Namespace) -> int:
                                 "(the train split); --baseline_label_dir/--baseline_image_dir are not used")
         flags += ["--label_dir", args.label_dir, "--image_dir", args.image_dir]
     base = parse(flags, train=False)
-    device = _device(args.device)
+    device = resolve_device(args.device or None)
     num_classes = base.label_nc
     # dontcare pixels (255) arrive as label_nc when the dataset mode maps them; ignore them
     ignore = base.label_nc if base.contain_dontcare_label else 255

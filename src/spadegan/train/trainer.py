@@ -21,9 +21,9 @@ What spadegan adds:
 - checkpoints are written as a set through temp files + rename, so a crash mid-save keeps
   the previous `latest` intact; Ctrl-C / SIGTERM finish the current step, save `latest` and
   return normally;
-- --amp (bf16 autocast on CPUs with AVX512-BF16/AMX, fp32 with a warning on others, where
-  bf16 convolutions are far slower; on CUDA bf16 where supported, else fp16 + GradScaler),
-  --seed, one device (`opt.torch_device`), DistributedDataParallel under torchrun.
+- --amp with the precision policy of `spadegan.device` (bf16 autocast on AMX CPUs and CUDA
+  GPUs of compute capability >= 8.0, fp16 + GradScaler on older GPUs, fp32 with a warning
+  elsewhere), --seed, one device (`opt.torch_device`), DistributedDataParallel under torchrun.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ import random
 import signal
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
@@ -47,6 +48,7 @@ from torch.utils.data import Dataset, Sampler, get_worker_info
 from .. import networks
 from ..checkpoint import load_network_weights, network_state_dict, weights_file
 from ..data.semantics import to_semantics
+from ..device import precision_policy
 from ..errors import SpadeganError
 from ..fileio import atomic_write_bytes, load_torch_file, save_file_set
 from ..losses import GANLoss, VGGLoss, feature_matching_loss, kld_loss
@@ -71,14 +73,6 @@ def mix_seed(*parts: int) -> int:
     """A well-spread 63-bit seed from integers (so (seed, epoch) and (seed, epoch+1) differ a lot)."""
     h = hashlib.blake2b(",".join(str(int(p)) for p in parts).encode(), digest_size=8).digest()
     return int.from_bytes(h, "little") >> 1
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX); True if unknown."""
-    try:
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except Exception:  # private helpers: absent in some torch versions
-        return True
 
 
 def make_adam(params: list[nn.Parameter], lr: float, betas: tuple[float, float]) -> torch.optim.Adam:
@@ -142,14 +136,25 @@ def rng_state(extra: Mapping[str, torch.Generator] | None = None) -> dict[str, A
     return st
 
 
+def _set_cuda_rng_state(states: list[torch.Tensor]) -> None:
+    """Restore the per-GPU RNG states; warn (the resume is no longer exact) where that fails."""
+    count = torch.cuda.device_count()
+    try:
+        torch.cuda.set_rng_state_all(states[:count])
+        if len(states) != count:
+            raise ValueError(f"they were saved for {len(states)} GPU(s), this machine has {count}")
+    except (RuntimeError, ValueError) as e:
+        warnings.warn(f"the CUDA random number generator states of the resumed run could not all be "
+                      f"restored ({e}); training goes on, but the resume is no longer exact", stacklevel=3)
+
+
 def set_rng_state(st: Mapping[str, Any], extra: Mapping[str, torch.Generator] | None = None) -> None:
     torch.set_rng_state(st["torch"])
     _set_np_state(st["numpy"])
     py = st["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     if "cuda" in st and torch.cuda.is_available():
-        with contextlib.suppress(Exception):  # a different GPU count: keep the fresh state
-            torch.cuda.set_rng_state_all(st["cuda"])
+        _set_cuda_rng_state(st["cuda"])
     for k, g in (extra or {}).items():
         if k in st:
             g.set_state(st[k])
@@ -509,21 +514,15 @@ class Trainer:
             self.model.E = DDP(self.model.netE, **kw)
 
     def _setup_amp(self) -> None:
+        """--amp: the precision policy of `spadegan.device` (bf16 on AMX CPUs and CUDA >= 8.0,
+        fp16 + GradScaler on older GPUs, else fp32 with one warning saying why)."""
         self.amp_dtype: torch.dtype | None = None
         use_scaler = False
         if self.opt.amp:
-            if self.device.type == "cuda":
-                if torch.cuda.is_bf16_supported():
-                    self.amp_dtype = torch.bfloat16
-                else:  # fp16 needs loss scaling against underflowing gradients
-                    self.amp_dtype, use_scaler = torch.float16, True
-            elif cpu_has_native_bf16():
-                self.amp_dtype = torch.bfloat16
-            elif self.is_main:
-                # without AVX512-BF16/AMX, oneDNN has no bf16 convolution and PyTorch falls back
-                # to a reference kernel some 50x slower than fp32: mixed precision would only hurt
-                print("warning: --amp ignored: this CPU has no bf16 units (AVX512-BF16 or AMX), where "
-                      "bf16 convolutions run ~50x slower than fp32; training in fp32", flush=True)
+            policy = precision_policy(self.device)
+            self.amp_dtype, use_scaler = policy.autocast_dtype, policy.needs_grad_scaler
+            if self.amp_dtype is None and self.is_main:
+                print(f"warning: --amp ignored: {policy.reason}; training in fp32", flush=True)
         dev = "cuda" if self.device.type == "cuda" else "cpu"
         self.scaler_G = torch.amp.GradScaler(dev, enabled=use_scaler)
         self.scaler_D = torch.amp.GradScaler(dev, enabled=use_scaler)
