@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from spadegan import device as dev
-from spadegan.errors import SpadeganError
+from spadegan.errors import SpadeganError, SpadeganWarning
 
 
 @pytest.fixture(autouse=True)
@@ -102,7 +102,7 @@ def test_a_probe_that_cannot_answer_means_fp32_not_bf16(monkeypatch, failure):
     else:
         fake_cpu(monkeypatch, amx=True, avx512_bf16=True)
         monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
-    with pytest.warns(UserWarning, match="cannot tell whether this CPU has AMX"):
+    with pytest.warns(SpadeganWarning, match="cannot tell whether this CPU has AMX"):
         p = dev.precision_policy("cpu")
     assert p.name == "fp32" and "cannot tell" in p.reason
     with warnings.catch_warnings():
@@ -124,7 +124,7 @@ def test_synthesizer_auto_precision_follows_the_policy(monkeypatch):
         return net
     fake_cpu(monkeypatch, amx=False, avx512_bf16=True)
     assert Synthesizer(G(), device="cpu").precision == "fp32"
-    with pytest.warns(UserWarning, match="--precision bf16 is likely slower than fp32 here"):
+    with pytest.warns(SpadeganWarning, match="--precision bf16 is likely slower than fp32 here"):
         assert Synthesizer(G(), device="cpu", precision="bf16").precision == "bf16"
     fake_cpu(monkeypatch, amx=True, avx512_bf16=True)
     assert Synthesizer(G(), device="cpu").precision == "bf16"
@@ -148,7 +148,7 @@ def test_explicit_device_wins(monkeypatch):
 def test_gpu_ids_without_cuda_fall_back_to_the_cpu_saying_so_once(monkeypatch):
     no_cuda(monkeypatch)
     assert dev.resolve_device(None, gpu_ids="-1") == torch.device("cpu")
-    with pytest.warns(UserWarning, match="--gpu_ids 0: no CUDA GPU is available, running on the CPU"):
+    with pytest.warns(SpadeganWarning, match="--gpu_ids 0: no CUDA GPU is available, running on the CPU"):
         assert dev.resolve_device(None, gpu_ids="0") == torch.device("cpu")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -159,7 +159,7 @@ def test_gpu_ids_without_cuda_fall_back_to_the_cpu_saying_so_once(monkeypatch):
 
 def test_several_gpu_ids_use_the_first_saying_so_once(monkeypatch):
     fake_cuda(monkeypatch, count=4)
-    with pytest.warns(UserWarning, match="--gpu_ids 1,2: this process runs on cuda:1 only"):
+    with pytest.warns(SpadeganWarning, match="--gpu_ids 1,2: this process runs on cuda:1 only"):
         assert dev.resolve_device(None, gpu_ids="1,2") == torch.device("cuda", 1)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -196,8 +196,8 @@ def test_cuda_rng_state_that_cannot_be_restored_warns(monkeypatch):
     def set_all(states):
         raise RuntimeError("invalid device ordinal")
     monkeypatch.setattr(torch.cuda, "set_rng_state_all", set_all)
-    with pytest.warns(UserWarning, match="resume is no longer exact"):
+    with pytest.warns(SpadeganWarning, match="resume is no longer exact"):
         set_rng_state(st)
     monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: None)
-    with pytest.warns(UserWarning, match="saved for 2 GPU.*has 1"):
+    with pytest.warns(SpadeganWarning, match="saved for 2 GPU.*has 1"):
         set_rng_state(st)

@@ -2,7 +2,8 @@
 
 Subcommand modules are imported only when used, so `spadegan --help` stays fast and a
 missing optional extra (e.g. fastapi for `paint`) only matters for that command. Errors a
-user can cause (SpadeganError) are printed as one line, exit code 2; Ctrl-C exits 130.
+user can cause (SpadeganError) are printed as one line, exit code 2; Ctrl-C exits 130
+(`errors.run_command`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import sys
 from typing import Callable
 
-from .errors import SpadeganError
+from .errors import run_command
 
 
 def _train(argv: list[str]) -> int:
@@ -91,14 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     if cmd is None:
         print(f"spadegan: unknown command {argv[0]!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    try:
-        return int(cmd[0](argv[1:]) or 0)
-    except SpadeganError as e:
-        print(f"spadegan {argv[0]}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"spadegan {argv[0]}: interrupted", file=sys.stderr)
-        return 130
+    return run_command(argv[0], cmd[0], argv[1:])
 
 
 if __name__ == "__main__":

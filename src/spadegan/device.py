@@ -32,7 +32,7 @@ from typing import Sequence
 
 import torch
 
-from .errors import SpadeganError
+from .errors import SpadeganError, SpadeganWarning
 
 #: Precision names and their compute dtypes.
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -40,10 +40,10 @@ _SAID: set[str] = set()  # messages already given in this process
 
 
 def say_once(message: str) -> None:
-    """`warnings.warn(message)` the first time this process meets it, never again."""
+    """Warn (SpadeganWarning) the first time this process meets `message`, never again."""
     if message not in _SAID:
         _SAID.add(message)
-        warnings.warn(message, stacklevel=3)
+        warnings.warn(message, SpadeganWarning, stacklevel=3)
 
 
 # ---- devices -----------------------------------------------------------------------------------

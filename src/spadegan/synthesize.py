@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .device import PRECISIONS, precision_policy, resolve_device
-from .errors import SpadeganError, UnsafeFileError
+from .errors import SpadeganError, SpadeganWarning, UnsafeFileError
 
 #: The built-in model (trained on the procedural landscapes), shipped inside the package.
 BUILTIN_DIR = Path(__file__).resolve().parent / "pretrained" / "landscapes"
@@ -131,7 +131,7 @@ class Synthesizer:
             raise SpadeganError(f"--precision must be fp32, bf16, fp16 or auto, not {precision!r}")
         if precision not in ("fp32", policy.name):
             warnings.warn(f"--precision {precision} is likely slower than {policy.name} here: {policy.reason}",
-                          stacklevel=2)
+                          SpadeganWarning, stacklevel=2)
         self.precision = precision
         self.name = name or self.opt.name
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
@@ -159,7 +159,7 @@ class Synthesizer:
         else:
             if use_engine:
                 warnings.warn(f"the fast engine supports --netG spade only; running the faithful "
-                              f"{opt.netG} generator", stacklevel=2)
+                              f"{opt.netG} generator", SpadeganWarning, stacklevel=2)
             self.G = G.to(self.device).eval()
         if self._E is not None:
             self._E = self._E.to(self.device).eval()

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import SpadeganError
+from ..errors import SpadeganError, run_command
 from ..options import Options, format_options, parse, save_options
 
 
@@ -203,8 +203,7 @@ def test_main(argv: list[str]) -> int:
 
 def _main() -> int:
     """`python -m spadegan.train.cli ...` (what torchrun launches): the train command."""
-    from ..cli import main
-    return main(["train", *sys.argv[1:]])
+    return run_command("train", train_main, sys.argv[1:])
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ from .. import networks
 from ..checkpoint import load_network_weights, network_state_dict, weights_file
 from ..data.semantics import to_semantics
 from ..device import precision_policy
-from ..errors import SpadeganError
+from ..errors import SpadeganError, SpadeganWarning
 from ..fileio import atomic_write_bytes, load_torch_file, save_file_set
 from ..losses import GANLoss, VGGLoss, feature_matching_loss, kld_loss
 from ..options import Options
@@ -145,7 +145,7 @@ def _set_cuda_rng_state(states: list[torch.Tensor]) -> None:
             raise ValueError(f"they were saved for {len(states)} GPU(s), this machine has {count}")
     except (RuntimeError, ValueError) as e:
         warnings.warn(f"the CUDA random number generator states of the resumed run could not all be "
-                      f"restored ({e}); training goes on, but the resume is no longer exact", stacklevel=3)
+                      f"restored ({e}); training goes on, but the resume is no longer exact", SpadeganWarning, stacklevel=3)
 
 
 def set_rng_state(st: Mapping[str, Any], extra: Mapping[str, torch.Generator] | None = None) -> None:
