@@ -91,20 +91,45 @@ def test_spade_layer_matches_dense(ks, extras, kind):
     _compare_grads(ref_g, g)
 
 
+@pytest.mark.parametrize("ks", [1, 3])
+@pytest.mark.parametrize("per_class", [False, True], ids=["noise per image", "noise per class"])
+def test_spade_layer_with_3d_noise_matches_dense(ks, per_class):
+    """OASIS' 3D noise: noise channels after the semantics, constant over a class region."""
+    torch.manual_seed(ks)
+    opt = _Opt(5, dontcare=False, instance=True)
+    b, c, z = 2, 4, 3
+    label = maps("scene", (b, 64, 64), 5)
+    inst = blocky((b, 64, 64), 32, 2, seed=5).float()
+    noise = torch.randn(b, 5, z) if per_class else torch.randn(b, z)
+    codes = LabelCodes.from_label(label, inst, opt).with_noise(noise)
+    sem = codes.semantics()
+    assert sem.shape[1] == 5 + 1 + z
+    layer = SPADE(f"spadebatch{ks}x{ks}", c, sem.shape[1])
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.normal_(0, 0.5)
+    x, target = torch.randn(b, c, 64, 64), torch.randn(b, c, 64, 64)
+    assert codes.at(64, 64).boundary_fraction(ks // 2) < 0.5  # the lookup path, not the fallback
+    ref_out, ref_g = _spade_run(layer, x, sem, target)
+    out, g = _spade_run(layer, x, codes, target)
+    assert torch.allclose(out, ref_out, atol=1e-4 * float(ref_out.abs().max()), rtol=0)
+    _compare_grads(ref_g, g)
+
+
 def test_lookup_path_and_dense_fallback_both_taken():
     """The scene map runs the boundary-band path at 64 px; the worst case falls back to dense."""
     opt = _Opt(5, dontcare=False, instance=False)
-    scene = LabelCodes.from_label(maps("scene", (1, 64, 64), 5), None, opt).at(64, 64)
-    worst = LabelCodes.from_label(maps("worst", (1, 64, 64), 5), None, opt).at(64, 64)
-    assert 0 < scene.boundary_fraction(1) < 0.3
-    assert worst.boundary_fraction(1) == 1.0
+    scene = LabelCodes.from_label(maps("scene", (1, 64, 64), 5), None, opt)
+    worst = LabelCodes.from_label(maps("worst", (1, 64, 64), 5), None, opt)
+    assert 0 < scene.at(64, 64).boundary_fraction(1) < 0.3
+    assert worst.at(64, 64).boundary_fraction(1) == 1.0
     layer = SPADE("spadeinstance3x3", 4, 5)
     calls = []
     orig = layer._gamma_beta_lookup
     layer._gamma_beta_lookup = lambda *a, **k: calls.append(1) or orig(*a, **k)
-    layer.gamma_beta_sparse(scene, 5, False)
+    layer.gamma_beta_sparse(scene, 64, 64)
     assert calls == [1]
-    layer.gamma_beta_sparse(worst, 5, False)
+    layer.gamma_beta_sparse(worst, 64, 64)
     assert calls == [1]
 
 

@@ -148,11 +148,14 @@ class LabelCodes:
     itself (for the discriminator), built once.
     """
 
-    def __init__(self, code: torch.Tensor, label_channels: int, instance: bool):
+    def __init__(self, code: torch.Tensor, label_channels: int, instance: bool,
+                 noise: torch.Tensor | None = None):
         self.code = code.long()
         self.label_channels = label_channels
         self.instance = instance
         self.V = label_channels * (2 if instance else 1)
+        #: (B, label_channels, z) 3D noise: the vector every pixel of class c in image b gets
+        self.noise = noise
         self._levels: dict[tuple[int, int], CodeLevel] = {}
         self._semantics: torch.Tensor | None = None
 
@@ -181,6 +184,30 @@ class LabelCodes:
             label = label + nc * instance_edges(instance)
         return cls(label, nc, with_instance)
 
+    def with_noise(self, noise: torch.Tensor) -> "LabelCodes":
+        """The same codes with 3D noise: `noise` (B, z) per image, or (B, label_channels, z)
+        per image and class; the noise channels follow the semantics channels."""
+        b = self.code.shape[0]
+        if noise.dim() == 2:
+            noise = noise[:, None, :].expand(b, self.label_channels, noise.shape[1])
+        if noise.dim() != 3 or noise.shape[:2] != (b, self.label_channels):
+            raise SpadeganError(f"3D noise must be (B, z_dim) or (B, {self.label_channels}, z_dim) for "
+                                f"{b} label maps, got {tuple(noise.shape)}")
+        new = LabelCodes(self.code, self.label_channels, self.instance, noise.to(self.device))
+        new._levels = self._levels  # the index arithmetic does not depend on the noise
+        return new
+
+    @property
+    def noise_nc(self) -> int:
+        return 0 if self.noise is None else self.noise.shape[2]
+
+    def code_noise(self) -> torch.Tensor | None:
+        """(B, V + 1, z): the noise per code (a code's class decides it; padding gets zeros)."""
+        if self.noise is None:
+            return None
+        per_code = self.noise.repeat(1, 2, 1) if self.instance else self.noise
+        return torch.cat([per_code, per_code.new_zeros(per_code.shape[0], 1, per_code.shape[2])], 1)
+
     @property
     def shape(self) -> torch.Size:
         return self.code.shape
@@ -191,7 +218,7 @@ class LabelCodes:
 
     @property
     def semantic_nc(self) -> int:
-        return self.label_channels + int(self.instance)
+        return self.label_channels + int(self.instance) + self.noise_nc
 
     def size(self, dim: int) -> int:
         """The semantics tensor's size along `dim` (so code written for it keeps working)."""
@@ -206,29 +233,62 @@ class LabelCodes:
         return self._levels[key]
 
     def semantics(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """The one-hot (+ instance edge) tensor (B, semantic_nc, H, W) the dense networks read."""
+        """The one-hot (+ instance edge) (+ noise) tensor (B, semantic_nc, H, W) the dense
+        networks read."""
         if self._semantics is None or self._semantics.dtype != dtype:
             L = self.label_channels
             b, h, w = self.code.shape
-            sem = torch.zeros(b, self.semantic_nc, h, w, dtype=dtype, device=self.device)
+            sem = torch.zeros(b, L + int(self.instance), h, w, dtype=dtype, device=self.device)
             sem.scatter_(1, (self.code % L)[:, None], 1.0)
             if self.instance:
                 sem[:, L] = (self.code >= L).to(dtype)
+            if self.noise is not None:
+                sem = torch.cat([sem, torch.einsum("blz,blhw->bzhw", self.noise.to(dtype), sem[:, :L])], 1)
             self._semantics = sem
         return self._semantics
 
 
+def tap_tables(weight: torch.Tensor, label_channels: int, instance: bool,
+               code_noise: torch.Tensor | None = None) -> torch.Tensor:
+    """(G, T, V + 1, out) per-tap lookup tables of a conv over the semantics channels.
+
+    Without noise G = 1 (`code_embedding`). With 3D noise (`code_noise` (B, V + 1, z), the
+    noise channels last in `weight`), G = B: each image's tables add the noise term of its
+    codes, W_t^noise . z(b, code), which is what a code's pixels feed that tap.
+    """
+    nlab = label_channels + int(instance)
+    table = code_embedding(weight[:, :nlab], label_channels, instance)[None]
+    if code_noise is None:
+        return table
+    w_noise = weight[:, nlab:].permute(2, 3, 0, 1).reshape(-1, weight.shape[0], code_noise.shape[2])
+    return table + torch.einsum("toz,bvz->btvo", w_noise, code_noise.to(weight.dtype))
+
+
+def table_group(level: CodeLevel, flat: torch.Tensor | None, groups: int) -> torch.Tensor | None:
+    """The image (table group) of each pixel in `flat` (all pixels if None); None if G = 1."""
+    if groups == 1:
+        return None
+    hw = level.H * level.W
+    if flat is None:
+        return torch.arange(level.B, device=level.code.device).repeat_interleave(hw)
+    return flat // hw
+
+
 def label_conv(level: CodeLevel, weight: torch.Tensor, bias: torch.Tensor | None,
-               label_channels: int, instance: bool, flat: torch.Tensor | None = None) -> torch.Tensor:
-    """A stride-1, zero-padded k x k conv of the level's one-hot map, by lookups: (N, out).
+               label_channels: int, instance: bool, flat: torch.Tensor | None = None,
+               code_noise: torch.Tensor | None = None) -> torch.Tensor:
+    """A stride-1, zero-padded k x k conv of the level's semantics map, by lookups: (N, out).
 
     Rows are the pixels `flat` (flat ids into the level), or all pixels in (B, H, W) order.
-    Equal to `F.conv2d(one_hot, weight, bias, padding=k // 2)` at those pixels.
+    Equal to `F.conv2d(semantics, weight, bias, padding=k // 2)` at those pixels.
     """
     k = weight.shape[-1]
-    table = code_embedding(weight, label_channels, instance)  # (T, V + 1, out)
+    tables = tap_tables(weight, label_channels, instance, code_noise)  # (G, T, V + 1, out)
     codes = level.window_codes(flat, k // 2)
     t = codes.shape[1]
     idx = codes + torch.arange(t, device=codes.device)[None, :] * (level.V + 1)
-    out = F.embedding_bag(idx, table.reshape(t * (level.V + 1), -1), mode="sum")
+    group = table_group(level, flat, tables.shape[0])
+    if group is not None:
+        idx = idx + group[:, None] * (t * (level.V + 1))
+    out = F.embedding_bag(idx, tables.reshape(-1, tables.shape[-1]), mode="sum")
     return out if bias is None else out + bias

@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import SpadeganError
-from .label_codes import CodeLevel, LabelCodes, code_embedding, label_conv
+from .label_codes import CodeLevel, LabelCodes, label_conv, table_group, tap_tables
 from .norms import param_free_norm
 
 NHIDDEN = 128  # fixed in the paper and the official checkpoints
@@ -58,8 +58,7 @@ class SPADE(nn.Module):
     def forward(self, x: torch.Tensor, segmap: torch.Tensor | LabelCodes) -> torch.Tensor:
         normalized = self.param_free_norm(x)
         if isinstance(segmap, LabelCodes):
-            level = segmap.at(x.shape[2], x.shape[3])
-            gamma, beta = self.gamma_beta_sparse(level, segmap.label_channels, segmap.instance)
+            gamma, beta = self.gamma_beta_sparse(segmap, x.shape[2], x.shape[3])
             return normalized * (1 + gamma.to(normalized.dtype)) + beta.to(normalized.dtype)
         if segmap.shape[2:] != x.shape[2:]:  # same size: nearest resizing would only copy
             segmap = F.interpolate(segmap, size=x.shape[2:], mode="nearest")
@@ -67,60 +66,74 @@ class SPADE(nn.Module):
         return normalized * (1 + self.mlp_gamma(actv)) + self.mlp_beta(actv)
 
     # ---- the sparse implementation -----------------------------------------------------
-    def gamma_beta_sparse(self, level: CodeLevel, label_channels: int, instance: bool,
+    def gamma_beta_sparse(self, codes: LabelCodes, h: int, w: int,
                           threshold: float = SPARSE_THRESHOLD) -> tuple[torch.Tensor, torch.Tensor]:
-        """(gamma, beta), each (B, C, H, W), of the level's label map, computed by lookups."""
+        """(gamma, beta), each (B, C, h, w), of the label map resized to h x w, by lookups."""
+        level = codes.at(h, w)
         shared = self.mlp_shared[0]
         k = shared.kernel_size[0]
         pw = k // 2
         w_gb = torch.cat([self.mlp_gamma.weight, self.mlp_beta.weight])  # (2C, 128, k, k)
         b_gb = torch.cat([self.mlp_gamma.bias, self.mlp_beta.bias])
         c2 = w_gb.shape[0]
+        args = (codes.label_channels, codes.instance)
+        noise = codes.code_noise()
         dense = k > 1 and (level.H <= 4 * pw or level.W <= 4 * pw
                            or level.boundary_fraction(pw) > threshold)
         if dense:
-            hidden = torch.relu(label_conv(level, shared.weight, shared.bias, label_channels, instance))
+            hidden = torch.relu(label_conv(level, shared.weight, shared.bias, *args, code_noise=noise))
             hidden = hidden.view(level.B, level.H, level.W, -1).permute(0, 3, 1, 2)
             gb = F.conv2d(hidden, w_gb, b_gb, padding=pw)
         else:
-            gb = self._gamma_beta_lookup(level, w_gb, b_gb, label_channels, instance)
+            gb = self._gamma_beta_lookup(level, w_gb, b_gb, args, noise)
         return gb[:, :c2 // 2], gb[:, c2 // 2:]
 
     def _gamma_beta_lookup(self, level: CodeLevel, w_gb: torch.Tensor, b_gb: torch.Tensor,
-                           label_channels: int, instance: bool) -> torch.Tensor:
-        """Per-code constants everywhere, the exact convolution at the boundary pixels."""
+                           args: tuple[int, bool], noise: torch.Tensor | None) -> torch.Tensor:
+        """Per-code constants everywhere, the exact convolution at the boundary pixels.
+
+        With 3D noise the constants are per (image, code): G = B table groups.
+        """
         shared = self.mlp_shared[0]
         k = shared.kernel_size[0]
         pw, c2, V = k // 2, w_gb.shape[0], level.V
-        emb = code_embedding(shared.weight, label_channels, instance)  # (T, V + 1, 128)
-        hidden_const = torch.relu(emb[:, :V].sum(0) + shared.bias)  # (V, 128)
-        gb_const = torch.addmm(b_gb, hidden_const, w_gb.sum(dim=(2, 3)).t())  # (V, 2C)
-        full = gb_const.t().index_select(1, level.code.reshape(-1))  # (2C, N)
+        tables = tap_tables(shared.weight, *args, code_noise=noise)  # (G, T, V + 1, 128)
+        groups = tables.shape[0]
+        hidden_const = torch.relu(tables[:, :, :V].sum(1) + shared.bias).reshape(groups * V, -1)
+        gb_const = torch.addmm(b_gb, hidden_const, w_gb.sum(dim=(2, 3)).t())  # (G V, 2C)
+        rows = level.code.reshape(-1)
+        group = table_group(level, None, groups)
+        if group is not None:
+            rows = rows + group * V
+        full = gb_const.t().index_select(1, rows)  # (2C, N)
         if k > 1:
             p, q = level.boundary(pw)
             if p.numel():
-                vals = self._boundary_values(level, p, q, hidden_const, w_gb, b_gb,
-                                             label_channels, instance)
+                vals = self._boundary_values(level, p, q, hidden_const, w_gb, b_gb, args, noise)
                 full = full.index_copy(1, p, vals.t())
         return full.view(c2, level.B, level.H, level.W).permute(1, 0, 2, 3)
 
     def _boundary_values(self, level: CodeLevel, p: torch.Tensor, q: torch.Tensor,
                          hidden_const: torch.Tensor, w_gb: torch.Tensor, b_gb: torch.Tensor,
-                         label_channels: int, instance: bool) -> torch.Tensor:
+                         args: tuple[int, bool], noise: torch.Tensor | None) -> torch.Tensor:
         """(P, 2C) gamma|beta at the boundary pixels p: a conv of hidden vectors that are
         looked up (per-code constants, zero in the padding) or, at the pixels q, computed."""
         shared = self.mlp_shared[0]
         k = shared.kernel_size[0]
-        pw, V = k // 2, level.V
-        hidden_q = torch.relu(label_conv(level, shared.weight, shared.bias, label_channels,
-                                         instance, flat=q))  # (Q, 128)
+        pw, consts = k // 2, hidden_const.shape[0]
+        hidden_q = torch.relu(label_conv(level, shared.weight, shared.bias, *args, flat=q,
+                                         code_noise=noise))  # (Q, 128)
         with torch.no_grad():  # which row of [constants | zero | hidden_q] each tap reads
             cp, offs, wp = level.padded(pw)
             qrow = torch.full_like(cp, -1)
             qrow[level.window_base(q, pw) + pw * wp + pw] = torch.arange(q.numel(), device=cp.device)
             pos = level.window_base(p, pw)[:, None] + offs[None, :]
-            row = qrow[pos]
-            idx = torch.where(row >= 0, row + V + 1, cp[pos])
+            row, code = qrow[pos], cp[pos]
+            const_row = code
+            if consts > level.V:  # per-image constants: offset by the image's group
+                const_row = code + (p // (level.H * level.W))[:, None] * level.V
+            idx = torch.where(row >= 0, row + consts + 1,
+                              torch.where(code == level.V, consts, const_row))
         table = torch.cat([hidden_const, hidden_const.new_zeros(1, NHIDDEN), hidden_q])
         cols = F.embedding(idx, table).view(p.numel(), -1)  # (P, k*k*128), tap-major
         w_mat = w_gb.permute(2, 3, 1, 0).reshape(k * k * NHIDDEN, -1)

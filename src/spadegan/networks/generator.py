@@ -60,7 +60,8 @@ class SPADEGenerator(BaseNetwork):
             return self.fc(z).view(-1, 16 * self.ngf, self.sh, self.sw)
         if isinstance(seg, LabelCodes):  # the conv of the downsampled one-hot map, by lookups
             level = seg.at(self.sh, self.sw)
-            x = label_conv(level, self.fc.weight, self.fc.bias, seg.label_channels, seg.instance)
+            x = label_conv(level, self.fc.weight, self.fc.bias, seg.label_channels, seg.instance,
+                           code_noise=seg.code_noise())
             return x.view(level.B, self.sh, self.sw, -1).permute(0, 3, 1, 2)
         return self.fc(F.interpolate(seg, size=(self.sh, self.sw)))
 
