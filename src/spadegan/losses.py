@@ -88,3 +88,52 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Gene
     std = torch.exp(0.5 * logvar)
     eps = torch.randn(std.shape, dtype=std.dtype, device=std.device, generator=generator)
     return eps * std + mu
+
+
+# ---- OASIS (Schönfeld et al., ICLR 2021): N+1-class segmentation loss and LabelMix --------------
+def class_balance_weights(label: torch.Tensor, num_classes: int, ignore_index: int | None = None) -> torch.Tensor:
+    """Per-pixel weights (B, H, W) inverse to the batch's class frequencies.
+
+    Class c weighs N / (K * n_c), N the number of pixels, n_c those of class c and K the
+    number of classes present, so the weights average to 1 over the labelled pixels and
+    every present class carries the same total weight; `ignore_index` (dontcare) weighs 0.
+    """
+    counts = torch.bincount(label.reshape(-1), minlength=num_classes).to(torch.float32)
+    if ignore_index is not None:
+        counts[ignore_index] = 0
+    present = int((counts > 0).sum())
+    coef = torch.where(counts > 0, label.numel() / (max(present, 1) * counts.clamp(min=1)),
+                       torch.zeros_like(counts))
+    return coef[label]
+
+
+def oasis_loss(logits: torch.Tensor, label: torch.Tensor, target_is_real: bool,
+               ignore_index: int | None = None) -> torch.Tensor:
+    """The class-balanced N+1 cross-entropy of an OASIS discriminator's logits.
+
+    `logits`: (B, 1 + N, H, W), channel 0 "fake", channel 1 + c class c; `label`: (B, H, W)
+    class ids. Real targets are the classes, weighted by `class_balance_weights`; fake
+    targets are channel 0, unweighted. Both are averaged over all pixels.
+    """
+    logits = logits.float()
+    if not target_is_real:
+        return F.cross_entropy(logits, torch.zeros_like(label))
+    weights = class_balance_weights(label, logits.shape[1] - 1, ignore_index)
+    return (F.cross_entropy(logits, label + 1, reduction="none") * weights).mean()
+
+
+def labelmix_mask(label: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(B, 1, H, W) float 0/1: each class of each image taken wholly from the real (1) or the
+    fake (0) image, by a fair coin per (image, class)."""
+    b = label.shape[0]
+    num = int(label.max()) + 1 if label.numel() else 1
+    coins = torch.randint(0, 2, (b, num), generator=generator).to(label.device)
+    return torch.gather(coins, 1, label.reshape(b, -1)).view(b, 1, *label.shape[1:]).float()
+
+
+def labelmix_loss(mask: torch.Tensor, d_mixed: torch.Tensor, d_fake: torch.Tensor,
+                  d_real: torch.Tensor) -> torch.Tensor:
+    """LabelMix consistency: D's logits on the mixed image should be the mix of its logits
+    on the real and the fake image (mean squared error over logits and pixels)."""
+    target = mask * d_real.float() + (1 - mask) * d_fake.float()
+    return F.mse_loss(d_mixed.float(), target)
