@@ -94,9 +94,10 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Gene
 def class_balance_weights(label: torch.Tensor, num_classes: int, ignore_index: int | None = None) -> torch.Tensor:
     """Per-pixel weights (B, H, W) inverse to the batch's class frequencies.
 
-    Class c weighs N / (K * n_c), N the number of pixels, n_c those of class c and K the
-    number of classes present, so the weights average to 1 over the labelled pixels and
-    every present class carries the same total weight; `ignore_index` (dontcare) weighs 0.
+    Class c weighs N / (K * n_c): N the number of pixels (all of them, as in OASIS), n_c
+    those of class c, K the number of classes present (dontcare not counted). Every present
+    class carries the same total weight, and without dontcare the weights average to 1;
+    `ignore_index` (dontcare) weighs 0.
     """
     counts = torch.bincount(label.reshape(-1), minlength=num_classes).to(torch.float32)
     if ignore_index is not None:
