@@ -266,7 +266,7 @@ def test_official_output_files(tmp_path):
 
 def test_label_maps_drawn_in_palette_colours():
     from spadegan.data.palettes import classes_for_dataset_mode
-    from spadegan.train.visualizer import label_to_numpy
+    from spadegan.visuals import label_to_numpy
     opt = parse(["--dataset_mode", "coco"], train=True)  # label_nc 182 + dontcare
     lab = torch.tensor([[[[0.0, 182.0]]]])
     rgb = label_to_numpy(lab, opt)[0, 0]

@@ -652,7 +652,7 @@ def format_table(metrics: dict[str, Any]) -> str:
 def _samples_png(path: Path, split: EvalSplit, fake: torch.Tensor, baseline: torch.Tensor | None,
                  opt: Any, n: int) -> str:
     """A grid: one row per example with label (colours), real photo, synthesized, baseline."""
-    from spadegan.train.visualizer import label_palette, save_png
+    from spadegan.visuals import label_palette, save_png
 
     n = min(n, len(split))
     pal = label_palette(opt)

@@ -113,7 +113,7 @@ def test_main(argv: list[str]) -> int:
     from ..checkpoint import load_network_weights, weights_file
     from ..data.semantics import to_semantics
     from .trainer import mix_seed
-    from .visualizer import image_to_numpy, label_to_numpy, save_png, write_results_page
+    from ..visuals import image_to_numpy, label_to_numpy, save_png, write_results_page
 
     opt = parse(argv, train=False)
     opt, dataset = _prepare_dataset(opt, show=True)
