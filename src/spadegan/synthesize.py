@@ -37,6 +37,7 @@ from PIL import Image
 
 from .device import PRECISIONS, precision_policy, resolve_device
 from .errors import SpadeganError, SpadeganWarning, UnsafeFileError
+from .visuals import image_to_numpy, save_png
 
 #: The built-in model (trained on the procedural landscapes), shipped inside the package.
 BUILTIN_DIR = Path(__file__).resolve().parent / "pretrained" / "landscapes"
@@ -85,16 +86,6 @@ def _ids_from_image(im: Image.Image, where: str) -> tuple[np.ndarray | None, np.
     if mode in ("RGB", "RGBA", "RGBX", "CMYK", "YCbCr"):
         return None, np.asarray(im.convert("RGB"))
     raise SpadeganError(f"{where}: unsupported image mode {mode}; save label maps as 8-bit PNGs")
-
-
-def pil_to_array(im: Image.Image) -> np.ndarray:
-    return np.asarray(im.convert("RGB"), dtype=np.uint8)
-
-
-def tensor_to_uint8(img: torch.Tensor) -> np.ndarray:
-    """(B,3,H,W) in [-1, 1] -> (B,H,W,3) uint8 (rounded)."""
-    x = ((img.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).cpu().numpy()
 
 
 class Synthesizer:
@@ -354,7 +345,7 @@ class Synthesizer:
                                 for i, a in zip(instances, ids)])
         wheres = [str(s) if isinstance(s, (str, os.PathLike)) else None for s in styles]
         z = self._z(seeds, styles, size, wheres)
-        arrs = tensor_to_uint8(self._run(lab, inst, z, size))
+        arrs = image_to_numpy(self._run(lab, inst, z, size))
         if output == "numpy":
             return list(arrs)
         return [Image.fromarray(a) for a in arrs]
@@ -426,7 +417,7 @@ class AppBackend:
         lab = torch.stack([Synthesizer._resize_ids(a.numpy(), size) for a in ids])
         inst = lab.clone() if syn.needs_instance else None
         z = syn._z(seeds, styles, size, [None] * len(labels))
-        return list(tensor_to_uint8(syn._run(lab, inst, z, size)))
+        return list(image_to_numpy(syn._run(lab, inst, z, size)))
 
 
 # ---- the command line ---------------------------------------------------------------------------
@@ -539,10 +530,7 @@ def _pair_instances(labels: list[Path], inst_args: list[str]) -> list[Path | Non
 
 
 def _save(img: Image.Image, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    img.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    save_png(np.asarray(img), path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,7 @@
 """Tensors -> pictures and HTML pages, shared by training, `spadegan test`, eval and synthesize.
 
-- `image_to_numpy`: images in [-1, 1] -> (B, H, W, 3) uint8; `tile`: a batch as one picture;
+- `to_uint8` / `image_to_numpy`: images in [-1, 1] -> uint8 levels / (B, H, W, 3) arrays;
+  `tile`: a batch as one picture;
 - `label_palette` / `label_to_numpy`: label maps in the dataset's palette colours;
 - `save_png`: an atomic PNG write;
 - `write_results_page`: the `index.html` grid of images (what `spadegan test` writes), built
@@ -36,15 +37,18 @@ def tile(images: np.ndarray, max_cols: int = 8) -> np.ndarray:
     return out
 
 
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1] -> uint8 levels (same shape, on the CPU), rounded as a PNG stores them."""
+    return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+
+
 def image_to_numpy(t: torch.Tensor) -> np.ndarray:
     """Images in [-1, 1], (B,3,H,W) or (3,H,W) -> (B,H,W,3) uint8."""
-    t = t.detach().float().cpu()
     if t.dim() == 3:
         t = t.unsqueeze(0)
     if t.size(1) == 1:
         t = t.expand(-1, 3, -1, -1)
-    arr = ((t.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return arr.permute(0, 2, 3, 1).contiguous().numpy()
+    return to_uint8(t).permute(0, 2, 3, 1).contiguous().numpy()
 
 
 def label_palette(opt: Options) -> np.ndarray:

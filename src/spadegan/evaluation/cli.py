@@ -67,6 +67,7 @@ from torch import nn
 
 from spadegan.device import resolve_device
 from spadegan.errors import SpadeganError
+from spadegan.visuals import to_uint8
 
 __all__ = [
     "main",
@@ -207,11 +208,6 @@ class EvalSplit:
         return int(self.labels.shape[0])
 
 
-def _to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] floats -> uint8 as a PNG would store them (round to the nearest level)."""
-    return ((images.detach().float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).cpu()
-
-
 def _from_uint8(images: torch.Tensor) -> torch.Tensor:
     return images.float() / 127.5 - 1.0
 
@@ -236,7 +232,7 @@ def load_split(opt: Any, how_many: int = 0, desc: str = "loading eval split") ->
                 f"{item['path']} gives a {tuple(lab.shape)} label map, the first one was {shape}; "
                 "evaluate at one size (the eval uses preprocess_mode 'fixed' at --crop_size)")
         labels.append(lab)
-        images.append(_to_uint8(item["image"]))
+        images.append(to_uint8(item["image"]))
         inst = item.get("instance")
         if torch.is_tensor(inst) and inst.dim() == 3:
             instances.append(inst.float())
@@ -401,7 +397,7 @@ def synthesize_split(G: nn.Module, split: EvalSplit, opt: Any, device: torch.dev
                 else:
                     z = eps.to(device)
             fake = G(sem, z=z)
-            out.append(_to_uint8(fake))
+            out.append(to_uint8(fake))
             bar.update(sl.stop - sl.start)
     return torch.cat(out)
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spadegan.errors import SpadeganError
-from spadegan.fileio import load_torch_file
+from spadegan.fileio import atomic_torch_save, load_torch_file
 
 __all__ = ["SmallSegmenter", "train_segmenter", "save_segmenter", "load_segmenter", "segment"]
 
@@ -242,10 +242,7 @@ def save_segmenter(model: SmallSegmenter, path: str | os.PathLike[str], half: bo
         "state_dict": {k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu())
                        for k, v in model.state_dict().items()},
     }
-    # Write then rename, so an interrupted save never leaves a truncated file behind.
-    tmp = path + ".tmp"
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    atomic_torch_save(payload, path)  # an interrupted save never leaves a truncated file behind
 
 
 def load_segmenter(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> SmallSegmenter:
