@@ -145,7 +145,6 @@ def unit_scale_generator(opt, label: torch.Tensor, inst: torch.Tensor | None, se
         hook.remove()
         G.conv_img.weight.mul_(0.8 / seen["o"].std())
         G.conv_img.bias.zero_()
-    G.opt = opt
     return G
 
 
@@ -194,7 +193,6 @@ def run_child(args) -> None:
     opt = make_options(config, args.quick)
     label, inst, _ = label_maps(config, opt, batch, args.noise_labels)
     G = networks.define_G(opt, init=False).eval()  # weights do not change memory use
-    G.opt = opt
     if args._child.startswith("faithful"):
         sem = to_semantics(label[:, None], None if inst is None else inst[:, None], opt)
         with torch.no_grad():

@@ -119,9 +119,7 @@ def test_synthesizer_auto_precision_follows_the_policy(monkeypatch):
                          "--dataset_mode", "landscapes"], train=False)
 
     def G():
-        net = networks.define_G(opt)
-        net.opt = opt
-        return net
+        return networks.define_G(opt)
     fake_cpu(monkeypatch, amx=False, avx512_bf16=True)
     assert Synthesizer(G(), device="cpu").precision == "fp32"
     with pytest.warns(SpadeganWarning, match="--precision bf16 is likely slower than fp32 here"):

@@ -206,7 +206,8 @@ def load_checkpoint(path_or_dir: str | os.PathLike, which: str = "G", opt: Optio
     `path_or_dir` is a checkpoint folder (reads `<which_epoch>_net_<which>.pth`, or
     `.safetensors`, and the options saved there) or a weights file (options from its
     folder unless `opt` is given).
-    Returns the network in eval mode with the options used as `net.opt`.
+    Returns the network in eval mode; the options used are `net.opt` (as for every network
+    `networks.define_*` builds).
     """
     from . import networks  # late import: networks import options, not the reverse
 
@@ -220,6 +221,4 @@ def load_checkpoint(path_or_dir: str | os.PathLike, which: str = "G", opt: Optio
         raise SpadeganError(f"which must be G, D or E, not {which!r}")
     net = build[which](opt, init=False)
     load_network_weights(net, weights, opt, which)
-    net.eval().to(device)
-    net.opt = opt
-    return net
+    return net.eval().to(device)

@@ -102,7 +102,7 @@ class Synthesizer:
                  device: str | torch.device | None = None, precision: str = "auto",
                  use_engine: bool = True, name: str = "", checkpoint: str | os.PathLike | None = None,
                  consume: bool = False):
-        """Wrap a generator that carries its options as `G.opt` (as `load_checkpoint` returns it).
+        """Wrap a generator with its options `G.opt` (as `networks.define_G` and `load_checkpoint` give it).
 
         `consume=True` lets the engine free G's weights as it converts them (lower peak
         memory; G is unusable afterwards); `from_checkpoint` does that with its own G.
@@ -111,8 +111,8 @@ class Synthesizer:
         from .engine import SynthesisEngine
 
         if not hasattr(G, "opt"):
-            raise SpadeganError("the generator carries no options (G.opt); load it with "
-                                "spadegan.load_checkpoint or use Synthesizer.from_checkpoint")
+            raise SpadeganError("the generator carries no options (G.opt); build it with networks.define_G, "
+                                "load it with spadegan.load_checkpoint or use Synthesizer.from_checkpoint")
         self.opt = G.opt
         self.device = resolve_device(device)
         policy = precision_policy(self.device)
@@ -366,20 +366,14 @@ class Synthesizer:
         if self.engine is not None:
             return self.engine.generate(lab, inst, z, size)
         from .data.semantics import to_semantics
-        G = self.G
+        from .networks import at_size
+        G = at_size(self.G, size) if self.netG == "spade" else self.G
         sem = to_semantics(lab[:, None].to(self.device), None if inst is None else inst[:, None].float().to(self.device),
                            self.opt)
-        old = (getattr(G, "sh", None), getattr(G, "sw", None))
-        if self.netG == "spade":
-            G.sh, G.sw = size[0] // 2 ** self.num_up, size[1] // 2 ** self.num_up
-        try:
-            dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
-            with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype or torch.float32,
-                                                        enabled=dtype is not None):
-                return G(sem, None if z is None else z.to(self.device)).float()
-        finally:
-            if self.netG == "spade":
-                G.sh, G.sw = old
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype or torch.float32,
+                                                    enabled=dtype is not None):
+            return G(sem, None if z is None else z.to(self.device)).float()
 
     # ---- helpers for galleries ---------------------------------------------------------
     def colorize(self, ids: np.ndarray) -> np.ndarray:

@@ -481,7 +481,8 @@ class SynthesisEngine(nn.Module):
             raise SpadeganError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         opt = G.opt if hasattr(G, "opt") else None
         if opt is None:
-            raise SpadeganError("the generator carries no options (.opt); load it with spadegan.load_checkpoint")
+            raise SpadeganError("the generator carries no options (.opt); build it with networks.define_G "
+                                "or load it with spadegan.load_checkpoint")
         self.opt = opt
         self.precision = precision
         self.dtype = dtype = PRECISIONS[precision]
@@ -536,7 +537,7 @@ class SynthesisEngine(nn.Module):
     @classmethod
     def from_generator(cls, G: nn.Module, precision: str = "fp32", consume: bool = False,
                        winograd: bool = True) -> "SynthesisEngine":
-        """Derive an engine from a faithful generator in eval mode (G must carry `.opt`).
+        """Derive an engine from a faithful generator in eval mode (with its `.opt`, as from define_G).
 
         `consume=True` frees G's blocks as they are converted (G is unusable afterwards),
         keeping peak memory near one copy of the weights. `winograd=False` keeps every

@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import SpadeganError
+from ..networks import at_size
 from .engine import SynthesisEngine
 
 
@@ -114,7 +115,7 @@ def export(checkpoint: str | Path, fmt: str, out: str | Path, size: int | None =
     tmp.replace(out)
     result = {"path": str(out), "format": fmt, "size": list(hw), "batch": batch, "inputs": names}
     if check:
-        ref = faithful_output(G if size is None else _resized(G, hw), inputs, names)
+        ref = faithful_output(G if size is None else at_size(G, hw), inputs, names)
         t0 = time.perf_counter()
         if fmt == "torchscript":
             with warnings.catch_warnings():
@@ -138,15 +139,6 @@ def export(checkpoint: str | Path, fmt: str, out: str | Path, size: int | None =
             raise SpadeganError(f"exported {fmt} model differs from the network by {err:.3g} (> --tol {tol}); "
                                 f"the file {out} was written but should not be trusted")
     return result
-
-
-def _resized(G: nn.Module, hw: tuple[int, int]) -> nn.Module:
-    """The faithful G producing `hw` (a SPADE generator's start map is a plain attribute)."""
-    import copy
-    G2 = copy.copy(G)
-    m = 2 ** G.opt.num_up_layers
-    G2.sh, G2.sw = hw[0] // m, hw[1] // m
-    return G2
 
 
 def main(argv: list[str] | None = None) -> int:

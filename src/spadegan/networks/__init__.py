@@ -1,12 +1,15 @@
 """The networks: SPADE/pix2pixHD generators, multiscale discriminator, VAE encoder, VGG19.
 
 `define_G/define_D/define_E(opt)` build an initialised network from Options (the official
-factory functions, with a plain dict instead of class lookup by string).
+factory functions, with a plain dict instead of class lookup by string); the network keeps
+those options as `net.opt`. `at_size(G, size)` runs a SPADE generator at another output size.
 """
 
 from __future__ import annotations
 
-import torch
+import copy
+
+import torch.nn as nn
 
 from ..options import Options
 from .base import BaseNetwork
@@ -23,6 +26,7 @@ def _create(cls, opt: Options, init: bool) -> BaseNetwork:
     net = cls(opt)
     if init:
         net.init_weights(opt.init_type, opt.init_variance)
+    net.opt = opt  # the one place a network gets its options (see BaseNetwork)
     return net
 
 
@@ -41,6 +45,24 @@ def define_E(opt: Options, init: bool = True) -> BaseNetwork:
     return _create(ConvEncoder, opt, init)
 
 
-__all__ = ["define_G", "define_D", "define_E", "SPADEGenerator", "Pix2PixHDGenerator",
+def at_size(G: nn.Module, size: tuple[int, int]) -> nn.Module:
+    """The SPADE generator `G` producing (H, W) = `size` images, without changing G.
+
+    A SPADE generator starts from a map of crop_size / 2**num_up_layers, fixed when it is
+    built (`sh`, `sw`); this returns a shallow copy sharing all of G's modules and weights
+    whose start map fits `size` (G itself when it already does), so G stays usable as it
+    was, also from another thread. `size` must be a multiple of 2**num_up_layers; a VAE
+    generator's fc layer only fits its training size.
+    """
+    m = 2 ** G.opt.num_up_layers
+    sh, sw = size[0] // m, size[1] // m
+    if (G.sh, G.sw) == (sh, sw):
+        return G
+    view = copy.copy(G)  # a new module object over the same submodules and parameters
+    view.sh, view.sw = sh, sw
+    return view
+
+
+__all__ = ["define_G", "define_D", "define_E", "at_size", "SPADEGenerator", "Pix2PixHDGenerator",
            "MultiscaleDiscriminator", "NLayerDiscriminator", "ConvEncoder", "VGG19",
            "load_vgg19", "latent_size", "BaseNetwork"]

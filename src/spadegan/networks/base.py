@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch.nn as nn
 from torch.nn import init
 
+if TYPE_CHECKING:
+    from ..options import Options
+
 
 class BaseNetwork(nn.Module):
-    """nn.Module with the official initialisation schemes (`--init_type`, `--init_variance`)."""
+    """nn.Module with the official initialisation schemes (`--init_type`, `--init_variance`).
+
+    Attribute `opt`: the Options the network was built from, set by `define_G` / `define_D` /
+    `define_E` (and so by `load_checkpoint`). What reads a network without its options at
+    hand (the synthesis engine, `Synthesizer`, `at_size`) takes them from there.
+    """
+
+    opt: "Options"
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
