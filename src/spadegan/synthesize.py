@@ -298,7 +298,7 @@ class Synthesizer:
     # ---- synthesis ------------------------------------------------------------------------
     def _z(self, seeds: Sequence[int | None], styles: Sequence[Any], size: tuple[int, int],
            wheres: Sequence[str | None]) -> torch.Tensor | None:
-        from .losses import reparameterize
+        from .networks import sample_z
 
         if not self.use_vae:
             if any(s is not None for s in styles):
@@ -315,7 +315,7 @@ class Synthesizer:
                 with torch.inference_mode():
                     mu, logvar = E(x)
                 # the official test draws z ~ N(mu, sigma) from the encoded photo
-                zs.append(reparameterize(mu.float().cpu(), logvar.float().cpu(), generator=g))
+                zs.append(sample_z(mu.float().cpu(), logvar.float().cpu(), generator=g))
         return torch.cat(zs)
 
     def synthesize_batch(self, labels: Sequence[LabelLike], instances: Sequence[LabelLike | None] | None = None,

@@ -1,6 +1,7 @@
 """Tensors -> pictures and HTML pages, shared by training, `spadegan test`, eval and synthesize.
 
 - `to_uint8` / `image_to_numpy`: images in [-1, 1] -> uint8 levels / (B, H, W, 3) arrays;
+  `from_uint8` back;
   `tile`: a batch as one picture;
 - `label_palette` / `label_to_numpy`: label maps in the dataset's palette colours;
 - `save_png`: an atomic PNG write;
@@ -40,6 +41,11 @@ def tile(images: np.ndarray, max_cols: int = 8) -> np.ndarray:
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """Images in [-1, 1] -> uint8 levels (same shape, on the CPU), rounded as a PNG stores them."""
     return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+
+
+def from_uint8(images: torch.Tensor) -> torch.Tensor:
+    """uint8 levels -> float images in [-1, 1] (the inverse of `to_uint8`)."""
+    return images.float() / 127.5 - 1.0
 
 
 def image_to_numpy(t: torch.Tensor) -> np.ndarray:

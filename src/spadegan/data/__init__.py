@@ -1,8 +1,8 @@
 """Datasets, label palettes and the procedural landscapes generator."""
 
-from .semantics import get_edges, to_semantics
+from .semantics import get_edges, instance_map, to_semantics
 
-__all__ = ["to_semantics", "get_edges"]
+__all__ = ["to_semantics", "get_edges", "instance_map"]
 
 from .datasets import (  # noqa: E402
     DatasetReport,

@@ -3,26 +3,47 @@
 One-hot channels for the class ids (label_nc, +1 for dontcare) followed, unless
 `no_instance`, by one channel of instance boundaries: a pixel is an edge when any of its
 4-neighbours has another instance id (the official `preprocess_input` / `get_edges`).
+`instance_map` picks a dataset batch's instance map (None for the no-instance placeholder):
+the one preprocessing of label and instance maps, used by training, test, eval and synthesis.
 """
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import torch
+import torch.nn.functional as F
 
 from ..errors import SpadeganError
 
 
+def instance_edges(instance: torch.Tensor) -> torch.Tensor:
+    """(..., H, W) instance ids -> (..., H, W) uint8, 1 where a 4-neighbour has another id.
+
+    Written with pads instead of in-place slice updates, so that it also traces to ONNX
+    (the synthesis engine computes its codes with it).
+    """
+    dx = (instance[..., :, 1:] != instance[..., :, :-1]).to(torch.uint8)
+    dy = (instance[..., 1:, :] != instance[..., :-1, :]).to(torch.uint8)
+    e = torch.maximum(F.pad(dx, (1, 0)), F.pad(dx, (0, 1)))
+    return torch.maximum(e, torch.maximum(F.pad(dy, (0, 0, 1, 0)), F.pad(dy, (0, 0, 0, 1))))
+
+
 def get_edges(instance: torch.Tensor) -> torch.Tensor:
     """Float map (B,1,H,W) of instance boundaries."""
-    t = instance
-    edge = torch.zeros(t.shape, dtype=torch.bool, device=t.device)
-    dx = t[:, :, :, 1:] != t[:, :, :, :-1]
-    dy = t[:, :, 1:, :] != t[:, :, :-1, :]
-    edge[:, :, :, 1:] |= dx
-    edge[:, :, :, :-1] |= dx
-    edge[:, :, 1:, :] |= dy
-    edge[:, :, :-1, :] |= dy
-    return edge.float()
+    return instance_edges(instance).float()
+
+
+def instance_map(data: Mapping[str, Any], opt) -> torch.Tensor | None:
+    """The instance map of a dataset item or batch, or None where there is none to read.
+
+    None when the model reads no instance map (`opt.no_instance`) or the dataset has none
+    (its `instance` is the official 0 placeholder).
+    """
+    inst = data.get("instance")
+    if opt.no_instance or not torch.is_tensor(inst) or inst.dim() < 3:
+        return None
+    return inst
 
 
 def to_semantics(label: torch.Tensor, instance: torch.Tensor | None, opt) -> torch.Tensor:

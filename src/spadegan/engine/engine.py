@@ -43,6 +43,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..data.semantics import instance_edges
 from ..device import PRECISIONS
 from ..errors import SpadeganError
 from ..layers.blocks import SPADEResnetBlock
@@ -73,18 +74,6 @@ _LIBC = None
 
 def _cl(w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return w.to(dtype).contiguous(memory_format=torch.channels_last)
-
-
-def _edges_nhw(inst: torch.Tensor) -> torch.Tensor:
-    """(B,H,W) instance ids -> (B,H,W) long 0/1 boundary map, as `data.semantics.get_edges`.
-
-    Written with pads instead of in-place slice updates so it traces to ONNX.
-    """
-    dx = (inst[:, :, 1:] != inst[:, :, :-1]).to(torch.uint8)
-    dy = (inst[:, 1:, :] != inst[:, :-1, :]).to(torch.uint8)
-    e = torch.maximum(F.pad(dx, (1, 0)), F.pad(dx, (0, 1)))
-    e = torch.maximum(e, torch.maximum(F.pad(dy, (0, 0, 1, 0)), F.pad(dy, (0, 0, 0, 1))))
-    return e.long()
 
 
 def _resize_nearest(code: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -570,7 +559,7 @@ class SynthesisEngine(nn.Module):
             raise SpadeganError("this model needs an instance map (trained without --no_instance)")
         if instance.dim() == 4:
             instance = instance[:, 0]
-        return label + self.label_channels * _edges_nhw(instance)
+        return label + self.label_channels * instance_edges(instance).long()
 
     def forward(self, label: torch.Tensor, instance: torch.Tensor | None = None,
                 z: torch.Tensor | None = None, size: tuple[int, int] | None = None) -> torch.Tensor:

@@ -67,7 +67,7 @@ from torch import nn
 
 from spadegan.device import resolve_device
 from spadegan.errors import SpadeganError
-from spadegan.visuals import to_uint8
+from spadegan.visuals import from_uint8, to_uint8
 
 __all__ = [
     "main",
@@ -208,15 +208,12 @@ class EvalSplit:
         return int(self.labels.shape[0])
 
 
-def _from_uint8(images: torch.Tensor) -> torch.Tensor:
-    return images.float() / 127.5 - 1.0
-
-
 def load_split(opt: Any, how_many: int = 0, desc: str = "loading eval split") -> EvalSplit:
     """Read a dataset split (``opt``: resolved Options, test-time) into an :class:`EvalSplit`."""
     from tqdm.auto import tqdm
 
     from spadegan.data.datasets import create_dataset
+    from spadegan.data.semantics import instance_map
 
     dataset = create_dataset(opt)
     n = len(dataset) if how_many <= 0 else min(len(dataset), how_many)
@@ -233,8 +230,8 @@ def load_split(opt: Any, how_many: int = 0, desc: str = "loading eval split") ->
                 "evaluate at one size (the eval uses preprocess_mode 'fixed' at --crop_size)")
         labels.append(lab)
         images.append(to_uint8(item["image"]))
-        inst = item.get("instance")
-        if torch.is_tensor(inst) and inst.dim() == 3:
+        inst = instance_map(item, opt)
+        if inst is not None:
             instances.append(inst.float())
         names.append(Path(item["path"]).stem)
     return EvalSplit(torch.stack(labels), torch.stack(images),
@@ -314,7 +311,7 @@ def _predict(model: nn.Module, images_u8: torch.Tensor, size: tuple[int, int], d
 
     out = []
     for chunk in tqdm(images_u8.split(batch_size), desc=desc, unit="batch", leave=False):
-        x = _from_uint8(chunk).to(device)
+        x = from_uint8(chunk).to(device)
         if input_size is not None and tuple(x.shape[-2:]) != tuple(input_size):
             x = F.interpolate(x, size=input_size, mode="bilinear", align_corners=False, antialias=True)
         logits = model(x)
@@ -374,6 +371,7 @@ def synthesize_split(G: nn.Module, split: EvalSplit, opt: Any, device: torch.dev
     from tqdm.auto import tqdm
 
     from spadegan.data.semantics import to_semantics
+    from spadegan.networks import sample_z
 
     gen = torch.Generator().manual_seed(int(seed))
     out = []
@@ -392,8 +390,8 @@ def synthesize_split(G: nn.Module, split: EvalSplit, opt: Any, device: torch.dev
                 b = sem.shape[0]
                 eps = torch.randn(b, opt.z_dim, generator=gen)
                 if E is not None:
-                    mu, logvar = E(_from_uint8(split.images[sl]).to(device))
-                    z = eps.to(device) * torch.exp(0.5 * logvar.float()) + mu.float()
+                    mu, logvar = E(from_uint8(split.images[sl]).to(device))
+                    z = sample_z(mu.float(), logvar.float(), eps=eps)
                 else:
                     z = eps.to(device)
             fake = G(sem, z=z)

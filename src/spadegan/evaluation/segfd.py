@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spadegan.errors import SpadeganError
+from spadegan.visuals import from_uint8
 
 __all__ = [
     "FEATURE_LAYERS",
@@ -133,7 +134,7 @@ def segmenter_features(model: nn.Module, images_u8: torch.Tensor, device: torch.
     try:
         with pooled_features(model) as collected:
             for chunk in tqdm(images_u8.split(batch_size), desc=desc, unit="batch", leave=False):
-                x = chunk.float().div(127.5).sub(1.0).to(device)
+                x = from_uint8(chunk).to(device)
                 if input_size is not None and tuple(x.shape[-2:]) != tuple(input_size):
                     x = F.interpolate(x, size=input_size, mode="bilinear", align_corners=False, antialias=True)
                 model(x)

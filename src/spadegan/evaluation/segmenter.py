@@ -21,6 +21,7 @@ from torch import nn
 
 from spadegan.errors import SpadeganError
 from spadegan.fileio import atomic_torch_save, load_torch_file
+from spadegan.visuals import from_uint8
 
 __all__ = ["SmallSegmenter", "train_segmenter", "save_segmenter", "load_segmenter", "segment"]
 
@@ -107,7 +108,7 @@ def _prepare_images(images: Any) -> torch.Tensor:
     if images.dim() != 4 or images.shape[1] != 3:
         raise SpadeganError(f"segmenter images must be B x 3 x H x W, got {tuple(images.shape)}")
     if images.dtype == torch.uint8:
-        return images.float() / 127.5 - 1.0
+        return from_uint8(images)
     return images.float()
 
 

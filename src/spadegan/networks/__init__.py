@@ -14,7 +14,7 @@ import torch.nn as nn
 from ..options import Options
 from .base import BaseNetwork
 from .discriminator import MultiscaleDiscriminator, NLayerDiscriminator
-from .encoder import ConvEncoder
+from .encoder import ConvEncoder, sample_z
 from .generator import Pix2PixHDGenerator, SPADEGenerator, latent_size
 from .vgg import VGG19, load_vgg19
 
@@ -63,6 +63,6 @@ def at_size(G: nn.Module, size: tuple[int, int]) -> nn.Module:
     return view
 
 
-__all__ = ["define_G", "define_D", "define_E", "at_size", "SPADEGenerator", "Pix2PixHDGenerator",
+__all__ = ["define_G", "define_D", "define_E", "at_size", "sample_z", "SPADEGenerator", "Pix2PixHDGenerator",
            "MultiscaleDiscriminator", "NLayerDiscriminator", "ConvEncoder", "VGG19",
            "load_vgg19", "latent_size", "BaseNetwork"]

@@ -1,4 +1,5 @@
-"""ConvEncoder: the VAE style encoder, image -> (mu, logvar) of the style code z.
+"""ConvEncoder: the VAE style encoder, image -> (mu, logvar) of the style code z; `sample_z`
+draws z from them (the reparameterisation, used by training, test, eval and synthesis).
 
 Same layers and names as the official one (so `latest_net_E.pth` loads), but it also works
 for crop_size < 256: the official code resizes every input to 256x256 and then fails on
@@ -46,3 +47,15 @@ class ConvEncoder(BaseNetwork):
             x = layer(self.actvn(x))
         x = self.actvn(x).flatten(1)
         return self.fc_mu(x), self.fc_var(x)
+
+
+def sample_z(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor | None = None,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+    """z ~ N(mu, exp(logvar)) by the reparameterisation trick: `eps * exp(logvar / 2) + mu`.
+
+    `eps` is the standard normal noise (the trainer passes its own seeded stream); without
+    it, it is drawn on mu's device and dtype from `generator`.
+    """
+    if eps is None:
+        eps = torch.randn(mu.shape, dtype=mu.dtype, device=mu.device, generator=generator)
+    return eps.to(mu.device) * torch.exp(0.5 * logvar) + mu

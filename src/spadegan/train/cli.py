@@ -111,7 +111,7 @@ def test_main(argv: list[str]) -> int:
 
     from .. import networks
     from ..checkpoint import load_network_weights, weights_file
-    from ..data.semantics import to_semantics
+    from ..data.semantics import instance_map, to_semantics
     from .trainer import mix_seed
     from ..visuals import image_to_numpy, label_to_numpy, save_png, write_results_page
 
@@ -160,8 +160,8 @@ def test_main(argv: list[str]) -> int:
     with torch.no_grad(), tqdm(total=n_total, desc="test", unit="img") as bar:
         for data in loader:
             label = data["label"].to(device)
-            inst = data.get("instance")
-            inst = inst.to(device) if (torch.is_tensor(inst) and inst.dim() >= 3 and not opt.no_instance) else None
+            inst = instance_map(data, opt)
+            inst = None if inst is None else inst.to(device)
             sem = to_semantics(label, inst, opt)
             real = data["image"].to(device).float()
             b = sem.size(0)
@@ -175,8 +175,7 @@ def test_main(argv: list[str]) -> int:
                         z = torch.randn(b, opt.z_dim, generator=gen).to(device)
                     else:  # the official test: encode the photo, sample around it
                         mu, logvar = E(real)
-                        eps = torch.randn(mu.shape, generator=gen).to(device)
-                        z = eps * torch.exp(0.5 * logvar.float()) + mu.float()
+                        z = networks.sample_z(mu.float(), logvar.float(), eps=torch.randn(mu.shape, generator=gen))
                 fakes.append(image_to_numpy(G(sem, z=z)))
             labels, reals = label_to_numpy(data["label"], opt), image_to_numpy(data["image"])
             for j in range(b):

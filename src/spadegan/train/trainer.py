@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import math
 import os
 import random
 import signal
@@ -47,7 +46,7 @@ from torch.utils.data import Dataset, Sampler, get_worker_info
 
 from .. import networks
 from ..checkpoint import load_network_weights, network_state_dict, weights_file
-from ..data.semantics import to_semantics
+from ..data.semantics import instance_map, to_semantics
 from ..device import precision_policy
 from ..errors import SpadeganError, SpadeganWarning
 from ..fileio import atomic_write_bytes, load_torch_file, save_file_set
@@ -286,19 +285,15 @@ class Pix2PixModel(nn.Module):
         """(semantics, real image) on `device` from a batch of the dataset."""
         nb = device.type == "cuda"
         label = data["label"].to(device, non_blocking=nb)
-        inst = data.get("instance")
-        if self.opt.no_instance or not torch.is_tensor(inst) or inst.dim() < 3:
-            inst = None
-        else:
-            inst = inst.to(device, non_blocking=nb)
+        inst = instance_map(data, self.opt)
+        inst = None if inst is None else inst.to(device, non_blocking=nb)
         image = data["image"].to(device, non_blocking=nb).float()
         return to_semantics(label, inst, self.opt), image
 
     def encode_z(self, real: torch.Tensor, E: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         mu, logvar = E(real)
         mu, logvar = mu.float(), logvar.float()
-        eps = self.noise(mu.shape).to(mu.device)
-        return eps * torch.exp(0.5 * logvar) + mu, mu, logvar
+        return networks.sample_z(mu, logvar, eps=self.noise(mu.shape)), mu, logvar
 
     def generate_fake(self, sem: torch.Tensor, real: torch.Tensor, compute_kld: bool = False,
                       G: nn.Module | None = None, E: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
