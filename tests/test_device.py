@@ -185,7 +185,7 @@ def test_options_use_the_same_rules(monkeypatch):
 
 # ---- resuming on another machine -----------------------------------------------------------------
 def test_cuda_rng_state_that_cannot_be_restored_warns(monkeypatch):
-    from spadegan.train.trainer import rng_state, set_rng_state
+    from spadegan.train.state import rng_state, set_rng_state
 
     st = rng_state()
     st["cuda"] = [torch.zeros(8, dtype=torch.uint8)] * 2

@@ -20,7 +20,8 @@ from torch.utils.data import Dataset
 
 from spadegan.errors import SpadeganError
 from spadegan.options import parse
-from spadegan.train.trainer import OPTIM_FILE, Trainer, read_iter_file
+from spadegan.train.state import OPTIM_FILE, read_iter_file
+from spadegan.train.trainer import Trainer
 
 
 class SynthPairs(Dataset):

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -112,7 +111,7 @@ def test_main(argv: list[str]) -> int:
     from .. import networks
     from ..checkpoint import load_network_weights, weights_file
     from ..data.semantics import instance_map, to_semantics
-    from .trainer import mix_seed
+    from .state import mix_seed
     from ..visuals import image_to_numpy, label_to_numpy, save_png, write_results_page
 
     opt = parse(argv, train=False)

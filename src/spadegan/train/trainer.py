@@ -1,8 +1,6 @@
 """The GauGAN training loop: the official step, schedule and files, made resumable.
 
-`Pix2PixModel` holds G, D (and E with --use_vae) and the losses: hinge (or --gan_mode) GAN
-loss, discriminator feature matching (unless --no_ganFeat_loss), VGG perceptual loss
-(unless --no_vgg_loss) and KLD * lambda_kld (--use_vae). `Trainer` runs the official
+`Trainer` drives `Pix2PixModel` (model.py: G, D, E and the losses) through the official
 schedule: per batch i, a generator step when i % D_steps_per_G == 0, then a discriminator
 step on G's detached output, with fake and real fed to D as one batch; Adam with TTUR
 (G lr/2, D lr*2, betas 0/0.9) or --no_TTUR; linear decay to zero over --niter_decay epochs
@@ -29,49 +27,29 @@ What spadegan adds:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
-import random
 import signal
 import threading
 import time
-import warnings
-from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
-import numpy as np
 import torch
 import torch.nn as nn
-from torch.utils.data import Dataset, Sampler, get_worker_info
+from torch.utils.data import Dataset
 
 from .. import networks
 from ..checkpoint import load_network_weights, network_state_dict, weights_file
-from ..data.semantics import instance_map, to_semantics
 from ..device import precision_policy
-from ..errors import SpadeganError, SpadeganWarning
-from ..fileio import atomic_write_bytes, load_torch_file, save_file_set
-from ..losses import GANLoss, VGGLoss, feature_matching_loss, kld_loss
+from ..errors import SpadeganError
+from ..fileio import load_torch_file, save_file_set
 from ..options import Options
 from .distributed import (DistInfo, all_reduce_mean, any_rank, barrier, broadcast_object,
                           use_cpu_sync_batchnorm)
+from .model import Pix2PixModel
+from .sampling import EpochBatchSampler, SeededItems
+from .state import (OPTIM_FILE, STATE_FORMAT, mix_seed, read_iter_file, rng_state, seed_everything,
+                    set_rng_state, write_iter_file)
 from .visualizer import Visualizer
-
-OPTIM_FILE = "latest_optim.pth"
-STATE_FORMAT = 1
-
-
-# ---- small helpers ----------------------------------------------------------------------------
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (weights init and anything else drawing from them)."""
-    random.seed(seed)
-    np.random.seed(seed % 2 ** 32)
-    torch.manual_seed(seed)
-
-
-def mix_seed(*parts: int) -> int:
-    """A well-spread 63-bit seed from integers (so (seed, epoch) and (seed, epoch+1) differ a lot)."""
-    h = hashlib.blake2b(",".join(str(int(p)) for p in parts).encode(), digest_size=8).digest()
-    return int.from_bytes(h, "little") >> 1
 
 
 def make_adam(params: list[nn.Parameter], lr: float, betas: tuple[float, float]) -> torch.optim.Adam:
@@ -85,259 +63,6 @@ def make_adam(params: list[nn.Parameter], lr: float, betas: tuple[float, float])
         return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
     except (RuntimeError, ValueError, TypeError):  # older torch or a device without the kernel
         return torch.optim.Adam(params, lr=lr, betas=betas)
-
-
-def _floatify(pred: Any) -> Any:
-    """Discriminator outputs (nested lists) in float32, so losses are computed in full precision."""
-    if isinstance(pred, list):
-        return [_floatify(p) for p in pred]
-    return pred.float()
-
-
-@contextlib.contextmanager
-def requires_grad(net: nn.Module | None, flag: bool) -> Iterator[None]:
-    """Temporarily (un)freeze a network's parameters.
-
-    D is frozen during the generator step: its weights are not updated there (the official
-    code computes and then discards those gradients), and under DDP a gradient reaching a
-    wrapped parameter outside its own step would confuse the gradient reducer.
-    """
-    if net is None:
-        yield
-        return
-    params = [p for p in net.parameters()]
-    old = [p.requires_grad for p in params]
-    for p in params:
-        p.requires_grad_(flag)
-    try:
-        yield
-    finally:
-        for p, o in zip(params, old):
-            p.requires_grad_(o)
-
-
-def _np_state() -> dict[str, Any]:
-    name, key, pos, has_gauss, gauss = np.random.get_state()
-    return {"name": name, "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
-            "has_gauss": int(has_gauss), "gauss": float(gauss)}
-
-
-def _set_np_state(s: Mapping[str, Any]) -> None:
-    np.random.set_state((s["name"], s["key"].numpy().astype(np.uint32), s["pos"], s["has_gauss"], s["gauss"]))
-
-
-def rng_state(extra: Mapping[str, torch.Generator] | None = None) -> dict[str, Any]:
-    st: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": _np_state(), "python": random.getstate()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        st["cuda"] = torch.cuda.get_rng_state_all()
-    for k, g in (extra or {}).items():
-        st[k] = g.get_state()
-    return st
-
-
-def _set_cuda_rng_state(states: list[torch.Tensor]) -> None:
-    """Restore the per-GPU RNG states; warn (the resume is no longer exact) where that fails."""
-    count = torch.cuda.device_count()
-    try:
-        torch.cuda.set_rng_state_all(states[:count])
-        if len(states) != count:
-            raise ValueError(f"they were saved for {len(states)} GPU(s), this machine has {count}")
-    except (RuntimeError, ValueError) as e:
-        warnings.warn(f"the CUDA random number generator states of the resumed run could not all be "
-                      f"restored ({e}); training goes on, but the resume is no longer exact", SpadeganWarning, stacklevel=3)
-
-
-def set_rng_state(st: Mapping[str, Any], extra: Mapping[str, torch.Generator] | None = None) -> None:
-    torch.set_rng_state(st["torch"])
-    _set_np_state(st["numpy"])
-    py = st["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    if "cuda" in st and torch.cuda.is_available():
-        _set_cuda_rng_state(st["cuda"])
-    for k, g in (extra or {}).items():
-        if k in st:
-            g.set_state(st[k])
-
-
-def write_iter_file(path: Path, epoch: int, epoch_iter: int) -> None:
-    """iter.txt exactly as the official np.savetxt((epoch, iter), delimiter=',', fmt='%d') writes it."""
-    atomic_write_bytes(path, f"{int(epoch)}\n{int(epoch_iter)}\n".encode())
-
-
-def read_iter_file(path: Path) -> tuple[int, int] | None:
-    """(epoch, samples into the epoch) from an official or spadegan iter.txt, None if unusable."""
-    try:
-        nums = [int(float(x)) for x in path.read_text().replace(",", " ").split()]
-    except (OSError, ValueError):
-        return None
-    return (nums[0], nums[1]) if len(nums) >= 2 else None
-
-
-# ---- data order -----------------------------------------------------------------------------------
-class SeededItems(Dataset):
-    """Wraps a dataset so that each item depends only on (run seed, epoch, index).
-
-    The sampler hands out (index, epoch) keys. Datasets that take such keys themselves
-    (`spadegan.data.datasets.PairedDataset`, which draws its crop/flip from its `seed`,
-    the epoch and the index) get them as they are, with their `seed` set to the run's; any
-    other dataset gets `dataset[index]` with python/numpy/torch seeded from (seed, epoch,
-    index). Either way the same in a resumed run, with any number of loader workers, on
-    any rank. In the main process (nThreads 0) the global RNG states are restored
-    afterwards, so loading data never disturbs the training RNG.
-    """
-
-    def __init__(self, dataset: Dataset, seed: int):
-        self.dataset = dataset
-        self.seed = int(seed)
-        self.keyed = callable(getattr(dataset, "rng", None)) and hasattr(dataset, "seed")
-        if self.keyed:
-            dataset.seed = self.seed  # type: ignore[attr-defined]
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, key: tuple[int, int]) -> Any:
-        index, epoch = key
-        in_worker = get_worker_info() is not None
-        if not in_worker:
-            saved = (random.getstate(), np.random.get_state(), torch.get_rng_state())
-        s = mix_seed(self.seed, 2, epoch, index)
-        random.seed(s)
-        np.random.seed(s % 2 ** 32)
-        torch.manual_seed(s)
-        try:
-            return self.dataset[(index, epoch)] if self.keyed else self.dataset[index]
-        finally:
-            if not in_worker:
-                random.setstate(saved[0])
-                np.random.set_state(saved[1])
-                torch.set_rng_state(saved[2])
-
-
-class EpochBatchSampler(Sampler):
-    """Global batches of a per-epoch permutation; each rank takes its slice of every batch.
-
-    The permutation of epoch e is drawn from (seed, e) alone, so an epoch can be re-entered
-    at any batch (`set_epoch(e, start_batch)`). The last incomplete batch is dropped, as in
-    the official training loader. Rank r takes the r-th contiguous slice of each global
-    batch. Yields lists of (dataset index, epoch) keys.
-    """
-
-    def __init__(self, n: int, global_batch: int, seed: int, shuffle: bool = True,
-                 rank: int = 0, world_size: int = 1):
-        if global_batch % world_size:
-            raise SpadeganError(f"--batchSize {global_batch} must be a multiple of the number of "
-                                f"processes ({world_size})")
-        self.n, self.global_batch, self.seed, self.shuffle = n, global_batch, seed, shuffle
-        self.rank, self.world_size = rank, world_size
-        self.local_batch = global_batch // world_size
-        self.epoch, self.start_batch = 1, 0
-
-    @property
-    def batches_per_epoch(self) -> int:
-        return self.n // self.global_batch
-
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        self.epoch, self.start_batch = epoch, start_batch
-
-    def permutation(self, epoch: int) -> list[int]:
-        if not self.shuffle:
-            return list(range(self.n))
-        g = torch.Generator().manual_seed(mix_seed(self.seed, 1, epoch))
-        return torch.randperm(self.n, generator=g).tolist()
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        perm = self.permutation(self.epoch)
-        for b in range(self.start_batch, self.batches_per_epoch):
-            lo = b * self.global_batch + self.rank * self.local_batch
-            yield [(i, self.epoch) for i in perm[lo:lo + self.local_batch]]
-
-    def __len__(self) -> int:
-        return max(0, self.batches_per_epoch - self.start_batch)
-
-
-# ---- the model ------------------------------------------------------------------------------------
-class Pix2PixModel(nn.Module):
-    """G, D, E and the losses; `compute_generator_loss` / `compute_discriminator_loss`.
-
-    `self.G/D/E` are what the updating step calls (DDP wrappers under torchrun);
-    `self.netG/netD/netE` are the plain networks (saved, and used where a network is only
-    evaluated: D in the generator step, G and E in the discriminator step).
-    `noise(shape)` supplies the VAE's reparameterisation noise (the trainer's seeded stream).
-    """
-
-    def __init__(self, opt: Options, vgg: nn.Module | None = None, kld_scale: float = 1.0,
-                 noise: Callable[[torch.Size], torch.Tensor] | None = None):
-        super().__init__()
-        self.opt = opt
-        self.netG = networks.define_G(opt)
-        self.netD = networks.define_D(opt)
-        self.netE = networks.define_E(opt) if opt.use_vae else None
-        self.G, self.D, self.E = self.netG, self.netD, self.netE
-        self.criterionGAN = GANLoss(opt.gan_mode)
-        self.criterionVGG = VGGLoss(vgg) if (vgg is not None and not opt.no_vgg_loss) else None
-        # the KLD is a sum over the batch; under DDP each rank sums its share and the gradients
-        # are averaged, so it is scaled by the world size to keep the global-batch objective
-        self.kld_scale = kld_scale
-        self.noise = noise or (lambda shape: torch.randn(shape))
-
-    def preprocess_input(self, data: Mapping[str, Any], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(semantics, real image) on `device` from a batch of the dataset."""
-        nb = device.type == "cuda"
-        label = data["label"].to(device, non_blocking=nb)
-        inst = instance_map(data, self.opt)
-        inst = None if inst is None else inst.to(device, non_blocking=nb)
-        image = data["image"].to(device, non_blocking=nb).float()
-        return to_semantics(label, inst, self.opt), image
-
-    def encode_z(self, real: torch.Tensor, E: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        mu, logvar = E(real)
-        mu, logvar = mu.float(), logvar.float()
-        return networks.sample_z(mu, logvar, eps=self.noise(mu.shape)), mu, logvar
-
-    def generate_fake(self, sem: torch.Tensor, real: torch.Tensor, compute_kld: bool = False,
-                      G: nn.Module | None = None, E: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        G = G if G is not None else self.netG
-        z, kld = None, None
-        if self.opt.use_vae:
-            z, mu, logvar = self.encode_z(real, E if E is not None else self.netE)
-            if compute_kld:
-                kld = kld_loss(mu, logvar) * self.opt.lambda_kld * self.kld_scale
-        return G(sem, z=z), kld
-
-    def discriminate(self, sem: torch.Tensor, fake: torch.Tensor, real: torch.Tensor, D: nn.Module):
-        # fake and real go through D as one batch (the same statistics for both with batch norm)
-        fake_and_real = torch.cat([torch.cat([sem, fake.to(sem.dtype)], 1),
-                                   torch.cat([sem, real.to(sem.dtype)], 1)], 0)
-        out = D(fake_and_real)
-        b = sem.size(0)
-        if isinstance(out, list):
-            return ([[t[:b] for t in p] for p in out], [[t[b:] for t in p] for p in out])
-        return out[:b], out[b:]
-
-    def compute_generator_loss(self, sem: torch.Tensor, real: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        opt = self.opt
-        losses: dict[str, torch.Tensor] = {}
-        with requires_grad(self.netD, False):
-            fake, kld = self.generate_fake(sem, real, compute_kld=opt.use_vae, G=self.G, E=self.E)
-            if opt.use_vae:
-                losses["KLD"] = kld
-            pred_fake, pred_real = self.discriminate(sem, fake, real, self.netD)
-        pred_fake, pred_real = _floatify(pred_fake), _floatify(pred_real)
-        losses["GAN"] = self.criterionGAN(pred_fake, True, for_discriminator=False)
-        if not opt.no_ganFeat_loss:
-            losses["GAN_Feat"] = feature_matching_loss(pred_fake, pred_real, opt.lambda_feat)
-        if self.criterionVGG is not None:
-            losses["VGG"] = self.criterionVGG(fake, real).float() * opt.lambda_vgg
-        return losses, fake
-
-    def compute_discriminator_loss(self, sem: torch.Tensor, real: torch.Tensor) -> dict[str, torch.Tensor]:
-        with torch.no_grad():
-            fake, _ = self.generate_fake(sem, real)
-        pred_fake, pred_real = self.discriminate(sem, fake.detach(), real, self.D)
-        pred_fake, pred_real = _floatify(pred_fake), _floatify(pred_real)
-        return {"D_Fake": self.criterionGAN(pred_fake, False, for_discriminator=True),
-                "D_real": self.criterionGAN(pred_real, True, for_discriminator=True)}
 
 
 # ---- the trainer ----------------------------------------------------------------------------------

@@ -1,0 +1,131 @@
+"""`Pix2PixModel`: G, D (and E with --use_vae) and the losses of one training step.
+
+Hinge (or --gan_mode) GAN loss, discriminator feature matching (unless --no_ganFeat_loss),
+VGG perceptual loss (unless --no_vgg_loss) and KLD * lambda_kld (--use_vae), computed as
+the official `Pix2PixModel` does; fake and real go through D as one batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, Iterator, Mapping
+
+import torch
+import torch.nn as nn
+
+from .. import networks
+from ..data.semantics import instance_map, to_semantics
+from ..losses import GANLoss, VGGLoss, feature_matching_loss, kld_loss
+from ..options import Options
+
+
+def _floatify(pred: Any) -> Any:
+    """Discriminator outputs (nested lists) in float32, so losses are computed in full precision."""
+    if isinstance(pred, list):
+        return [_floatify(p) for p in pred]
+    return pred.float()
+
+
+@contextlib.contextmanager
+def requires_grad(net: nn.Module | None, flag: bool) -> Iterator[None]:
+    """Temporarily (un)freeze a network's parameters.
+
+    D is frozen during the generator step: its weights are not updated there (the official
+    code computes and then discards those gradients), and under DDP a gradient reaching a
+    wrapped parameter outside its own step would confuse the gradient reducer.
+    """
+    if net is None:
+        yield
+        return
+    params = [p for p in net.parameters()]
+    old = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(flag)
+    try:
+        yield
+    finally:
+        for p, o in zip(params, old):
+            p.requires_grad_(o)
+
+
+class Pix2PixModel(nn.Module):
+    """G, D, E and the losses; `compute_generator_loss` / `compute_discriminator_loss`.
+
+    `self.G/D/E` are what the updating step calls (DDP wrappers under torchrun);
+    `self.netG/netD/netE` are the plain networks (saved, and used where a network is only
+    evaluated: D in the generator step, G and E in the discriminator step).
+    `noise(shape)` supplies the VAE's reparameterisation noise (the trainer's seeded stream).
+    """
+
+    def __init__(self, opt: Options, vgg: nn.Module | None = None, kld_scale: float = 1.0,
+                 noise: Callable[[torch.Size], torch.Tensor] | None = None):
+        super().__init__()
+        self.opt = opt
+        self.netG = networks.define_G(opt)
+        self.netD = networks.define_D(opt)
+        self.netE = networks.define_E(opt) if opt.use_vae else None
+        self.G, self.D, self.E = self.netG, self.netD, self.netE
+        self.criterionGAN = GANLoss(opt.gan_mode)
+        self.criterionVGG = VGGLoss(vgg) if (vgg is not None and not opt.no_vgg_loss) else None
+        # the KLD is a sum over the batch; under DDP each rank sums its share and the gradients
+        # are averaged, so it is scaled by the world size to keep the global-batch objective
+        self.kld_scale = kld_scale
+        self.noise = noise or (lambda shape: torch.randn(shape))
+
+    def preprocess_input(self, data: Mapping[str, Any], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(semantics, real image) on `device` from a batch of the dataset."""
+        nb = device.type == "cuda"
+        label = data["label"].to(device, non_blocking=nb)
+        inst = instance_map(data, self.opt)
+        inst = None if inst is None else inst.to(device, non_blocking=nb)
+        image = data["image"].to(device, non_blocking=nb).float()
+        return to_semantics(label, inst, self.opt), image
+
+    def encode_z(self, real: torch.Tensor, E: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        mu, logvar = E(real)
+        mu, logvar = mu.float(), logvar.float()
+        return networks.sample_z(mu, logvar, eps=self.noise(mu.shape)), mu, logvar
+
+    def generate_fake(self, sem: torch.Tensor, real: torch.Tensor, compute_kld: bool = False,
+                      G: nn.Module | None = None, E: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        G = G if G is not None else self.netG
+        z, kld = None, None
+        if self.opt.use_vae:
+            z, mu, logvar = self.encode_z(real, E if E is not None else self.netE)
+            if compute_kld:
+                kld = kld_loss(mu, logvar) * self.opt.lambda_kld * self.kld_scale
+        return G(sem, z=z), kld
+
+    def discriminate(self, sem: torch.Tensor, fake: torch.Tensor, real: torch.Tensor, D: nn.Module):
+        # fake and real go through D as one batch (the same statistics for both with batch norm)
+        fake_and_real = torch.cat([torch.cat([sem, fake.to(sem.dtype)], 1),
+                                   torch.cat([sem, real.to(sem.dtype)], 1)], 0)
+        out = D(fake_and_real)
+        b = sem.size(0)
+        if isinstance(out, list):
+            return ([[t[:b] for t in p] for p in out], [[t[b:] for t in p] for p in out])
+        return out[:b], out[b:]
+
+    def compute_generator_loss(self, sem: torch.Tensor, real: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        opt = self.opt
+        losses: dict[str, torch.Tensor] = {}
+        with requires_grad(self.netD, False):
+            fake, kld = self.generate_fake(sem, real, compute_kld=opt.use_vae, G=self.G, E=self.E)
+            if opt.use_vae:
+                losses["KLD"] = kld
+            pred_fake, pred_real = self.discriminate(sem, fake, real, self.netD)
+        pred_fake, pred_real = _floatify(pred_fake), _floatify(pred_real)
+        losses["GAN"] = self.criterionGAN(pred_fake, True, for_discriminator=False)
+        if not opt.no_ganFeat_loss:
+            losses["GAN_Feat"] = feature_matching_loss(pred_fake, pred_real, opt.lambda_feat)
+        if self.criterionVGG is not None:
+            losses["VGG"] = self.criterionVGG(fake, real).float() * opt.lambda_vgg
+        return losses, fake
+
+    def compute_discriminator_loss(self, sem: torch.Tensor, real: torch.Tensor) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            fake, _ = self.generate_fake(sem, real)
+        pred_fake, pred_real = self.discriminate(sem, fake.detach(), real, self.D)
+        pred_fake, pred_real = _floatify(pred_fake), _floatify(pred_real)
+        return {"D_Fake": self.criterionGAN(pred_fake, False, for_discriminator=True),
+                "D_real": self.criterionGAN(pred_real, True, for_discriminator=True)}
