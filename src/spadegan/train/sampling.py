@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler, get_worker_info
 
+from ..data.datasets import SignalSafeDataLoader, ignore_stop_signals
 from ..errors import SpadeganError
 from .state import mix_seed
 
@@ -98,3 +99,27 @@ class EpochBatchSampler(Sampler):
 
     def __len__(self) -> int:
         return max(0, self.batches_per_epoch - self.start_batch)
+
+
+def make_train_loader(dataset: Dataset, opt: Any, seed: int,
+                      dist: Any = None) -> tuple[EpochBatchSampler, SignalSafeDataLoader]:
+    """The training loader: this process's slice of every global batch, `--nThreads` workers.
+
+    `dist` is the process's DistInfo (rank, world size, device; None: one CPU process).
+    Batches come from `EpochBatchSampler` (call `sampler.set_epoch(e, start_batch)` before
+    each epoch), items from `SeededItems`; workers ignore SIGINT/SIGTERM so that Ctrl-C
+    reaches the trainer, which saves `latest` (see `SignalSafeDataLoader`).
+    """
+    n = len(dataset)  # type: ignore[arg-type]
+    if n < opt.batchSize:
+        raise SpadeganError(f"the dataset has {n} sample(s), fewer than --batchSize {opt.batchSize}: "
+                            "lower --batchSize or add data")
+    rank, world = (0, 1) if dist is None else (dist.rank, dist.world_size)
+    cuda = dist is not None and dist.device.type == "cuda"
+    sampler = EpochBatchSampler(n, opt.batchSize, seed, shuffle=not opt.serial_batches, rank=rank,
+                                world_size=world)
+    workers = max(0, int(opt.nThreads))
+    loader = SignalSafeDataLoader(SeededItems(dataset, seed), batch_sampler=sampler, num_workers=workers,
+                                  pin_memory=cuda, persistent_workers=workers > 0,
+                                  worker_init_fn=ignore_stop_signals)
+    return sampler, loader

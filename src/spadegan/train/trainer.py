@@ -39,6 +39,7 @@ from torch.utils.data import Dataset
 
 from .. import networks
 from ..checkpoint import load_network_weights, network_state_dict, weights_file
+from ..data.datasets import create_dataset
 from ..device import precision_policy
 from ..errors import SpadeganError
 from ..fileio import load_torch_file, save_file_set
@@ -46,7 +47,7 @@ from ..options import Options
 from .distributed import (DistInfo, all_reduce_mean, any_rank, barrier, broadcast_object,
                           use_cpu_sync_batchnorm)
 from .model import Pix2PixModel
-from .sampling import EpochBatchSampler, SeededItems
+from .sampling import make_train_loader
 from .state import (OPTIM_FILE, STATE_FORMAT, mix_seed, read_iter_file, rng_state, seed_everything,
                     set_rng_state, write_iter_file)
 from .visualizer import Visualizer
@@ -85,28 +86,44 @@ class Trainer:
         self.is_main = self.dist.is_main
         self.progress = progress and self.is_main
         self.log = log and self.is_main
-        world = self.dist.world_size
-        if opt.batchSize % world:
+        if opt.batchSize % self.dist.world_size:
             raise SpadeganError(f"--batchSize {opt.batchSize} is the global batch and must be a multiple of "
-                                f"the number of processes ({world})")
+                                f"the number of processes ({self.dist.world_size})")
         self.expr_dir = opt.expr_dir
-
-        # 1. the VGG weights: a missing file must stop training before anything is written
+        # the VGG weights first: a missing file must stop training before anything is written
         if not opt.no_vgg_loss and vgg is None:
             vgg = networks.load_vgg19(opt.vgg_weights or None, required=True)
+        resume_pos = self._read_resume()  # before seeding: a resumed run's state holds its seed
+        self._seed()
+        self.model = self._build_model(vgg)
+        self.optimizer_G, self.optimizer_D = self._build_optimizers()
+        self.old_lr = opt.lr
+        self._setup_amp()
+        self.dataset = dataset if dataset is not None else create_dataset(opt)
+        self.sampler, self.loader = make_train_loader(self.dataset, opt, self.seed, self.dist)
+        self.dataset_size = self.sampler.batches_per_epoch * opt.batchSize  # samples per epoch
+        self._set_position(resume_pos)
+        self.g_losses: dict[str, torch.Tensor] = {}
+        self.d_losses: dict[str, torch.Tensor] = {}
+        self.generated: torch.Tensor | None = None
+        self._stop_signal: int | None = None
+        self.visualizer = None
 
-        # 2. where a resumed run stands (read before seeding: it holds the run's seed)
+    # ---- setup pieces ---------------------------------------------------------------------------
+    def _read_resume(self) -> tuple[int, int] | None:
+        """With --continue_train: `self.resume_state` (latest_optim.pth), or for official
+        checkpoints without it the position (epoch, samples into it) from iter.txt."""
         self.resume_state: dict[str, Any] | None = None
-        resume_pos: tuple[int, int] | None = None
-        if opt.continue_train:
-            self._check_resume_files()
-            self.resume_state = self._read_optim_state()
-            if self.resume_state is None:
-                resume_pos = self._position_without_state()
+        if not self.opt.continue_train:
+            return None
+        self._check_resume_files()
+        self.resume_state = self._read_optim_state()
+        return self._position_without_state() if self.resume_state is None else None
 
-        # 3. the seed: --seed, else the resumed run's, else a fresh one (shared by all ranks)
-        if opt.seed is not None:
-            seed = int(opt.seed)
+    def _seed(self) -> None:
+        """The run's seed: --seed, else the resumed run's, else a fresh one (shared by all ranks)."""
+        if self.opt.seed is not None:
+            seed = int(self.opt.seed)
         elif self.resume_state is not None:
             seed = int(self.resume_state["seed"])
         else:
@@ -115,9 +132,11 @@ class Trainer:
         seed_everything(self.seed)
         self.noise_gen = torch.Generator().manual_seed(mix_seed(self.seed, 3))
 
-        # 4. networks, losses, optional DDP
-        self.model = Pix2PixModel(opt, vgg, kld_scale=float(world), noise=self._noise)
-        if opt.continue_train:
+    def _build_model(self, vgg: nn.Module | None) -> Pix2PixModel:
+        """Networks and losses (resumed weights loaded), on the device, DDP-wrapped for several processes."""
+        world = self.dist.world_size
+        self.model = Pix2PixModel(self.opt, vgg, kld_scale=float(world), noise=self._noise)
+        if self.opt.continue_train:
             self._load_networks()
         self.model.to(self.device)
         if world > 1:
@@ -125,53 +144,31 @@ class Trainer:
         self.model.train()
         if self.model.criterionVGG is not None:
             self.model.criterionVGG.eval()
+        return self.model
 
-        # 5. optimizers (E trains with G), AMP
+    def _build_optimizers(self) -> tuple[torch.optim.Adam, torch.optim.Adam]:
+        """Adam for G (with E, which trains with G) and for D; TTUR learning rates unless --no_TTUR."""
+        opt = self.opt
         G_params = list(self.model.netG.parameters())
         if opt.use_vae:
             G_params += list(self.model.netE.parameters())
         G_lr, D_lr = (opt.lr, opt.lr) if opt.no_TTUR else (opt.lr / 2, opt.lr * 2)
-        self.optimizer_G = make_adam(G_params, G_lr, (opt.beta1, opt.beta2))
-        self.optimizer_D = make_adam(list(self.model.netD.parameters()), D_lr, (opt.beta1, opt.beta2))
-        self.old_lr = opt.lr
-        self._setup_amp()
+        return (make_adam(G_params, G_lr, (opt.beta1, opt.beta2)),
+                make_adam(list(self.model.netD.parameters()), D_lr, (opt.beta1, opt.beta2)))
 
-        # 6. data
-        if dataset is None:
-            from ..data.datasets import create_dataset
-            dataset = create_dataset(opt)
-        self.dataset = dataset
-        n = len(dataset)  # type: ignore[arg-type]
-        if n < opt.batchSize:
-            raise SpadeganError(f"the dataset has {n} sample(s), fewer than --batchSize {opt.batchSize}: "
-                                "lower --batchSize or add data")
-        self.sampler = EpochBatchSampler(n, opt.batchSize, self.seed, shuffle=not opt.serial_batches,
-                                         rank=self.dist.rank, world_size=world)
-        workers = max(0, int(opt.nThreads))
-        from ..data.datasets import SignalSafeDataLoader, ignore_stop_signals
-        self.loader = SignalSafeDataLoader(SeededItems(dataset, self.seed), batch_sampler=self.sampler,
-                                           num_workers=workers, pin_memory=self.device.type == "cuda",
-                                           persistent_workers=workers > 0, worker_init_fn=ignore_stop_signals)
-        self.dataset_size = self.sampler.batches_per_epoch * opt.batchSize  # samples per epoch
-
-        # 7. position
-        self.total_epochs = opt.niter + opt.niter_decay
+    def _set_position(self, resume_pos: tuple[int, int] | None) -> None:
+        """Epoch, samples into it, iteration and learning rate: fresh, resumed, or from iter.txt."""
+        self.total_epochs = self.opt.niter + self.opt.niter_decay
         self.epoch, self.epoch_iter, self.iteration = 1, 0, 0
         if self.resume_state is not None:
             self._apply_optim_state(self.resume_state)
         elif resume_pos is not None:
             self.epoch, self.epoch_iter = resume_pos
-            self.iteration = (self.epoch - 1) * self.sampler.batches_per_epoch + self.epoch_iter // opt.batchSize
+            self.iteration = ((self.epoch - 1) * self.sampler.batches_per_epoch
+                              + self.epoch_iter // self.opt.batchSize)
             self._set_lr(self._lr_at_epoch_start(self.epoch))
         self.total_steps = (self.epoch - 1) * self.dataset_size + self.epoch_iter
 
-        self.g_losses: dict[str, torch.Tensor] = {}
-        self.d_losses: dict[str, torch.Tensor] = {}
-        self.generated: torch.Tensor | None = None
-        self._stop_signal: int | None = None
-        self.visualizer = None
-
-    # ---- setup pieces ---------------------------------------------------------------------------
     def _noise(self, shape: torch.Size) -> torch.Tensor:
         """VAE noise for this rank's slice of the *global* batch (so DDP matches 1 process)."""
         b = shape[0]
