@@ -1,4 +1,4 @@
-"""Datasets, transforms and loaders: layouts, preprocess modes, alignment, validation errors."""
+"""Datasets, transforms and the training loader: layouts, preprocess modes, alignment, validation errors."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ from PIL import Image
 
 from spadegan import options
 from spadegan.data import transforms as T
-from spadegan.data.datasets import (create_dataloader, create_dataset, resolve_dataset_options,
-                                    validate_dataset)
+from spadegan.data.datasets import create_dataset, resolve_dataset_options, validate_dataset
 from spadegan.errors import SpadeganError
 
 SMALL = ["--load_size", "72", "--crop_size", "64", "--seed", "3"]
@@ -332,45 +331,44 @@ def test_items_deterministic_for_a_seed(shared):
     assert any(not torch.equal(a[(i, 0)]["image"], a[(i, 1)]["image"]) for i in range(4))
 
 
-def batches(loader, epochs: int = 1):
-    out = []
-    for _ in range(epochs):
-        out.append([(b["path"], b["image"].clone(), b["label"].clone()) for b in loader])
-    return out
+def batches(sampler, loader, epoch: int, start: int = 0) -> list:
+    sampler.set_epoch(epoch, start)
+    return [(b["path"], b["image"].clone(), b["label"].clone()) for b in loader]
 
 
-def test_dataloader_workers_match_serial_loading(shared):
+def test_train_loader_workers_match_serial_loading(shared):
+    from spadegan.train.sampling import make_train_loader
     opt = coco_opt(shared, "--batchSize", "4")
     ds = create_dataset(opt)
-    ref = batches(create_dataloader(opt, ds), epochs=2)
+    sampler, loader = make_train_loader(ds, opt, seed=3)
+    ref = [batches(sampler, loader, e) for e in (1, 2)]
     assert len(ref[0]) == 3  # 13 pairs, batch 4, last incomplete batch dropped in training
     assert [p for b in ref[0] for p in b[0]] != [p for b in ref[1] for p in b[0]]  # reshuffled
-    two = batches(create_dataloader(opt.replace(nThreads=2), ds), epochs=2)
-    for e in range(2):
-        for (p1, i1, l1), (p2, i2, l2) in zip(ref[e], two[e]):
+    sampler2, loader2 = make_train_loader(ds, opt.replace(nThreads=2), seed=3)
+    for e in (1, 2):
+        for (p1, i1, l1), (p2, i2, l2) in zip(ref[e - 1], batches(sampler2, loader2, e)):
             assert p1 == p2 and torch.equal(i1, i2) and torch.equal(l1, l2)
     # set_epoch replays an epoch exactly, also from the middle (resume)
-    loader = create_dataloader(opt, ds)
-    loader.sampler.set_epoch(1)
-    assert [b[0] for b in batches(loader)[0]] == [b[0] for b in ref[1]]
-    loader.sampler.set_epoch(1, start=4)
-    assert [b[0] for b in batches(loader)[0]] == [b[0] for b in ref[1][1:]]
-
-
-def test_serial_batches_and_test_loader(shared):
-    opt = coco_opt(shared, train=False)
-    assert opt.serial_batches
-    loader = create_dataloader(opt)
-    paths = [p for b in loader for p in b["path"]]
-    assert len(paths) == 8 and paths == sorted(paths)
+    assert [b[0] for b in batches(sampler, loader, 2)] == [b[0] for b in ref[1]]
+    assert [b[0] for b in batches(sampler, loader, 2, start=1)] == [b[0] for b in ref[1][1:]]
     assert not loader.pin_memory  # CPU
 
 
+def test_serial_batches_keep_the_file_order(shared):
+    from spadegan.train.sampling import make_train_loader
+    opt = coco_opt(shared, "--batchSize", "4", "--serial_batches")
+    sampler, loader = make_train_loader(create_dataset(opt), opt, seed=3)
+    paths = [p for b in batches(sampler, loader, 1) for p in b[0]]
+    assert len(paths) == 12 and paths == [s.image for s in create_dataset(opt).samples][:12]
+
+
 def test_distributed_ranks_split_global_batches(shared):
+    from spadegan.train.distributed import DistInfo
+    from spadegan.train.sampling import make_train_loader
     opt = coco_opt(shared, "--batchSize", "4", "--max_dataset_size", "12")
     ds = create_dataset(opt)
-    single = [sorted(b[0]) for b in batches(create_dataloader(opt, ds))[0]]
-    ranks = [batches(create_dataloader(opt, ds, distributed=True, rank=r, world_size=2))[0] for r in (0, 1)]
+    single = [sorted(b[0]) for b in batches(*make_train_loader(ds, opt, seed=3), epoch=1)]
+    ranks = [batches(*make_train_loader(ds, opt, 3, DistInfo(rank=r, world_size=2)), epoch=1) for r in (0, 1)]
     assert len(ranks[0]) == len(ranks[1]) == len(single) == 3
     for k in range(3):
         assert len(ranks[0][k][0]) == 2
@@ -378,10 +376,11 @@ def test_distributed_ranks_split_global_batches(shared):
 
 
 def test_too_small_for_a_batch(tmp_path):
+    from spadegan.train.sampling import make_train_loader
     label_dir, image_dir = make_custom(tmp_path, n=2)
     opt = resolve_dataset_options(custom_opt(label_dir, image_dir, "--batchSize", "4"))
-    with pytest.raises(SpadeganError, match="2 pairs.*--batchSize 4"):
-        create_dataloader(opt)
+    with pytest.raises(SpadeganError, match="2 sample.*--batchSize 4"):
+        make_train_loader(create_dataset(opt), opt, seed=0)
 
 
 # ---- bad input -----------------------------------------------------------------------------

@@ -7,11 +7,10 @@ __all__ = ["to_semantics", "get_edges", "instance_map"]
 from .datasets import (  # noqa: E402
     DatasetReport,
     PairedDataset,
-    create_dataloader,
     create_dataset,
     resolve_dataset_options,
     validate_dataset,
 )
 
-__all__ += ["create_dataset", "create_dataloader", "resolve_dataset_options", "validate_dataset",
+__all__ += ["create_dataset", "resolve_dataset_options", "validate_dataset",
             "DatasetReport", "PairedDataset"]

@@ -39,9 +39,10 @@ which pairs them in natural sort order. ``--max_dataset_size`` keeps the first p
 folders is fast and a stale cache is a classic source of wrong pairs.)
 
 Randomness: each item's crop and flip come from ``numpy.random.default_rng((seed, epoch,
-index))``; ``create_dataloader``'s samplers hand ``(index, epoch)`` keys to the dataset,
-so an item depends only on the seed, the epoch and the index, never on the number of
-workers, the process or what was loaded before. ``dataset[i]`` uses ``dataset.epoch``.
+index))``; the trainer's sampler (``spadegan.train.sampling``) hands ``(index, epoch)``
+keys to the dataset, so an item depends only on the seed, the epoch and the index, never
+on the number of workers, the process or what was loaded before. ``dataset[i]`` uses
+``dataset.epoch``.
 The seed is ``--seed``; without it a random one in training and 0 in test (so test-time
 crops are the same every run).
 
@@ -54,7 +55,6 @@ from __future__ import annotations
 
 import atexit
 import os
-import random
 import re
 import signal
 import sys
@@ -63,12 +63,12 @@ import weakref
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter  # subclassed: see SignalSafeDataLoader
 
 from ..errors import SpadeganError
@@ -81,14 +81,10 @@ __all__ = [
     "IMG_EXTENSIONS",
     "Sample",
     "PairedDataset",
-    "PairSampler",
-    "DistributedPairSampler",
     "DatasetReport",
     "create_dataset",
-    "create_dataloader",
     "resolve_dataset_options",
     "validate_dataset",
-    "seed_worker",
     "natural_key",
 ]
 
@@ -348,7 +344,7 @@ class PairedDataset(Dataset):
 
     ``opt``: the resolved Options; ``samples``: the file pairs; ``seed``: base seed of
     every item's crop/flip draw. Items are indexed by ``i`` (using ``self.epoch``) or by
-    the ``(i, epoch)`` keys the samplers of :func:`create_dataloader` yield.
+    the ``(i, epoch)`` keys the trainer's sampler yields.
     """
 
     def __init__(self, opt, samples: Sequence[Sample], seed: int):
@@ -444,62 +440,7 @@ def create_dataset(opt: "Options") -> PairedDataset:
     return PairedDataset(opt, samples, seed)
 
 
-# ---- samplers and the loader ---------------------------------------------------------------
-class PairSampler(Sampler):
-    """Yields ``(index, epoch)``: a fresh permutation per epoch (or serial order).
-
-    The permutation is ``torch.randperm(n)`` under ``seed + epoch``, the recipe of
-    ``DistributedSampler``, so one process with batch B sees the same global batches as W
-    processes with batch B/W. Each ``iter()`` uses the current epoch and then advances it;
-    ``set_epoch(e, start)`` chooses the epoch (and skips the first ``start`` samples, for
-    resuming mid-epoch) of the next ``iter()``.
-    """
-
-    def __init__(self, n: int, shuffle: bool, seed: int):
-        self.n, self.shuffle, self.seed = n, shuffle, int(seed)
-        self.epoch, self.start = 0, 0
-
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        self.epoch, self.start = int(epoch), int(start)
-
-    def __len__(self) -> int:
-        return max(0, self.n - self.start)
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        if self.shuffle:
-            g = torch.Generator()
-            g.manual_seed(self.seed + self.epoch)
-            order = torch.randperm(self.n, generator=g).tolist()
-        else:
-            order = list(range(self.n))
-        keys = [(i, self.epoch) for i in order[self.start:]]
-        self.epoch, self.start = self.epoch + 1, 0
-        return iter(keys)
-
-
-class DistributedPairSampler(DistributedSampler):
-    """``DistributedSampler`` yielding ``(index, epoch)`` keys; epochs as in PairSampler."""
-
-    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, shuffle: bool, seed: int,
-                 drop_last: bool):
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed,
-                         drop_last=drop_last)
-        self.start = 0
-
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        super().set_epoch(int(epoch))
-        self.start = int(start)
-
-    def __len__(self) -> int:
-        return max(0, self.num_samples - self.start)
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        order = list(super().__iter__())
-        keys = [(i, self.epoch) for i in order[self.start:]]
-        self.epoch, self.start = self.epoch + 1, 0
-        return iter(keys)
-
-
+# ---- the loader's worker processes -------------------------------------------------------
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 _LIVE_ITERS: "weakref.WeakSet[_SignalSafeIter]" = weakref.WeakSet()  # for the exit hook
 
@@ -517,19 +458,6 @@ def ignore_stop_signals(worker_id: int = 0) -> None:
         signal.signal(sig, signal.SIG_IGN)
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
-
-
-def seed_worker(worker_id: int) -> None:
-    """DataLoader worker_init_fn: seed the global numpy/random states from torch's, and
-    :func:`ignore_stop_signals`.
-
-    spadegan's own transforms use only per-item generators; this keeps any other library
-    that draws from the global states reproducible per worker.
-    """
-    ignore_stop_signals(worker_id)
-    s = torch.initial_seed() % 2 ** 32
-    np.random.seed(s)
-    random.seed(s)
 
 
 class _SignalSafeIter(_MultiProcessingDataLoaderIter):
@@ -581,43 +509,6 @@ def _shutdown_live_workers() -> None:
             it._shutdown_workers()
         except Exception:  # noqa: BLE001 - best effort at exit
             pass
-
-
-def create_dataloader(opt: "Options", dataset: Dataset | None = None, distributed: bool = False, rank: int = 0,
-                      world_size: int = 1, batch_size: int | None = None) -> DataLoader:
-    """A DataLoader over ``dataset`` (default ``create_dataset(opt)``).
-
-    Shuffled unless ``--serial_batches``; ``--nThreads`` worker processes; pinned memory
-    when the device is CUDA; incomplete last batches dropped in training. ``--batchSize``
-    is the global batch (as in the official multi-GPU code): each of the ``world_size``
-    processes loads ``batchSize // world_size`` unless ``batch_size`` is given. With
-    ``distributed`` a :class:`DistributedPairSampler` splits every epoch among the ranks.
-    Call ``loader.sampler.set_epoch(epoch)`` before each epoch (or let it count up).
-    """
-    if dataset is None:
-        dataset = create_dataset(opt)
-    seed = getattr(dataset, "seed", opt.seed if opt.seed is not None else 0)
-    if batch_size is None:
-        if opt.batchSize % world_size:
-            raise SpadeganError(f"--batchSize {opt.batchSize} must be a multiple of the number of "
-                                f"processes ({world_size})")
-        batch_size = opt.batchSize // world_size
-    shuffle = not opt.serial_batches
-    drop_last = bool(opt.isTrain)
-    if distributed:
-        sampler: Sampler = DistributedPairSampler(dataset, world_size, rank, shuffle, seed, drop_last)
-    else:
-        sampler = PairSampler(len(dataset), shuffle, seed)
-    if drop_last and len(sampler) < batch_size:
-        raise SpadeganError(
-            f"the dataset has {len(dataset)} pairs, fewer than one batch (--batchSize {opt.batchSize}"
-            f"{f' over {world_size} processes' if world_size > 1 else ''}); lower --batchSize or add data")
-    g = torch.Generator()
-    g.manual_seed(seed)
-    device = opt.torch_device
-    return SignalSafeDataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=max(0, int(opt.nThreads)),
-                                pin_memory=device.type == "cuda", drop_last=drop_last,
-                                worker_init_fn=seed_worker, generator=g)
 
 
 # ---- validation ----------------------------------------------------------------------------
