@@ -265,6 +265,20 @@ def test_official_output_files(tmp_path):
     assert G(torch.zeros(1, opt.semantic_nc, 32, 32)).shape == (1, 3, 32, 32)
 
 
+def test_debug_runs_one_short_epoch_showing_every_iteration(tmp_path):
+    from spadegan.train.trainer import DEBUG_BATCHES
+    t = Trainer(tiny_opt(tmp_path, "--debug"), dataset=SynthPairs(n=12), progress=False)
+    assert t.sampler.batches_per_epoch == 6 and t.total_epochs == 3
+    out = t.run()
+    assert out["iteration"] == DEBUG_BATCHES == 4 and out["stopped"] is None and out["epoch"] == 2
+    folder = tmp_path / "ck" / "run"
+    log = (folder / "loss_log.txt").read_text().splitlines()
+    assert len(log) == 1 + DEBUG_BATCHES  # a loss line at every iteration (--print_freq is 1000)
+    assert len(list((folder / "web" / "images").glob("*_synthesized_image.png"))) == DEBUG_BATCHES
+    assert {"latest_net_G.pth", "1_net_G.pth"} <= {p.name for p in folder.iterdir()}
+    assert read_iter_file(folder / "iter.txt") == (2, 0)
+
+
 def test_label_maps_drawn_in_palette_colours():
     from spadegan.data.palettes import classes_for_dataset_mode
     from spadegan.visuals import label_to_numpy

@@ -113,7 +113,8 @@ class Options:
     save_latest_freq: int = _opt(5000, "iterations between saves of the latest model", TRAIN)
     save_epoch_freq: int = _opt(10, "epochs between checkpoint saves", TRAIN)
     no_html: bool = _opt(False, "do not write the web/ page of samples", TRAIN)
-    debug: bool = _opt(False, "only do one epoch and display at each iteration", TRAIN)
+    debug: bool = _opt(False, "only do one epoch and display at each iteration: a quick check of a setup, one "
+                       "epoch of at most 4 batches, printing losses and saving samples at every one", TRAIN)
     tf_log: bool = _opt(False, "also log to TensorBoard (always on in spadegan when installed)", TRAIN)
     # training
     continue_train: bool = _opt(False, "continue training: load the latest model", TRAIN)

@@ -66,6 +66,10 @@ def make_adam(params: list[nn.Parameter], lr: float, betas: tuple[float, float])
         return torch.optim.Adam(params, lr=lr, betas=betas)
 
 
+#: --debug: batches per epoch (the official help: "only do one epoch and displays at each iteration").
+DEBUG_BATCHES = 4
+
+
 # ---- the trainer ----------------------------------------------------------------------------------
 class Trainer:
     """Builds everything from Options and runs the official training loop.
@@ -108,6 +112,7 @@ class Trainer:
         self.generated: torch.Tensor | None = None
         self._stop_signal: int | None = None
         self.visualizer = None
+        self._last_time = self._last_postfix = 0.0  # for the time per sample and the progress bar
 
     # ---- setup pieces ---------------------------------------------------------------------------
     def _read_resume(self) -> tuple[int, int] | None:
@@ -408,71 +413,23 @@ class Trainer:
 
         Stops after the last epoch, on SIGINT/SIGTERM (after the current step, saving
         `latest`), or when `max_steps` iterations (batches, counted over resumes) are done
-        (also saving `latest`).
+        (also saving `latest`). With --debug: only the epoch it starts in, of at most
+        DEBUG_BATCHES batches, printing the losses and saving samples at every iteration.
         """
         from tqdm import tqdm
-        opt = self.opt
         nb = self.sampler.batches_per_epoch
-        self.visualizer = Visualizer(opt, enabled=self.log, out=self._say)
+        last_epoch = self.epoch if self.opt.debug else self.total_epochs
+        self.visualizer = Visualizer(self.opt, enabled=self.log, out=self._say)
         self._bar = tqdm(total=self.total_epochs * nb, initial=min(self.iteration, self.total_epochs * nb),
                          disable=not self.progress, dynamic_ncols=True, unit="it", desc="train")
         self.visualizer.out = self._bar.write if self.progress else None
+        self._last_postfix = 0.0
         stopped: str | None = None
-        last_postfix = 0.0
         try:
             with self._signal_handlers():
-                for epoch in range(self.epoch, self.total_epochs + 1):
-                    self.epoch = epoch
-                    epoch_start = time.time()
-                    start_batch = self.epoch_iter // opt.batchSize
-                    self.sampler.set_epoch(epoch, start_batch)
-                    last_time = time.time()
-                    for i, data in enumerate(self.loader, start=start_batch):
-                        self.train_one_step(i, data)
-                        now = time.time()
-                        time_per_sample = (now - last_time) / opt.batchSize
-                        last_time = now
-                        self.epoch_iter += opt.batchSize
-                        self.total_steps += opt.batchSize
-                        self.iteration += 1
-                        self._bar.update(1)
-                        if self.progress and (now - last_postfix > 1.0 or self._needs(opt.print_freq)):
-                            last_postfix = now
-                            self._bar.set_postfix_str(self._postfix(epoch), refresh=False)
-                        if self._needs(opt.print_freq):
-                            losses = self.latest_losses()
-                            self.visualizer.print_current_errors(epoch, self.epoch_iter, losses, time_per_sample)
-                            self.visualizer.plot_current_errors(losses, self.total_steps, self.learning_rates)
-                        if self._needs(opt.display_freq) and self.generated is not None:
-                            self.visualizer.display_current_results(
-                                {"input_label": data["label"], "synthesized_image": self.generated,
-                                 "real_image": data["image"]}, epoch, self.total_steps)
-                        if self._needs(opt.save_latest_freq):
-                            self._say("saving the latest model (epoch %d, total_steps %d)" % (epoch, self.total_steps))
-                            self.save_latest(epoch, self.epoch_iter)
-                        want = self._stop_signal is not None or (max_steps is not None and self.iteration >= max_steps)
-                        if any_rank(want, self.dist):
-                            stopped = "signal" if self._stop_signal is not None else "max_steps"
-                            break
+                for epoch in range(self.epoch, last_epoch + 1):
+                    stopped = self._run_epoch(epoch, last_epoch, max_steps)
                     if stopped:
-                        self.save_latest(epoch, self.epoch_iter)
-                        if stopped == "signal":
-                            self._say(f"stopped at epoch {epoch}, iters {self.epoch_iter} (iteration "
-                                      f"{self.iteration}); saved 'latest' in {self.expr_dir}. "
-                                      "Resume with the same command plus --continue_train")
-                        break
-                    # end of the epoch (the official order: lr update, then epoch saves)
-                    self.update_learning_rate(epoch)
-                    self.epoch, self.epoch_iter = epoch + 1, 0
-                    self._say("End of epoch %d / %d \t Time Taken: %d sec" % (epoch, self.total_epochs,
-                                                                              time.time() - epoch_start))
-                    if epoch % opt.save_epoch_freq == 0 or epoch == self.total_epochs:
-                        self._say("saving the model at the end of epoch %d, iters %d" % (epoch, self.total_steps))
-                        self.save_latest(epoch + 1, 0)
-                        self.save(epoch)
-                    if max_steps is not None and self.iteration >= max_steps and epoch < self.total_epochs:
-                        stopped = "max_steps"
-                        self.save_latest(epoch + 1, 0)
                         break
                 else:
                     self._say("Training was successfully finished.")
@@ -483,6 +440,73 @@ class Trainer:
             barrier(self.dist)
         return {"iteration": self.iteration, "epoch": self.epoch, "epoch_iter": self.epoch_iter,
                 "stopped": stopped, "losses": self.latest_losses()}
+
+    def _run_epoch(self, epoch: int, last_epoch: int, max_steps: int | None) -> str | None:
+        """One epoch from where it stands, then the official end-of-epoch lr update and saves.
+
+        Returns why training stops early ("signal", "max_steps"), or None to go on.
+        """
+        opt = self.opt
+        self.epoch = epoch
+        epoch_start = time.time()
+        start_batch = self.epoch_iter // opt.batchSize
+        self.sampler.set_epoch(epoch, start_batch)
+        self._last_time = time.time()
+        stopped: str | None = None
+        for i, data in enumerate(self.loader, start=start_batch):
+            self.train_one_step(i, data)
+            self._after_step(epoch, data)
+            want = self._stop_signal is not None or (max_steps is not None and self.iteration >= max_steps)
+            if any_rank(want, self.dist):
+                stopped = "signal" if self._stop_signal is not None else "max_steps"
+                break
+            if opt.debug and i + 1 - start_batch >= DEBUG_BATCHES:
+                break
+        if stopped:
+            self.save_latest(epoch, self.epoch_iter)
+            if stopped == "signal":
+                self._say(f"stopped at epoch {epoch}, iters {self.epoch_iter} (iteration "
+                          f"{self.iteration}); saved 'latest' in {self.expr_dir}. "
+                          "Resume with the same command plus --continue_train")
+            return stopped
+        # end of the epoch (the official order: lr update, then epoch saves)
+        self.update_learning_rate(epoch)
+        self.epoch, self.epoch_iter = epoch + 1, 0
+        self._say("End of epoch %d / %d \t Time Taken: %d sec" % (epoch, self.total_epochs,
+                                                                  time.time() - epoch_start))
+        if epoch % opt.save_epoch_freq == 0 or epoch == last_epoch:
+            self._say("saving the model at the end of epoch %d, iters %d" % (epoch, self.total_steps))
+            self.save_latest(epoch + 1, 0)
+            self.save(epoch)
+        if max_steps is not None and self.iteration >= max_steps and epoch < last_epoch:
+            self.save_latest(epoch + 1, 0)
+            return "max_steps"
+        return None
+
+    def _after_step(self, epoch: int, data: Mapping[str, Any]) -> None:
+        """Count the step, then print / plot / display / save `latest` when their frequency says."""
+        opt = self.opt
+        now = time.time()
+        time_per_sample = (now - self._last_time) / opt.batchSize
+        self._last_time = now
+        self.epoch_iter += opt.batchSize
+        self.total_steps += opt.batchSize
+        self.iteration += 1
+        self._bar.update(1)
+        if self.progress and (now - self._last_postfix > 1.0 or self._needs(opt.print_freq)):
+            self._last_postfix = now
+            self._bar.set_postfix_str(self._postfix(epoch), refresh=False)
+        if self._needs(opt.print_freq) or opt.debug:
+            losses = self.latest_losses()
+            self.visualizer.print_current_errors(epoch, self.epoch_iter, losses, time_per_sample)
+            self.visualizer.plot_current_errors(losses, self.total_steps, self.learning_rates)
+        if (self._needs(opt.display_freq) or opt.debug) and self.generated is not None:
+            self.visualizer.display_current_results(
+                {"input_label": data["label"], "synthesized_image": self.generated,
+                 "real_image": data["image"]}, epoch, self.total_steps)
+        if self._needs(opt.save_latest_freq):
+            self._say("saving the latest model (epoch %d, total_steps %d)" % (epoch, self.total_steps))
+            self.save_latest(epoch, self.epoch_iter)
 
     def _postfix(self, epoch: int) -> str:
         losses = {**self.g_losses, **self.d_losses}
