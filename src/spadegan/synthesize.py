@@ -37,6 +37,7 @@ from PIL import Image
 
 from .device import PRECISIONS, precision_policy, resolve_device
 from .errors import SpadeganError, SpadeganWarning, UnsafeFileError
+from .data.transforms import image_to_tensor
 from .visuals import image_to_numpy, save_png
 
 #: The built-in model (trained on the procedural landscapes), shipped inside the package.
@@ -284,8 +285,7 @@ class Synthesizer:
         im = style.convert("RGB")
         if im.size != (size[1], size[0]):
             im = im.resize((size[1], size[0]), Image.BICUBIC)
-        arr = np.asarray(im, dtype=np.float32).transpose(2, 0, 1) / 255.0
-        return torch.from_numpy((arr - 0.5) / 0.5)
+        return image_to_tensor(im)  # normalised as the datasets normalise photos
 
     @staticmethod
     def _resize_ids(ids: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
@@ -310,13 +310,16 @@ class Synthesizer:
             if style is None:
                 zs.append(torch.randn(1, self.opt.z_dim, generator=g))
             else:
-                E = self.encoder()
-                x = self.style_tensor(style, size, where)[None].to(self.device)
-                with torch.inference_mode():
-                    mu, logvar = E(x)
+                mu, logvar = self.encode_style(self.style_tensor(style, size, where)[None])
                 # the official test draws z ~ N(mu, sigma) from the encoded photo
-                zs.append(sample_z(mu.float().cpu(), logvar.float().cpu(), generator=g))
+                zs.append(sample_z(mu.cpu(), logvar.cpu(), generator=g))
         return torch.cat(zs)
+
+    def encode_style(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, logvar), float32 on the device, of the style code of (B, 3, H, W) photos in [-1, 1]."""
+        with torch.inference_mode():
+            mu, logvar = self.encoder()(images.to(self.device))
+        return mu.float(), logvar.float()
 
     def synthesize_batch(self, labels: Sequence[LabelLike], instances: Sequence[LabelLike | None] | None = None,
                          styles: Sequence[ImageLike | None] | None = None, seeds: Sequence[int | None] | None = None,
@@ -345,7 +348,7 @@ class Synthesizer:
                                 for i, a in zip(instances, ids)])
         wheres = [str(s) if isinstance(s, (str, os.PathLike)) else None for s in styles]
         z = self._z(seeds, styles, size, wheres)
-        arrs = image_to_numpy(self._run(lab, inst, z, size))
+        arrs = image_to_numpy(self.generate(lab, inst, z, size))
         if output == "numpy":
             return list(arrs)
         return [Image.fromarray(a) for a in arrs]
@@ -361,8 +364,16 @@ class Synthesizer:
         """
         return self.synthesize_batch([label], [instance], [style], [seed], width=width, output=output)[0]
 
-    def _run(self, lab: torch.Tensor, inst: torch.Tensor | None, z: torch.Tensor | None,
-             size: tuple[int, int]) -> torch.Tensor:
+    def generate(self, lab: torch.Tensor, inst: torch.Tensor | None = None, z: torch.Tensor | None = None,
+                 size: tuple[int, int] | None = None) -> torch.Tensor:
+        """(B, H, W) model ids (+ instance ids, + VAE codes) -> (B, 3, H', W') float images in [-1, 1].
+
+        The tensor-level step under `synthesize`: no validation or resizing of the inputs.
+        `size` (H', W'): the output size, default the model's (the faithful network then
+        reads label maps of any size, as in the official test). Runs under inference_mode
+        in the Synthesizer's precision.
+        """
+        size = size or (self.height, self.width)
         if self.engine is not None:
             return self.engine.generate(lab, inst, z, size)
         from .data.semantics import to_semantics
@@ -411,7 +422,7 @@ class AppBackend:
         lab = torch.stack([Synthesizer._resize_ids(a.numpy(), size) for a in ids])
         inst = lab.clone() if syn.needs_instance else None
         z = syn._z(seeds, styles, size, [None] * len(labels))
-        return list(image_to_numpy(syn._run(lab, inst, z, size)))
+        return list(image_to_numpy(syn.generate(lab, inst, z, size)))
 
 
 # ---- the command line ---------------------------------------------------------------------------

@@ -11,7 +11,7 @@ the group and rank 0 alone prints and writes; --batchSize stays the global batch
 
 test: like the official test.py, options come from the command line (official checkpoint
 folders hold opt.txt too, for reference); `checkpoints/<name>/<which_epoch>_net_G.pth` is
-loaded (spadegan's or an official release) and
+loaded (spadegan's or an official release) into a `Synthesizer` (the faithful network, fp32) and
 `results/<name>/test_<which_epoch>/images/{input_label,synthesized_image,real_image}/<stem>.png`
 plus an `index.html` grid are written. With --use_vae the style comes from the photo
 beside each label map (the official behaviour), from `--style_image PATH`, or, with
@@ -88,114 +88,107 @@ def train_main(argv: list[str]) -> int:
 
 
 # ---- test -------------------------------------------------------------------------------------
-def _load_style_image(path: str, opt: Options) -> torch.Tensor:
-    from PIL import Image
-    p = Path(path)
-    if not p.is_file():
-        raise SpadeganError(f"--style_image {p}: no such file")
-    try:
-        img = Image.open(p).convert("RGB")
-    except Exception as e:
-        raise SpadeganError(f"--style_image {p}: cannot read image ({e})") from None
-    w = opt.crop_size
-    h = int(round(w / opt.aspect_ratio))
-    img = img.resize((w, h), Image.BICUBIC)
-    arr = torch.from_numpy(np.asarray(img, dtype=np.float32) / 127.5 - 1.0)
-    return arr.permute(2, 0, 1).unsqueeze(0)
+def _test_synthesizer(opt: Options):
+    """The checkpoint's generator as a Synthesizer running the faithful network in fp32 (the
+    official test's images), and whether VAE styles are drawn at random."""
+    from ..checkpoint import weights_file
+    from ..synthesize import Synthesizer
+
+    syn = Synthesizer.from_checkpoint(opt.expr_dir, device=opt.torch_device, precision="fp32", use_engine=False,
+                                      which_epoch=opt.which_epoch, opt=opt)
+    if opt.num_samples < 1:
+        raise SpadeganError(f"--num_samples must be at least 1, got {opt.num_samples}")
+    random_styles = opt.use_vae and opt.num_samples > 1
+    if opt.use_vae and not random_styles and weights_file(opt.expr_dir, "E", opt.which_epoch) is None:
+        e_path = opt.expr_dir / f"{opt.which_epoch}_net_E.pth"
+        if opt.style_image:
+            raise SpadeganError(f"--style_image needs the style encoder {e_path}, which is missing")
+        print(f"note: no {e_path.name}: drawing random styles instead of encoding the photos", flush=True)
+        random_styles = True
+    return syn, random_styles
+
+
+def _test_styles(opt: Options, syn, random_styles: bool):
+    """A function (batch of photos) -> z for one sample of the batch, or None without --use_vae.
+
+    --style_image: the mean code of that photo (a deterministic style); random styles:
+    z ~ N(0, I); otherwise the official test's: z sampled around the encoding of each photo.
+    """
+    from ..networks import sample_z
+    from .state import mix_seed
+
+    if not opt.use_vae:
+        return lambda real: None
+    gen = torch.Generator().manual_seed(mix_seed(opt.seed if opt.seed is not None else 0, 7))
+    if opt.style_image:
+        style_z, _ = syn.encode_style(syn.style_tensor(opt.style_image, (syn.height, syn.width))[None])
+        return lambda real: style_z.expand(real.shape[0], -1)
+    if random_styles:
+        return lambda real: torch.randn(real.shape[0], opt.z_dim, generator=gen)
+
+    def encoded(real: torch.Tensor) -> torch.Tensor:
+        mu, logvar = syn.encode_style(real)
+        return sample_z(mu, logvar, eps=torch.randn(mu.shape, generator=gen))
+    return encoded
+
+
+def _save_test_batch(data: dict, fakes: list[np.ndarray], opt: Options, img_dir: Path, used: set[str]) -> list:
+    """input_label / synthesized_image / real_image PNGs of one batch; its rows of the page."""
+    from ..visuals import image_to_numpy, label_to_numpy, save_png
+
+    samples = len(fakes)
+    labels, reals = label_to_numpy(data["label"], opt), image_to_numpy(data["image"])
+    rows = []
+    for j in range(len(labels)):
+        stem = Path(data["path"][j]).stem
+        while stem in used:  # the same file name in two folders (e.g. portraits)
+            stem += "_"
+        used.add(stem)
+        cells = [(f"images/input_label/{stem}.png", "input_label")]
+        save_png(labels[j], img_dir / "input_label" / f"{stem}.png")
+        for k in range(samples):
+            name = f"{stem}.png" if samples == 1 else f"{stem}_sample{k}.png"
+            save_png(fakes[k][j], img_dir / "synthesized_image" / name)
+            cells.append((f"images/synthesized_image/{name}", "synthesized_image" if samples == 1 else f"sample {k}"))
+        save_png(reals[j], img_dir / "real_image" / f"{stem}.png")
+        cells.append((f"images/real_image/{stem}.png", "real_image"))
+        rows.append((stem, cells))
+    return rows
 
 
 def test_main(argv: list[str]) -> int:
     """`spadegan test [official test.py flags]`: synthesize the dataset's test split."""
     from tqdm import tqdm
 
-    from .. import networks
-    from ..checkpoint import load_network_weights, weights_file
-    from ..data.semantics import instance_map, to_semantics
-    from .state import mix_seed
-    from ..visuals import image_to_numpy, label_to_numpy, save_png, write_results_page
+    from ..data.semantics import instance_map
+    from ..visuals import image_to_numpy, write_results_page
 
     opt = parse(argv, train=False)
     opt, dataset = _prepare_dataset(opt, show=True)
     print(options_banner(opt), flush=True)
-    device = opt.torch_device
-    folder = opt.expr_dir
-    G = networks.define_G(opt, init=False)
-    load_network_weights(G, weights_file(folder, "G", opt.which_epoch) or folder / f"{opt.which_epoch}_net_G.pth",
-                         opt, "G")
-    G.eval().to(device)
-
-    E = None
-    random_styles = opt.use_vae and opt.num_samples > 1
-    if opt.use_vae and not random_styles:
-        e_path = weights_file(folder, "E", opt.which_epoch) or folder / f"{opt.which_epoch}_net_E.pth"
-        if e_path.is_file():
-            E = networks.define_E(opt, init=False)
-            load_network_weights(E, e_path, opt, "E")
-            E.eval().to(device)
-        elif opt.style_image:
-            raise SpadeganError(f"--style_image needs the style encoder {e_path}, which is missing")
-        else:
-            print(f"note: no {e_path.name}: drawing random styles instead of encoding the photos", flush=True)
-            random_styles = True
-    if opt.num_samples < 1:
-        raise SpadeganError(f"--num_samples must be at least 1, got {opt.num_samples}")
-    gen = torch.Generator().manual_seed(mix_seed(opt.seed if opt.seed is not None else 0, 7))
-    style_z = None
-    if opt.style_image:
-        with torch.no_grad():
-            mu, _ = E(_load_style_image(opt.style_image, opt).to(device))  # the mean: a deterministic style
-        style_z = mu.float()
-
+    syn, random_styles = _test_synthesizer(opt)
+    style_of = _test_styles(opt, syn, random_styles)
+    samples = opt.num_samples if random_styles else 1
     out = Path(opt.results_dir) / opt.name / f"test_{opt.which_epoch}"
-    img_dir = out / "images"
     n_total = len(dataset) if opt.how_many == float("inf") else min(len(dataset), int(opt.how_many))
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(n_total)),
                                          batch_size=opt.batchSize, shuffle=False,
                                          num_workers=max(0, int(opt.nThreads)),
-                                         pin_memory=device.type == "cuda")
-    samples = opt.num_samples if random_styles else 1
+                                         pin_memory=syn.device.type == "cuda")
     rows: list[tuple[str, list[tuple[str, str]]]] = []
     used: set[str] = set()
-    with torch.no_grad(), tqdm(total=n_total, desc="test", unit="img") as bar:
+    with tqdm(total=n_total, desc="test", unit="img") as bar:
         for data in loader:
-            label = data["label"].to(device)
+            label = data["label"][:, 0].long()
             inst = instance_map(data, opt)
-            inst = None if inst is None else inst.to(device)
-            sem = to_semantics(label, inst, opt)
-            real = data["image"].to(device).float()
-            b = sem.size(0)
-            fakes = []
-            for k in range(samples):
-                z = None
-                if opt.use_vae:
-                    if style_z is not None:
-                        z = style_z.expand(b, -1)
-                    elif random_styles:
-                        z = torch.randn(b, opt.z_dim, generator=gen).to(device)
-                    else:  # the official test: encode the photo, sample around it
-                        mu, logvar = E(real)
-                        z = networks.sample_z(mu.float(), logvar.float(), eps=torch.randn(mu.shape, generator=gen))
-                fakes.append(image_to_numpy(G(sem, z=z)))
-            labels, reals = label_to_numpy(data["label"], opt), image_to_numpy(data["image"])
-            for j in range(b):
-                stem = Path(data["path"][j]).stem
-                while stem in used:  # the same file name in two folders (e.g. portraits)
-                    stem += "_"
-                used.add(stem)
-                cells = [(f"images/input_label/{stem}.png", "input_label")]
-                save_png(labels[j], img_dir / "input_label" / f"{stem}.png")
-                for k in range(samples):
-                    name = f"{stem}.png" if samples == 1 else f"{stem}_sample{k}.png"
-                    save_png(fakes[k][j], img_dir / "synthesized_image" / name)
-                    cells.append((f"images/synthesized_image/{name}",
-                                  "synthesized_image" if samples == 1 else f"sample {k}"))
-                save_png(reals[j], img_dir / "real_image" / f"{stem}.png")
-                cells.append((f"images/real_image/{stem}.png", "real_image"))
-                rows.append((stem, cells))
-            bar.update(b)
+            inst = None if inst is None else inst[:, 0]
+            real = data["image"].float()
+            fakes = [image_to_numpy(syn.generate(label, inst, style_of(real))) for _ in range(samples)]
+            rows += _save_test_batch(data, fakes, opt, out / "images", used)
+            bar.update(len(label))
     page = write_results_page(out, f"Experiment = {opt.name}, Phase = {opt.phase}, Epoch = {opt.which_epoch}",
                               rows, width=opt.display_winsize)
-    print(f"wrote {len(rows)} results to {img_dir} ({page})", flush=True)
+    print(f"wrote {len(rows)} results to {out / 'images'} ({page})", flush=True)
     return 0
 
 
