@@ -1,4 +1,4 @@
-"""Tests for `spadegan eval` (evaluation/cli.py) and the shipped landscapes segmenter.
+"""Tests for `spadegan eval` (evaluation/cli.py and the modules it runs) and the shipped landscapes segmenter.
 
 A handful of 64 px procedural scenes and a tiny random VAE generator (ngf 8) exercise the
 whole command: synthesis, segmenter scores, the baseline, FID's "unavailable" path (and its
@@ -19,6 +19,7 @@ import torch
 from spadegan.cli import main as spadegan_main
 from spadegan.errors import SpadeganError
 from spadegan.evaluation import cli as ecli
+from spadegan.evaluation import evaluate, scorer_training, scoring, split
 from spadegan.evaluation.segmenter import SmallSegmenter, load_segmenter, save_segmenter
 
 SIZE = 64
@@ -243,13 +244,13 @@ def test_torchscript_segmenter_is_accepted(tiny_ckpt, tmp_path):
 def test_baseline_helpers():
     labels = torch.tensor([[[0, 0], [1, 2]]])
     images = torch.tensor([[[[10, 30], [200, 7]], [[0, 0], [100, 7]], [[4, 8], [50, 7]]]], dtype=torch.uint8)
-    split = ecli.EvalSplit(labels, images, None, ["a"])
-    means, counts = ecli.class_mean_colours(split, 4)
+    data = split.EvalSplit(labels, images, None, ["a"])
+    means, counts = split.class_mean_colours(data, 4)
     assert counts.tolist() == [2, 1, 1, 0]
     np.testing.assert_allclose(means[0], [20, 0, 6])
     np.testing.assert_allclose(means[1], [200, 100, 50])
     np.testing.assert_allclose(means[3], [127.5] * 3)  # absent class: grey
-    painted = ecli.paint_baseline(labels, means)
+    painted = split.paint_baseline(labels, means)
     assert painted.dtype == torch.uint8 and painted.shape == (1, 3, 2, 2)
     assert painted[0, :, 0, 0].tolist() == [20, 0, 6] and painted[0, :, 1, 1].tolist() == [7, 7, 7]
 
@@ -280,10 +281,10 @@ def test_shipped_segmenter_segments_real_landscapes():
     from spadegan.evaluation.miou import confusion_matrix, scores
     from spadegan.evaluation.segmenter import segment
 
-    if not ecli.BUILTIN_SEGMENTER.is_file():
-        pytest.fail(f"the shipped segmenter {ecli.BUILTIN_SEGMENTER} is missing")
-    assert ecli.BUILTIN_SEGMENTER.stat().st_size < 3_000_000
-    model = load_segmenter(ecli.BUILTIN_SEGMENTER)
+    if not evaluate.BUILTIN_SEGMENTER.is_file():
+        pytest.fail(f"the shipped segmenter {evaluate.BUILTIN_SEGMENTER} is missing")
+    assert evaluate.BUILTIN_SEGMENTER.stat().st_size < 3_000_000
+    model = load_segmenter(evaluate.BUILTIN_SEGMENTER)
     assert model.num_classes == 10
     # seeds far from the train/val seeds of the dataset it was trained on (0..3199)
     scenes = [generate_scene(50_000 + i, 128) for i in range(8)]
@@ -299,24 +300,24 @@ def test_default_segmenter_only_for_landscapes(tiny_ckpt):
     from spadegan.checkpoint import checkpoint_options
 
     opt = checkpoint_options(tiny_ckpt)
-    assert ecli._default_segmenter(opt, opt) == (ecli.BUILTIN_SEGMENTER if ecli.BUILTIN_SEGMENTER.is_file()
+    assert evaluate.default_segmenter(opt, opt) == (evaluate.BUILTIN_SEGMENTER if evaluate.BUILTIN_SEGMENTER.is_file()
                                                  else None)
     other = opt.replace(dataset_mode="custom", label_nc=13)
-    assert ecli._default_segmenter(other, other) is None
+    assert evaluate.default_segmenter(other, other) is None
 
 
 def test_balance_weights():
     freq = np.array([0.5, 0.25, 0.25, 0.0])
-    w = ecli.balance_weights(freq, 0.5)
+    w = scorer_training.balance_weights(freq, 0.5)
     assert w[3] == 0 and w[1] == pytest.approx(w[2]) and w[1] > w[0]
     assert float((freq * w).sum()) == pytest.approx(1.0)  # the average pixel weighs 1
-    np.testing.assert_allclose(ecli.balance_weights(freq, 0.0)[:3], 1.0)
+    np.testing.assert_allclose(scorer_training.balance_weights(freq, 0.0)[:3], 1.0)
 
 
 @pytest.mark.slow
 def test_builtin_model_eval_smoke(tiny_data, tmp_path):
-    if not (ecli.builtin_model_dir() / "latest_net_G.pth").is_file():
-        pytest.skip(f"the built-in model is not in {ecli.builtin_model_dir()} yet")
+    if not (evaluate.builtin_model_dir() / "latest_net_G.pth").is_file():
+        pytest.skip(f"the built-in model is not in {evaluate.builtin_model_dir()} yet")
     out = tmp_path / "out"
     assert _run(["--builtin", "--dataroot", str(tiny_data), "--how_many", "2", "--out", str(out),
                  "--no_plots", "--num_visuals", "0"]) == 0
@@ -375,7 +376,7 @@ def test_pooled_features_shape_hooks_and_same_as_separate_pass(tiny_seg):
     assert (feats[:, model.width:2 * model.width] >= 0).all()
     # features collected during the mIoU forward passes are the same numbers
     with pooled_features(model) as collected:
-        ecli.segmentation_scores(model, images, torch.zeros(5, 32, 32, dtype=torch.long), 10, None,
+        scoring.segmentation_scores(model, images, torch.zeros(5, 32, 32, dtype=torch.long), 10, None,
                                  torch.device("cpu"), batch_size=3)
     np.testing.assert_allclose(torch.cat(collected).double().numpy(), feats, rtol=1e-5, atol=1e-6)
     # hooks are gone afterwards
@@ -412,14 +413,14 @@ def test_shipped_segmenter_seg_fd_ranks_baseline_below_real_photos():
     """Two independent sets of real scenes are closer than real scenes and flat class colours."""
     from spadegan.evaluation.segfd import seg_distances, segmenter_features
 
-    if not ecli.BUILTIN_SEGMENTER.is_file():
-        pytest.fail(f"the shipped segmenter {ecli.BUILTIN_SEGMENTER} is missing")
-    model = load_segmenter(ecli.BUILTIN_SEGMENTER)
+    if not evaluate.BUILTIN_SEGMENTER.is_file():
+        pytest.fail(f"the shipped segmenter {evaluate.BUILTIN_SEGMENTER} is missing")
+    model = load_segmenter(evaluate.BUILTIN_SEGMENTER)
     n = 16  # seeds far from the dataset's 0..3199
     ref_labels, ref_images = _scenes(60_000, n)
     labels, images = _scenes(61_000, n)
-    colours, _ = ecli.class_mean_colours(ecli.EvalSplit(ref_labels, ref_images, None, []), 10)
-    baseline = ecli.paint_baseline(labels, colours)
+    colours, _ = split.class_mean_colours(split.EvalSplit(ref_labels, ref_images, None, []), 10)
+    baseline = split.paint_baseline(labels, colours)
     ref, real, flat = (segmenter_features(model, x, batch_size=n) for x in (ref_images, images, baseline))
     assert ref.shape == (n, 480)
     floor, base = seg_distances(ref, real), seg_distances(ref, flat)
@@ -434,8 +435,8 @@ def test_builtin_model_quality_on_unseen_scenes(tmp_path_factory, tmp_path):
     # than the flat class-colour baseline (the numbers of benchmarks/README.md, small sample)
     from spadegan.data.landscapes import make_landscapes
 
-    if not (ecli.builtin_model_dir() / "latest_net_G.pth").is_file():
-        pytest.skip(f"the built-in model is not in {ecli.builtin_model_dir()} yet")
+    if not (evaluate.builtin_model_dir() / "latest_net_G.pth").is_file():
+        pytest.skip(f"the built-in model is not in {evaluate.builtin_model_dir()} yet")
     root = tmp_path_factory.mktemp("unseen")
     make_landscapes(str(root), count=72, size=128, seed=90_000, val_count=32)
     out = tmp_path / "out"

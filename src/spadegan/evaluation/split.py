@@ -1,0 +1,194 @@
+"""What an evaluation scores: the eval split in memory, its synthesized images and the baseline.
+
+- `EvalSplit` / `load_split`: label maps, photos (uint8) and instance maps of a split, read
+  once at the model's size (`split_options` gives the test-time options for it);
+- `load_networks` + `synthesize_split`: a checkpoint's images for every label map (VAE
+  styles seeded, so epochs are compared on equal terms);
+- `class_mean_colours` + `paint_baseline`: the trivial baseline, each class painted with its
+  mean colour over the train split (`train_split`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import SpadeganError
+from ..visuals import from_uint8, to_uint8
+
+
+@dataclass
+class EvalSplit:
+    """An evaluation split in memory: N label maps, their photos (and instance maps).
+
+    ``labels``: N x H x W long class ids (dontcare already mapped to ``label_nc``);
+    ``images``: N x 3 x H x W uint8; ``instances``: N x 1 x H x W float or None;
+    ``names``: file stems.
+    """
+
+    labels: torch.Tensor
+    images: torch.Tensor
+    instances: torch.Tensor | None
+    names: list[str]
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+def load_split(opt: Any, how_many: int = 0, desc: str = "loading eval split") -> EvalSplit:
+    """Read a dataset split (``opt``: resolved Options, test-time) into an :class:`EvalSplit`."""
+    from tqdm.auto import tqdm
+
+    from spadegan.data.datasets import create_dataset
+    from spadegan.data.semantics import instance_map
+
+    dataset = create_dataset(opt)
+    n = len(dataset) if how_many <= 0 else min(len(dataset), how_many)
+    labels, images, instances, names = [], [], [], []
+    shape = None
+    for i in tqdm(range(n), desc=desc, unit="img"):
+        item = dataset[(i, 0)]
+        lab = item["label"][0].round().long()
+        if shape is None:
+            shape = tuple(lab.shape)
+        elif tuple(lab.shape) != shape:  # only with preprocess modes that keep each image's size
+            raise SpadeganError(
+                f"{item['path']} gives a {tuple(lab.shape)} label map, the first one was {shape}; "
+                "evaluate at one size (the eval uses preprocess_mode 'fixed' at --crop_size)")
+        labels.append(lab)
+        images.append(to_uint8(item["image"]))
+        inst = instance_map(item, opt)
+        if inst is not None:
+            instances.append(inst.float())
+        names.append(Path(item["path"]).stem)
+    return EvalSplit(torch.stack(labels), torch.stack(images),
+                     torch.stack(instances) if len(instances) == n and n else None, names)
+
+
+def split_options(model_opt: Any, args: argparse.Namespace, phase: str) -> Any:
+    """Test-time options for reading ``phase`` of the eval dataset at the model's size."""
+    mode = args.dataset_mode or ("custom" if args.label_dir else model_opt.dataset_mode)
+    if args.label_dir and mode != "custom":
+        raise SpadeganError(f"--label_dir is for --dataset_mode custom, not {mode}; use --dataroot for {mode}")
+    if mode == "custom" and phase == args.phase and not (args.label_dir and args.image_dir):
+        # the saved --label_dir is the training data: scoring on it would look great and mean nothing
+        raise SpadeganError("--dataset_mode custom needs --label_dir and --image_dir of the eval split "
+                            "(held-out label maps and their photos)")
+    crop = args.crop_size or model_opt.crop_size
+    changes: dict[str, Any] = dict(
+        dataset_mode=mode, phase=phase, isTrain=False, no_flip=True, serial_batches=True,
+        preprocess_mode="fixed", crop_size=crop, load_size=crop, seed=0,
+    )
+    if args.dataroot:
+        changes["dataroot"] = args.dataroot
+    if mode == "custom" and phase == args.phase:
+        if args.label_dir:
+            changes.update(label_dir=args.label_dir, image_dir=args.image_dir)
+        if args.instance_dir:
+            changes["instance_dir"] = args.instance_dir
+    return model_opt.replace(**changes)
+
+
+def train_split(model_opt: Any, args: argparse.Namespace, eval_opt: Any,
+                          how_many: int = 0) -> EvalSplit | str:
+    """The train split (its first ``how_many`` pairs; 0 = all) at the eval size, or the reason it
+    is unavailable. It gives the baseline's colours and seg_fd's reference photos."""
+    if eval_opt.dataset_mode == "custom":
+        if not (args.baseline_label_dir and args.baseline_image_dir):
+            return ("custom datasets need --baseline_label_dir and --baseline_image_dir (the train "
+                    "split) for the class mean colours and seg_fd's reference photos")
+        opt = eval_opt.replace(phase="train", label_dir=args.baseline_label_dir,
+                               image_dir=args.baseline_image_dir, instance_dir="", no_instance=True)
+    else:
+        opt = eval_opt.replace(phase="train", no_instance=True)
+    return load_split(opt, how_many, desc="loading train split")
+
+
+def load_networks(weights: Path, model_opt: Any, device: torch.device, style: str
+                   ) -> tuple[nn.Module, nn.Module | None]:
+    from spadegan.checkpoint import companion_weights, load_checkpoint
+
+    G = load_checkpoint(weights, "G", opt=model_opt, device=device)
+    E = None
+    if model_opt.use_vae and style == "encode":
+        e_path = companion_weights(weights, "E") or weights.parent / weights.name.replace("_net_G", "_net_E")
+        if not e_path.is_file():
+            raise SpadeganError(f"--style encode needs the style encoder {e_path}, which is missing; "
+                                "use --style random")
+        E = load_checkpoint(e_path, "E", opt=model_opt, device=device)
+    return G, E
+
+
+@torch.no_grad()
+def synthesize_split(G: nn.Module, split: EvalSplit, opt: Any, device: torch.device, batch_size: int = 16,
+                     seed: int = 0, E: nn.Module | None = None, desc: str = "synthesizing") -> torch.Tensor:
+    """Synthesized images (N x 3 x H x W uint8) for every label map of ``split``.
+
+    VAE generators get z ~ N(0, I) from a generator seeded with ``seed`` (the same codes
+    for every checkpoint, so epochs are compared on equal terms), or, when ``E`` is given,
+    z sampled around the encoding of the real photo.
+    """
+    from tqdm.auto import tqdm
+
+    from spadegan.data.semantics import to_semantics
+    from spadegan.networks import sample_z
+
+    gen = torch.Generator().manual_seed(int(seed))
+    out = []
+    n = len(split)
+    with tqdm(total=n, desc=desc, unit="img", leave=False) as bar:
+        for start in range(0, n, batch_size):
+            sl = slice(start, min(n, start + batch_size))
+            label = split.labels[sl].unsqueeze(1).to(device)
+            inst = split.instances[sl].to(device) if split.instances is not None else None
+            if not opt.no_instance and inst is None:
+                raise SpadeganError("this model uses instance maps (trained without --no_instance) but the "
+                                    "eval split has none; pass --instance_dir or a dataset with instance maps")
+            sem = to_semantics(label, inst, opt)
+            z = None
+            if opt.use_vae:
+                b = sem.shape[0]
+                eps = torch.randn(b, opt.z_dim, generator=gen)
+                if E is not None:
+                    mu, logvar = E(from_uint8(split.images[sl]).to(device))
+                    z = sample_z(mu.float(), logvar.float(), eps=eps)
+                else:
+                    z = eps.to(device)
+            fake = G(sem, z=z)
+            out.append(to_uint8(fake))
+            bar.update(sl.stop - sl.start)
+    return torch.cat(out)
+
+
+def class_mean_colours(split: EvalSplit, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean RGB (num_classes x 3, float) of each class's pixels, and the pixel counts.
+
+    Classes with no pixels get mid-grey. Ids >= ``num_classes`` (dontcare) are skipped.
+    """
+    sums = np.zeros((num_classes, 3), np.float64)
+    counts = np.zeros(num_classes, np.int64)
+    for lab, img in zip(split.labels, split.images):
+        ids = lab.reshape(-1).numpy()
+        keep = ids < num_classes
+        ids = ids[keep]
+        rgb = img.reshape(3, -1).numpy().T[keep].astype(np.float64)
+        counts += np.bincount(ids, minlength=num_classes)
+        for c in range(3):
+            sums[:, c] += np.bincount(ids, weights=rgb[:, c], minlength=num_classes)
+    means = np.full((num_classes, 3), 127.5)
+    seen = counts > 0
+    means[seen] = sums[seen] / counts[seen, None]
+    return means, counts
+
+
+def paint_baseline(labels: torch.Tensor, colours: np.ndarray) -> torch.Tensor:
+    """Paint each class with its colour: N x H x W ids -> N x 3 x H x W uint8."""
+    table = torch.from_numpy(np.clip(np.round(colours), 0, 255).astype(np.uint8))
+    ids = labels.clamp(0, table.shape[0] - 1)  # dontcare (== num_classes) gets the last colour
+    return table[ids].permute(0, 3, 1, 2).contiguous()
