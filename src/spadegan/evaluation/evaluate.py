@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,214 +69,262 @@ def default_segmenter(eval_opt: Any, model_opt: Any) -> Path | None:
     return None
 
 
-def evaluate(args: argparse.Namespace) -> int:
-    from spadegan.checkpoint import checkpoint_options
+@dataclass
+class _Run:
+    """What one evaluation works on: the model, its options, the eval split, where to write."""
 
-    t0 = time.time()
+    args: argparse.Namespace
+    device: torch.device
+    weights: Path
+    folder: Path
+    desc: str
+    model_opt: Any
+    eval_opt: Any
+    out: Path
+    split: EvalSplit
+
+    @property
+    def num_classes(self) -> int:
+        return self.model_opt.label_nc
+
+    @property
+    def names(self) -> list[str]:
+        return class_names(self.model_opt, self.num_classes)
+
+
+def _setup(args: argparse.Namespace) -> _Run:
+    """The model (--name/--checkpoint/--builtin), its options, the eval split at its size."""
+    from ..checkpoint import checkpoint_options
+
     device = resolve_device(args.device or None)
     weights, folder, desc = resolve_model(args)
-    model_opt = checkpoint_options(folder, train=False)
-    model_opt = model_opt.replace(device=str(device))
+    model_opt = checkpoint_options(folder, train=False).replace(device=str(device))
     eval_opt = split_options(model_opt, args, args.phase)
     out = Path(args.out) if args.out else (Path("eval_builtin") if args.builtin else folder)
     out.mkdir(parents=True, exist_ok=True)
-
     split = load_split(eval_opt, args.how_many, desc=f"loading {eval_opt.phase} split")
-    h, w = split.labels.shape[-2:]
-    num_classes = model_opt.label_nc
-    ignore = model_opt.label_nc if model_opt.contain_dontcare_label else None
-    names = class_names(model_opt, num_classes)
-    print(f"evaluating {desc} ({weights.name}) on {len(split)} {eval_opt.phase} pairs of "
-          f"{eval_opt.dataset_mode} at {w}x{h} on {device}", flush=True)
+    return _Run(args, device, weights, folder, desc, model_opt, eval_opt, out, split)
 
-    # the scorer
-    seg_path: Path | None = Path(args.seg_weights) if args.seg_weights else default_segmenter(eval_opt, model_opt)
-    seg_info: dict[str, Any] = {"status": "ok", "reason": None, "weights": str(seg_path) if seg_path else None}
-    scorer = None
-    if seg_path is None:
-        seg_info.update(status="unavailable", reason=(
-            "no --seg_weights given (a segmenter for this dataset's classes; train one with "
-            "`spadegan eval --train_segmenter`); only the landscapes dataset has a shipped default"))
-    else:
-        scorer = load_scorer(seg_path, device)
-        n_seg = scorer_classes(scorer)
-        if n_seg is not None and n_seg != num_classes:
-            raise SpadeganError(f"--seg_weights {seg_path} segments {n_seg} classes but the model has "
-                                f"label_nc {num_classes}; use a segmenter trained on this dataset")
-    # Objects must appear at the scale the segmenter learned: a 64 px model's images are
-    # upsampled for a segmenter trained on 128 px photos (the real photos too, so the upper
-    # bound is measured the same way); predictions are compared at the model's resolution.
-    seg_h = args.seg_size if args.seg_size != 0 else (getattr(scorer, "image_size", None) or (0, 0))[0]
-    seg_input = (int(seg_h), max(1, round(seg_h * w / h))) if seg_h and seg_h > 0 else None
-    if seg_input == (h, w):
-        seg_input = None
-    seg_info["input_size"] = list(seg_input) if seg_input else [h, w]
 
-    # seg_fd / seg_kid: the segmenter's pooled features, against real train photos
-    from .segfd import FEATURE_LAYERS, SEG_FD_DESCRIPTION, feature_layers_missing, pooled_features
+class _Scorer:
+    """The run's segmenter (mIoU; seg_fd/seg_kid from the same forward passes) and FID/KID.
 
-    sfd: dict[str, Any] = {"status": "ok", "reason": None, "description": SEG_FD_DESCRIPTION,
-                           "segmenter": str(seg_path) if seg_path else None, "layers": list(FEATURE_LAYERS),
-                           "pooling": "per-channel spatial mean and std", "feature_dim": None,
-                           "input_size": seg_info["input_size"], "reference": None,
-                           "kid_subset_size": None}
-    same_photos = (eval_opt.phase == "train" if eval_opt.dataset_mode != "custom"
-                   else bool(args.image_dir) and args.image_dir == args.baseline_image_dir)
-    if args.no_seg_fd:
-        sfd.update(status="off", reason="--no_seg_fd")
-    elif same_photos:
-        # the reference would be the evaluated photos themselves: the floor would read 0
-        sfd.update(status="unavailable", reason="the eval split is the train split, which seg_fd uses as "
-                                                "its reference photos; evaluate a held-out split")
-    elif scorer is None:
-        sfd.update(status="unavailable", reason="no segmenter (see mIoU)")
-    else:
-        missing = feature_layers_missing(scorer)
-        if missing:
-            sfd.update(status="unavailable", reason=missing)
+    `info` and `sfd` are the "segmenter" and "seg_fd" entries of metrics.json.
+    """
 
-    def seg_scores(images_u8: torch.Tensor, what: str) -> tuple[dict[str, Any] | None, np.ndarray | None]:
-        """mIoU scores and, if seg_fd is on, the pooled features from the same forward passes."""
-        if scorer is None:
-            return None, None
-
-        def run() -> dict[str, Any]:
-            return segmentation_scores(scorer, images_u8, split.labels, num_classes, ignore, device,
-                                       args.batch_size, desc=f"segmenting {what}", input_size=seg_input)
-
-        if sfd["status"] != "ok":
-            return run(), None
-        with pooled_features(scorer) as collected:
-            scores_ = run()
-        return scores_, torch.cat(collected).double().numpy()
-
-    # the train split: the baseline's class colours (all of it) and seg_fd's reference (N photos)
-    train: EvalSplit | str | None = None
-    if args.baseline or sfd["status"] == "ok":
-        train = train_split(model_opt, args, eval_opt, 0 if args.baseline else len(split))
-    ref_feats: np.ndarray | None = None
-    if sfd["status"] == "ok":
-        if isinstance(train, str):
-            sfd.update(status="unavailable", reason=f"no reference photos: {train}")
-        elif len(train) < 2:
-            sfd.update(status="unavailable", reason=f"the train split has {len(train)} image(s); need >= 2")
+    def __init__(self, run: _Run):
+        self.run, args = run, run.args
+        h, w = run.split.labels.shape[-2:]
+        seg_path = Path(args.seg_weights) if args.seg_weights else default_segmenter(run.eval_opt, run.model_opt)
+        self.info: dict[str, Any] = {"status": "ok", "reason": None, "weights": str(seg_path) if seg_path else None}
+        self.model = None
+        if seg_path is None:
+            self.info.update(status="unavailable", reason=(
+                "no --seg_weights given (a segmenter for this dataset's classes; train one with "
+                "`spadegan eval --train_segmenter`); only the landscapes dataset has a shipped default"))
         else:
-            from .segfd import segmenter_features
+            self.model = load_scorer(seg_path, run.device)
+            n_seg = scorer_classes(self.model)
+            if n_seg is not None and n_seg != run.num_classes:
+                raise SpadeganError(f"--seg_weights {seg_path} segments {n_seg} classes but the model has "
+                                    f"label_nc {run.num_classes}; use a segmenter trained on this dataset")
+        # Objects must appear at the scale the segmenter learned: a 64 px model's images are
+        # upsampled for a segmenter trained on 128 px photos (the real photos too, so the upper
+        # bound is measured the same way); predictions are compared at the model's resolution.
+        seg_h = args.seg_size if args.seg_size != 0 else (getattr(self.model, "image_size", None) or (0, 0))[0]
+        self.input_size = (int(seg_h), max(1, round(seg_h * w / h))) if seg_h and seg_h > 0 else None
+        if self.input_size == (h, w):
+            self.input_size = None
+        self.info["input_size"] = list(self.input_size) if self.input_size else [h, w]
+        self.sfd = self._seg_fd_status(seg_path)
+        self.ref_feats: np.ndarray | None = None
+        self.fid: FIDScorer | None = None
 
-            ref_imgs = train.images[:len(split)]
-            ref_feats = segmenter_features(scorer, ref_imgs, device, args.batch_size, seg_input,
-                                           desc="seg_fd: reference train photos")
-            sfd.update(feature_dim=int(ref_feats.shape[1]),
-                       kid_subset_size=min(args.kid_subset_size, len(ref_imgs), len(split)),
-                       reference={"phase": "train", "num_images": len(ref_imgs),
-                                  "names": [train.names[0], train.names[len(ref_imgs) - 1]]})
-            if len(ref_imgs) < len(split):
-                # FD's small-sample bias depends on both set sizes: say when they differ
-                sfd["note"] = (f"seg_fd: the train split has only {len(ref_imgs)} photos for the reference, "
-                               f"fewer than the {len(split)} eval images")
+    def _seg_fd_status(self, seg_path: Path | None) -> dict[str, Any]:
+        """seg_fd / seg_kid: the segmenter's pooled features, against real train photos."""
+        from .segfd import FEATURE_LAYERS, SEG_FD_DESCRIPTION, feature_layers_missing
 
-    def seg_dist(feats: np.ndarray | None) -> dict[str, Any] | None:
+        args, eval_opt = self.run.args, self.run.eval_opt
+        sfd: dict[str, Any] = {"status": "ok", "reason": None, "description": SEG_FD_DESCRIPTION,
+                               "segmenter": str(seg_path) if seg_path else None, "layers": list(FEATURE_LAYERS),
+                               "pooling": "per-channel spatial mean and std", "feature_dim": None,
+                               "input_size": self.info["input_size"], "reference": None,
+                               "kid_subset_size": None}
+        same_photos = (eval_opt.phase == "train" if eval_opt.dataset_mode != "custom"
+                       else bool(args.image_dir) and args.image_dir == args.baseline_image_dir)
+        if args.no_seg_fd:
+            sfd.update(status="off", reason="--no_seg_fd")
+        elif same_photos:
+            # the reference would be the evaluated photos themselves: the floor would read 0
+            sfd.update(status="unavailable", reason="the eval split is the train split, which seg_fd uses as "
+                                                    "its reference photos; evaluate a held-out split")
+        elif self.model is None:
+            sfd.update(status="unavailable", reason="no segmenter (see mIoU)")
+        else:
+            missing = feature_layers_missing(self.model)
+            if missing:
+                sfd.update(status="unavailable", reason=missing)
+        return sfd
+
+    def set_reference(self, train: EvalSplit | str | None) -> None:
+        """seg_fd's reference features: the first N photos of the train split (N = eval images)."""
+        from .segfd import segmenter_features
+
+        if self.sfd["status"] != "ok":
+            return
+        args, n = self.run.args, len(self.run.split)
+        if isinstance(train, str):
+            self.sfd.update(status="unavailable", reason=f"no reference photos: {train}")
+            return
+        if len(train) < 2:
+            self.sfd.update(status="unavailable", reason=f"the train split has {len(train)} image(s); need >= 2")
+            return
+        ref_imgs = train.images[:n]
+        self.ref_feats = segmenter_features(self.model, ref_imgs, self.run.device, args.batch_size, self.input_size,
+                                            desc="seg_fd: reference train photos")
+        self.sfd.update(feature_dim=int(self.ref_feats.shape[1]),
+                        kid_subset_size=min(args.kid_subset_size, len(ref_imgs), n),
+                        reference={"phase": "train", "num_images": len(ref_imgs),
+                                   "names": [train.names[0], train.names[len(ref_imgs) - 1]]})
+        if len(ref_imgs) < n:
+            # FD's small-sample bias depends on both set sizes: say when they differ
+            self.sfd["note"] = (f"seg_fd: the train split has only {len(ref_imgs)} photos for the reference, "
+                                f"fewer than the {n} eval images")
+
+    def seg(self, images_u8: torch.Tensor, what: str) -> tuple[dict[str, Any] | None, np.ndarray | None]:
+        """mIoU scores and, if seg_fd is on, the pooled features from the same forward passes."""
+        from .segfd import pooled_features
+
+        if self.model is None:
+            return None, None
+        run = self.run
+        ignore = run.model_opt.label_nc if run.model_opt.contain_dontcare_label else None
+
+        def scores() -> dict[str, Any]:
+            return segmentation_scores(self.model, images_u8, run.split.labels, run.num_classes, ignore, run.device,
+                                       run.args.batch_size, desc=f"segmenting {what}", input_size=self.input_size)
+
+        if self.sfd["status"] != "ok":
+            return scores(), None
+        with pooled_features(self.model) as collected:
+            result = scores()
+        return result, torch.cat(collected).double().numpy()
+
+    def row(self, images_u8: torch.Tensor, what: str, fid_desc: str | None) -> dict[str, Any]:
+        """The metrics row of a set of images: mIoU/accuracies, FID/KID (with `fid_desc`), seg_fd/seg_kid."""
         from .segfd import seg_distances
 
-        if feats is None or ref_feats is None:
-            return None
-        return seg_distances(ref_feats, feats, kid_subset_size=args.kid_subset_size, seed=args.seed)
+        seg, feats = self.seg(images_u8, what)
+        fid = self.fid(images_u8, fid_desc) if fid_desc is not None else None
+        dist = None
+        if feats is not None and self.ref_feats is not None:
+            dist = seg_distances(self.ref_feats, feats, kid_subset_size=self.run.args.kid_subset_size,
+                                 seed=self.run.args.seed)
+        return metrics_row(seg, fid, self.run.names, dist)
 
-    fid = FIDScorer(args.fid_weights, split.images, device, args.batch_size, args.kid_subset_size)
-    notes: list[str] = []
-    if fid.available and len(split) < 2048:
-        notes.append(f"FID from {len(split)} images per set is biased upwards; compare only runs with "
-                     "the same number of images")
-    if sfd.get("note"):
-        notes.append(sfd["note"])
 
-    # the model
-    G, E = load_networks(weights, model_opt, device, args.style)
-    fake = synthesize_split(G, split, model_opt, device, args.batch_size, args.seed, E)
-    del G, E
-    seg_fake, feats_fake = seg_scores(fake, "synthesized")
-    seg_real, feats_real = seg_scores(split.images, "real")
-    metrics: dict[str, Any] = {
-        "model": desc,
-        "weights": str(weights),
-        "which_epoch": args.which_epoch,
-        "dataset": {"mode": eval_opt.dataset_mode, "dataroot": eval_opt.dataroot if eval_opt.dataset_mode != "custom"
-                    else eval_opt.label_dir, "phase": eval_opt.phase, "num_images": len(split), "size": [w, h]},
-        "num_classes": num_classes,
-        "class_names": names,
-        "style": args.style if model_opt.use_vae else None,
-        "seed": args.seed,
-        "segmenter": seg_info,
-        "fid_status": "ok" if fid.available else "unavailable",
-        "fid_reason": fid.reason,
-        "fid_weights": args.fid_weights or None,
-        "seg_fd": sfd,
-        "synthesized": metrics_row(seg_fake, fid(fake, "FID: synthesized"), names, seg_dist(feats_fake)),
-        "real": metrics_row(seg_real, None, names, seg_dist(feats_real)),
-        "baseline": None,
-        "epochs": [],
-        "plots": {},
-        "notes": notes,
-    }
+def _baseline(run: _Run, scorer: _Scorer, train: EvalSplit | str | None) -> tuple[dict[str, Any], torch.Tensor | None]:
+    """The class-mean-colour baseline's row and images (None where it is unavailable)."""
+    if isinstance(train, str):
+        return {"status": "unavailable", "reason": train}, None
+    assert train is not None
+    colours, _ = class_mean_colours(train, run.num_classes)
+    images = paint_baseline(run.split.labels, colours)
+    row = scorer.row(images, "baseline", "FID: baseline")
+    row.update(status="ok", reason=None, train_images=len(train),
+               class_colours={n: [round(float(c), 2) for c in col] for n, col in zip(run.names, colours)})
+    return row, images
 
-    baseline_imgs = None
-    if args.baseline:
-        if isinstance(train, str):
-            metrics["baseline"] = {"status": "unavailable", "reason": train}
-        else:
-            assert train is not None
-            colours, counts = class_mean_colours(train, num_classes)
-            baseline_imgs = paint_baseline(split.labels, colours)
-            seg_b, feats_b = seg_scores(baseline_imgs, "baseline")
-            row = metrics_row(seg_b, fid(baseline_imgs, "FID: baseline"), names, seg_dist(feats_b))
-            row.update(status="ok", reason=None, train_images=len(train),
-                       class_colours={n: [round(float(c), 2) for c in col] for n, col in zip(names, colours)})
-            metrics["baseline"] = row
 
-    # metric against epoch
+def _epoch_history(run: _Run, scorer: _Scorer, synthesized: dict[str, Any], notes: list[str]) -> list[dict[str, Any]]:
+    """The metrics of the evaluated checkpoint and, with --all_epochs, of every <epoch>_net_G file."""
+    from tqdm.auto import tqdm
+
+    args, weights, folder = run.args, run.weights, run.folder
     history: list[dict[str, Any]] = []
     this_epoch = weights_epoch(weights, folder)
     if this_epoch is not None:
         history.append({"epoch": this_epoch, "which_epoch": weights.name.split("_net_")[0],
-                        **{k: metrics["synthesized"].get(k) for k in HISTORY_KEYS}})
+                        **{k: synthesized.get(k) for k in HISTORY_KEYS}})
     if args.all_epochs:
-        from tqdm.auto import tqdm
-
         todo = [(e, p) for e, p in epoch_checkpoints(folder) if p != weights]
         if not todo:
             notes.append(f"--all_epochs: no <epoch>_net_G.pth files in {folder} besides the evaluated one")
         for epoch, p in tqdm(todo, desc="epochs", unit="ckpt"):
-            G, E = load_networks(p, model_opt, device, args.style)
-            f_e = synthesize_split(G, split, model_opt, device, args.batch_size, args.seed, E,
-                                   desc=f"synthesizing (epoch {epoch})")
-            seg, feats_e = seg_scores(f_e, f"epoch {epoch}")
-            row_e = metrics_row(seg, fid(f_e, f"FID: epoch {epoch}"), names, seg_dist(feats_e))
-            history.append({"epoch": float(epoch), "which_epoch": str(epoch),
-                            **{k: row_e.get(k) for k in HISTORY_KEYS}})
+            G, E = load_networks(p, run.model_opt, run.device, args.style)
+            images = synthesize_split(G, run.split, run.model_opt, run.device, args.batch_size, args.seed, E,
+                                      desc=f"synthesizing (epoch {epoch})")
+            row = scorer.row(images, f"epoch {epoch}", f"FID: epoch {epoch}")
+            history.append({"epoch": float(epoch), "which_epoch": str(epoch), **{k: row.get(k) for k in HISTORY_KEYS}})
     history.sort(key=lambda r: (r["epoch"], r["which_epoch"] == "latest"))
-    metrics["epochs"] = history
+    return history
 
+
+def _plots(run: _Run, history: list[dict[str, Any]], notes: list[str]) -> dict[str, str]:
+    """loss_curves.png (from the checkpoint's loss_log.txt) and metrics_vs_epoch.png."""
+    from .plots import parse_loss_log, plot_loss_log, plot_metrics
+
+    plots: dict[str, str] = {}
+    log = run.folder / "loss_log.txt"
+    if not log.is_file():
+        notes.append(f"no {log.name} in {run.folder}; no loss plot")
+    elif parse_loss_log(log):
+        plots["loss_curves"] = plot_loss_log(log, run.out / "loss_curves.png")
+    else:
+        notes.append(f"{log} has no loss lines; no loss plot")
+    if history:
+        plotted = [{k: v for k, v in r.items() if k != "which_epoch"} for r in history]
+        plots["metrics_vs_epoch"] = plot_metrics(plotted, run.out / "metrics_vs_epoch.png")
+    return plots
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    """`spadegan eval` without --train_segmenter: score, print the table, write metrics.json and plots."""
+    t0 = time.time()
+    run = _setup(args)
+    split, model_opt, eval_opt = run.split, run.model_opt, run.eval_opt
+    h, w = split.labels.shape[-2:]
+    print(f"evaluating {run.desc} ({run.weights.name}) on {len(split)} {eval_opt.phase} pairs of "
+          f"{eval_opt.dataset_mode} at {w}x{h} on {run.device}", flush=True)
+    scorer = _Scorer(run)
+    # the train split: the baseline's class colours (all of it) and seg_fd's reference (N photos)
+    train: EvalSplit | str | None = None
+    if args.baseline or scorer.sfd["status"] == "ok":
+        train = train_split(model_opt, args, eval_opt, 0 if args.baseline else len(split))
+    scorer.set_reference(train)
+    scorer.fid = FIDScorer(args.fid_weights, split.images, run.device, args.batch_size, args.kid_subset_size)
+    notes: list[str] = []
+    if scorer.fid.available and len(split) < 2048:
+        notes.append(f"FID from {len(split)} images per set is biased upwards; compare only runs with "
+                     "the same number of images")
+    if scorer.sfd.get("note"):
+        notes.append(scorer.sfd["note"])
+    G, E = load_networks(run.weights, model_opt, run.device, args.style)
+    fake = synthesize_split(G, split, model_opt, run.device, args.batch_size, args.seed, E)
+    del G, E
+    metrics: dict[str, Any] = {
+        "model": run.desc, "weights": str(run.weights), "which_epoch": args.which_epoch,
+        "dataset": {"mode": eval_opt.dataset_mode, "dataroot": eval_opt.dataroot if eval_opt.dataset_mode != "custom"
+                    else eval_opt.label_dir, "phase": eval_opt.phase, "num_images": len(split), "size": [w, h]},
+        "num_classes": run.num_classes, "class_names": run.names,
+        "style": args.style if model_opt.use_vae else None, "seed": args.seed,
+        "segmenter": scorer.info, "fid_status": "ok" if scorer.fid.available else "unavailable",
+        "fid_reason": scorer.fid.reason, "fid_weights": args.fid_weights or None, "seg_fd": scorer.sfd,
+        "synthesized": scorer.row(fake, "synthesized", "FID: synthesized"),
+        "real": scorer.row(split.images, "real", None),
+        "baseline": None, "epochs": [], "plots": {}, "notes": notes,
+    }
+    baseline_imgs = None
+    if args.baseline:
+        metrics["baseline"], baseline_imgs = _baseline(run, scorer, train)
+    metrics["epochs"] = _epoch_history(run, scorer, metrics["synthesized"], notes)
     if not args.no_plots:
-        log = folder / "loss_log.txt"
-        if log.is_file():
-            from .plots import parse_loss_log, plot_loss_log
-
-            if parse_loss_log(log):
-                metrics["plots"]["loss_curves"] = plot_loss_log(log, out / "loss_curves.png")
-            else:
-                notes.append(f"{log} has no loss lines; no loss plot")
-        else:
-            notes.append(f"no {log.name} in {folder}; no loss plot")
-        if history:
-            from .plots import plot_metrics
-
-            plotted = [{k: v for k, v in r.items() if k != "which_epoch"} for r in history]
-            metrics["plots"]["metrics_vs_epoch"] = plot_metrics(plotted, out / "metrics_vs_epoch.png")
+        metrics["plots"].update(_plots(run, metrics["epochs"], notes))
     if args.num_visuals > 0:
-        metrics["plots"]["samples"] = samples_png(out / "samples.png", split, fake, baseline_imgs,
-                                                   model_opt, args.num_visuals)
+        metrics["plots"]["samples"] = samples_png(run.out / "samples.png", split, fake, baseline_imgs,
+                                                  model_opt, args.num_visuals)
     metrics["seconds"] = round(time.time() - t0, 1)
-    write_json(out / "metrics.json", metrics)
+    write_json(run.out / "metrics.json", metrics)
     print(format_table(metrics))
-    print(f"wrote {out / 'metrics.json'}" + "".join(f", {p}" for p in metrics["plots"].values()), flush=True)
+    print(f"wrote {run.out / 'metrics.json'}" + "".join(f", {p}" for p in metrics["plots"].values()), flush=True)
     return 0
