@@ -17,7 +17,8 @@ pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from spadegan.app.server import InferenceWorker, create_app, serve  # noqa: E402
+from spadegan.app.server import create_app, serve  # noqa: E402
+from spadegan.app.worker import InferenceWorker  # noqa: E402
 from spadegan.errors import SpadeganError  # noqa: E402
 
 W, H = 64, 48  # deliberately non-square so a transposed axis shows up

@@ -176,13 +176,13 @@ def test_instance_model_uses_instance_maps(tmp_path):
 
 
 def test_app_backend_follows_the_paint_app_protocol(parity_dir):
-    from spadegan.app.server import SynthesisBackend, _check_backend
+    from spadegan.app.backend import SynthesisBackend, check_backend
 
     syn = Synthesizer.from_checkpoint(parity_dir, device="cpu")
     be = AppBackend(syn)
     assert isinstance(be, SynthesisBackend)
     assert (be.label_nc, be.width, be.height, be.use_vae) == (13, 64, 64, False)
-    assert _check_backend(be)  # the server's own validation of the static attributes
+    assert check_backend(be)  # the server's own validation of the static attributes
     assert all(set(c) == {"id", "name", "color"} and c["id"] < 13 for c in be.classes)
     ids = [blocky_ids(0, 13).astype(np.uint8), blocky_ids(1, 13).astype(np.uint8)]
     out = be.synthesize_batch(ids, [1, None], [None, None])
