@@ -145,7 +145,7 @@ def test_info(client):
 
 
 def test_background_override_and_validation(backend):
-    assert create_app(backend, background_id=5).state.spadegan_info["background"] == 5
+    assert create_app(backend, background_id=5).state.paint.info["background"] == 5
     with pytest.raises(SpadeganError, match="background id 9"):
         create_app(backend, background_id=9)
 
@@ -343,7 +343,7 @@ def test_queue_full_503_with_retry_after():
     gate = threading.Event()
     be = FakeBackend(gate=gate)
     app = create_app(be, queue_size=2, max_batch=1, batch_wait_ms=0)
-    worker = app.state.spadegan_worker
+    worker = app.state.paint.worker
     label = label_png(halves())
     results: list = []
     with TestClient(app) as c:
@@ -366,7 +366,7 @@ def test_hung_backend_gives_504_then_503_not_a_hung_client():
     gate = threading.Event()
     be = FakeBackend(gate=gate)
     app = create_app(be, queue_size=1, max_batch=1, batch_wait_ms=0, timeout_s=0.3)
-    worker = app.state.spadegan_worker
+    worker = app.state.paint.worker
     label = label_png(halves())
     with TestClient(app) as c:
         t0 = time.monotonic()
@@ -383,7 +383,7 @@ def test_micro_batching_batches_queued_requests():
     gate = threading.Event()
     be = FakeBackend(gate=gate)
     app = create_app(be, queue_size=16, max_batch=4, batch_wait_ms=0)
-    worker = app.state.spadegan_worker
+    worker = app.state.paint.worker
     results: dict[int, object] = {}
     with TestClient(app) as c:
         def go(seed: int) -> None:
@@ -505,7 +505,7 @@ def test_one_bad_request_does_not_fail_its_batch():
         ts = [threading.Thread(target=go, args=(i, left)) for i, left in ((1, 2), (2, 6), (3, 3))]
         for t in ts:
             t.start()
-        wait_for(lambda: app.state.spadegan_worker.pending == 4)
+        wait_for(lambda: app.state.paint.worker.pending == 4)
         gate.set()
         for t in [t0, *ts]:
             t.join(10)
@@ -533,7 +533,7 @@ def test_malformed_backend_raises():
         create_app(be)
     # ids >= label_nc (e.g. COCO's 255 "unlabeled") are just left out of the palette
     be.classes = CLASSES + [{"id": 255, "name": "unlabeled", "color": [9, 9, 9]}]
-    assert create_app(be).state.spadegan_info["classes"] == CLASSES
+    assert create_app(be).state.paint.info["classes"] == CLASSES
     be = FakeBackend()
     be.width = 0
     with pytest.raises(SpadeganError, match="width"):

@@ -67,8 +67,19 @@ import socket
 import sys
 import threading
 import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+try:  # the 'app' extra; create_app says how to install it when it is missing
+    from starlette.concurrency import run_in_threadpool
+    from starlette.requests import Request
+    from starlette.responses import FileResponse, JSONResponse, Response
+    _MISSING_EXTRA: ImportError | None = None
+except ImportError as _exc:  # pragma: no cover - depends on the install
+    Request = Any  # type: ignore[misc,assignment]
+    _MISSING_EXTRA = _exc
 
 from spadegan.errors import SpadeganError
 
@@ -87,6 +98,175 @@ _FIELDS = ("label", "style", "seed")
 # --------------------------------------------------------------------------------------
 # The FastAPI app
 # --------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Paint:
+    """What the routes read from `app.state.paint`: the model's info, the worker and the limits."""
+
+    info: dict[str, Any]
+    classes: list[dict]
+    worker: InferenceWorker
+    max_upload_bytes: int
+    max_pixels: int
+    queue_size: int
+
+
+def _paint(request: Request) -> _Paint:
+    return request.app.state.paint
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Any:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+async def _starlette_error(_request: Request, exc: Any) -> Any:
+    # 404/405 etc. in the same {"error": ...} shape as ours.
+    return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+
+async def _our_error(_request: Request, exc: HTTPError) -> Any:
+    return _error(exc.status, exc.message, exc.headers)
+
+
+async def _index() -> Any:
+    return FileResponse(STATIC_DIR / "index.html", media_type="text/html", headers={"Cache-Control": "no-cache"})
+
+
+async def _healthz() -> dict:
+    return {"status": "ok"}
+
+
+async def _api_info(request: Request) -> dict:
+    return _paint(request).info
+
+
+async def _api_stats(request: Request) -> dict:
+    return _paint(request).worker.stats()
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """Read the body but stop (413) as soon as it exceeds `limit` bytes."""
+    declared = request.headers.get("content-length")
+    too_big = f"request body is larger than the {limit}-byte upload limit"
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise HTTPError(413, f"{too_big} (Content-Length: {declared})")
+        except ValueError:
+            raise HTTPError(400, f"bad Content-Length header {declared[:40]!r}") from None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:  # chunked uploads have no Content-Length
+            raise HTTPError(413, too_big)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _parse_form(request: Request, body: bytes) -> dict[str, Any]:
+    """The known form fields (file parts as bytes, text as str); empty parts count as absent."""
+    ctype = request.headers.get("content-type", "")
+    # url-encoded forms are parsed too, only so that "label is missing" gets named.
+    if not ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+        raise HTTPError(400, f"expected a multipart/form-data body with a 'label' PNG file, got Content-Type {ctype[:60]!r}")
+    sent = False
+
+    async def replay() -> dict:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        form = await Request(request.scope, replay).form(max_files=4, max_fields=8)
+    except Exception as exc:  # malformed multipart of any kind is the client's problem
+        detail = getattr(exc, "detail", None) or str(exc)
+        raise HTTPError(400, f"could not parse the multipart form: {detail}") from exc
+    fields: dict[str, Any] = {}
+    try:
+        unknown = sorted({k for k in form.keys() if k not in _FIELDS})
+        if unknown:
+            raise HTTPError(400, f"unknown form field(s) {', '.join(map(repr, unknown))}; accepted: label, style, seed")
+        for key in _FIELDS:
+            values = form.getlist(key)
+            if len(values) > 1:
+                raise HTTPError(400, f"form field {key!r} was given {len(values)} times")
+            if not values:
+                continue
+            v = values[0]
+            if isinstance(v, str):
+                # Browsers send an untouched file input as an empty, filename-less part,
+                # which Starlette parses as the text "": treat it (and seed="") as absent.
+                if v != "":
+                    fields[key] = v
+            else:
+                data = await v.read()
+                # An <input type=file> left empty is sent as a nameless 0-byte part.
+                if data or v.filename:
+                    fields[key] = data
+    finally:
+        await form.close()
+    return fields
+
+
+def _check_fields(fields: dict[str, Any], info: dict[str, Any]) -> tuple[bytes, int | None, bytes | None]:
+    """(label PNG bytes, seed or None, style bytes or None), or a 400 naming the bad field."""
+    label_data = fields.get("label")
+    if label_data is None:
+        raise HTTPError(400, "missing form field 'label' (a PNG file of class ids)")
+    if isinstance(label_data, str):
+        raise HTTPError(400, "form field 'label' must be a file upload (PNG), not a text value")
+    seed_value = fields.get("seed")
+    if seed_value is not None and not isinstance(seed_value, str):
+        raise HTTPError(400, "form field 'seed' must be a text value, not a file")
+    seed = parse_seed(seed_value)
+    style_data = fields.get("style")
+    if isinstance(style_data, str):
+        raise HTTPError(400, "form field 'style' must be an image file upload, not a text value")
+    if style_data is not None and not info["use_vae"]:
+        raise HTTPError(400, f"model {info['name']!r} has no style encoder (use_vae is false); "
+                             "omit the 'style' field")
+    return label_data, seed, style_data
+
+
+async def _synthesize(request: Request) -> Any:
+    """POST /api/synthesize: decode the form, queue the job, answer with the PNG."""
+    st = _paint(request)
+    info = st.info
+    fields = await _parse_form(request, await _read_body(request, st.max_upload_bytes))
+    label_data, seed, style_data = _check_fields(fields, info)
+    label = await run_in_threadpool(decode_label, label_data, label_nc=info["label_nc"], classes=st.classes,
+                                    width=info["width"], height=info["height"], max_pixels=st.max_pixels)
+    style = None
+    if style_data is not None:
+        style = await run_in_threadpool(decode_style, style_data, width=info["width"], height=info["height"],
+                                        max_pixels=st.max_pixels)
+    if seed is None:
+        seed = secrets.randbelow(MAX_SEED + 1)
+    try:
+        result = await st.worker.submit(label, seed, style)
+    except QueueFullError:
+        retry = st.worker.retry_after_s()
+        raise HTTPError(503, f"server busy: {st.queue_size} requests already pending; retry in ~{retry} s",
+                        {"Retry-After": str(retry)}) from None
+    png = await run_in_threadpool(encode_png, result.image)
+    return Response(png, media_type="image/png", headers={
+        "X-Seed": str(seed), "X-Batch-Size": str(result.batch_size), "Cache-Control": "no-store",
+    })
+
+
+def _check_settings(max_upload_bytes: int, max_pixels: int, queue_size: int, max_batch: int,
+                    batch_wait_ms: float, timeout_s: float | None) -> None:
+    for name, value in (("max_upload_bytes", max_upload_bytes), ("max_pixels", max_pixels),
+                        ("queue_size", queue_size), ("max_batch", max_batch)):
+        if int(value) < 1:
+            raise SpadeganError(f"{name} must be >= 1, got {value}")
+    if batch_wait_ms < 0:
+        raise SpadeganError(f"batch_wait_ms must be >= 0, got {batch_wait_ms}")
+    if timeout_s is not None and not timeout_s > 0:
+        raise SpadeganError(f"timeout_s must be > 0 (or None for no timeout), got {timeout_s}")
 
 
 def create_app(
@@ -110,44 +290,31 @@ def create_app(
     backend's ``background_id`` attribute if it has one, else a class named
     background/unlabeled/void/..., else the first class.
     Raises :class:`SpadeganError` on invalid settings or a malformed backend.
+    The routes are the module's `_index`, `_healthz`, `_api_info`, `_api_stats` and
+    `_synthesize`, reading the app's state (`app.state.paint`).
     """
-    try:
-        from fastapi import FastAPI, Request
-        from fastapi.responses import FileResponse, JSONResponse, Response
-        from fastapi.staticfiles import StaticFiles
-        from starlette.exceptions import HTTPException as StarletteHTTPException
-        from starlette.concurrency import run_in_threadpool
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise SpadeganError(f"the paint app needs the 'app' extra: pip install 'spadegan[app]' ({exc})") from exc
+    if _MISSING_EXTRA is not None:  # pragma: no cover - depends on the install
+        raise SpadeganError(f"the paint app needs the 'app' extra: pip install 'spadegan[app]' ({_MISSING_EXTRA})")
+    from fastapi import FastAPI
+    from fastapi.staticfiles import StaticFiles
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
-    for name, value in (("max_upload_bytes", max_upload_bytes), ("max_pixels", max_pixels),
-                        ("queue_size", queue_size), ("max_batch", max_batch)):
-        if int(value) < 1:
-            raise SpadeganError(f"{name} must be >= 1, got {value}")
-    if batch_wait_ms < 0:
-        raise SpadeganError(f"batch_wait_ms must be >= 0, got {batch_wait_ms}")
-    if timeout_s is not None and not timeout_s > 0:
-        raise SpadeganError(f"timeout_s must be > 0 (or None for no timeout), got {timeout_s}")
+    _check_settings(max_upload_bytes, max_pixels, queue_size, max_batch, batch_wait_ms, timeout_s)
     classes = check_backend(backend)
-    label_nc, width, height = int(backend.label_nc), int(backend.width), int(backend.height)
-    use_vae = bool(backend.use_vae)
-    bg = pick_background_id(backend, classes, background_id)
     info = {
         "name": str(backend.name),
-        "width": width,
-        "height": height,
-        "label_nc": label_nc,
+        "width": int(backend.width),
+        "height": int(backend.height),
+        "label_nc": int(backend.label_nc),
         "classes": classes,
-        "use_vae": use_vae,
+        "use_vae": bool(backend.use_vae),
         "common": common_class_ids(classes),
-        "background": bg,
+        "background": pick_background_id(backend, classes, background_id),
         "max_upload_bytes": int(max_upload_bytes),
         "max_seed": MAX_SEED,
     }
     worker = InferenceWorker(backend, queue_size=int(queue_size), max_batch=int(max_batch), batch_wait_ms=batch_wait_ms,
                              timeout_s=timeout_s)
-
-    from contextlib import asynccontextmanager
 
     @asynccontextmanager
     async def lifespan(_app: Any):
@@ -158,143 +325,15 @@ def create_app(
             await run_in_threadpool(worker.stop)
 
     app = FastAPI(title="spadegan paint", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.spadegan_worker = worker
-    app.state.spadegan_info = info
-
-    def error(status: int, message: str, headers: dict[str, str] | None = None) -> Any:
-        return JSONResponse({"error": message}, status_code=status, headers=headers)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_exc(_req: Request, exc: StarletteHTTPException) -> Any:
-        # 404/405 etc. in the same {"error": ...} shape as ours.
-        return error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
-
-    @app.exception_handler(HTTPError)
-    async def _our_exc(_req: Request, exc: HTTPError) -> Any:
-        return error(exc.status, exc.message, exc.headers)
-
-    no_cache = {"Cache-Control": "no-cache"}
-
-    @app.get("/", include_in_schema=False)
-    async def index() -> Any:
-        return FileResponse(STATIC_DIR / "index.html", media_type="text/html", headers=no_cache)
-
+    app.state.paint = _Paint(info, classes, worker, int(max_upload_bytes), int(max_pixels), int(queue_size))
+    app.add_exception_handler(StarletteHTTPException, _starlette_error)
+    app.add_exception_handler(HTTPError, _our_error)
+    app.add_api_route("/", _index, methods=["GET"], include_in_schema=False)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-
-    @app.get("/healthz")
-    async def healthz() -> dict:
-        return {"status": "ok"}
-
-    @app.get("/api/info")
-    async def api_info() -> dict:
-        return info
-
-    @app.get("/api/stats")
-    async def api_stats() -> dict:
-        return worker.stats()
-
-    async def read_body(request: Request) -> bytes:
-        """Read the body but stop (413) as soon as it exceeds max_upload_bytes."""
-        declared = request.headers.get("content-length")
-        too_big = f"request body is larger than the {max_upload_bytes}-byte upload limit"
-        if declared is not None:
-            try:
-                if int(declared) > max_upload_bytes:
-                    raise HTTPError(413, f"{too_big} (Content-Length: {declared})")
-            except ValueError:
-                raise HTTPError(400, f"bad Content-Length header {declared[:40]!r}") from None
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > max_upload_bytes:  # chunked uploads have no Content-Length
-                raise HTTPError(413, too_big)
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    async def parse_form(request: Request, body: bytes) -> dict[str, Any]:
-        ctype = request.headers.get("content-type", "")
-        # url-encoded forms are parsed too, only so that "label is missing" gets named.
-        if not ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
-            raise HTTPError(400, f"expected a multipart/form-data body with a 'label' PNG file, got Content-Type {ctype[:60]!r}")
-        sent = False
-
-        async def replay() -> dict:
-            nonlocal sent
-            if sent:
-                return {"type": "http.disconnect"}
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        try:
-            form = await Request(request.scope, replay).form(max_files=4, max_fields=8)
-        except Exception as exc:  # malformed multipart of any kind is the client's problem
-            detail = getattr(exc, "detail", None) or str(exc)
-            raise HTTPError(400, f"could not parse the multipart form: {detail}") from exc
-        fields: dict[str, Any] = {}
-        try:
-            unknown = sorted({k for k in form.keys() if k not in _FIELDS})
-            if unknown:
-                raise HTTPError(400, f"unknown form field(s) {', '.join(map(repr, unknown))}; accepted: label, style, seed")
-            for key in _FIELDS:
-                values = form.getlist(key)
-                if len(values) > 1:
-                    raise HTTPError(400, f"form field {key!r} was given {len(values)} times")
-                if not values:
-                    continue
-                v = values[0]
-                if isinstance(v, str):
-                    # Browsers send an untouched file input as an empty, filename-less part,
-                    # which Starlette parses as the text "": treat it (and seed="") as absent.
-                    if v != "":
-                        fields[key] = v
-                else:
-                    data = await v.read()
-                    # An <input type=file> left empty is sent as a nameless 0-byte part.
-                    if data or v.filename:
-                        fields[key] = data
-        finally:
-            await form.close()
-        return fields
-
-    @app.post("/api/synthesize")
-    async def synthesize(request: Request) -> Any:
-        body = await read_body(request)
-        fields = await parse_form(request, body)
-        label_data = fields.get("label")
-        if label_data is None:
-            raise HTTPError(400, "missing form field 'label' (a PNG file of class ids)")
-        if isinstance(label_data, str):
-            raise HTTPError(400, "form field 'label' must be a file upload (PNG), not a text value")
-        seed_value = fields.get("seed")
-        if seed_value is not None and not isinstance(seed_value, str):
-            raise HTTPError(400, "form field 'seed' must be a text value, not a file")
-        seed = parse_seed(seed_value)
-        style_data = fields.get("style")
-        if isinstance(style_data, str):
-            raise HTTPError(400, "form field 'style' must be an image file upload, not a text value")
-        if style_data is not None and not use_vae:
-            raise HTTPError(400, f"model {info['name']!r} has no style encoder (use_vae is false); "
-                                 "omit the 'style' field")
-        label = await run_in_threadpool(
-            decode_label, label_data, label_nc=label_nc, classes=classes, width=width, height=height,
-            max_pixels=max_pixels,
-        )
-        style = None
-        if style_data is not None:
-            style = await run_in_threadpool(decode_style, style_data, width=width, height=height, max_pixels=max_pixels)
-        if seed is None:
-            seed = secrets.randbelow(MAX_SEED + 1)
-        try:
-            result = await worker.submit(label, seed, style)
-        except QueueFullError:
-            retry = worker.retry_after_s()
-            raise HTTPError(503, f"server busy: {queue_size} requests already pending; retry in ~{retry} s",
-                            {"Retry-After": str(retry)}) from None
-        png = await run_in_threadpool(encode_png, result.image)
-        return Response(png, media_type="image/png", headers={
-            "X-Seed": str(seed), "X-Batch-Size": str(result.batch_size), "Cache-Control": "no-store",
-        })
-
+    app.add_api_route("/healthz", _healthz, methods=["GET"])
+    app.add_api_route("/api/info", _api_info, methods=["GET"])
+    app.add_api_route("/api/stats", _api_stats, methods=["GET"])
+    app.add_api_route("/api/synthesize", _synthesize, methods=["POST"])
     return app
 
 
