@@ -12,7 +12,8 @@ from PIL import Image
 
 from spadegan import options
 from spadegan.data import transforms as T
-from spadegan.data.datasets import create_dataset, resolve_dataset_options, validate_dataset
+from spadegan.data.datasets import create_dataset, resolve_dataset_options
+from spadegan.data.validate import validate_dataset
 from spadegan.errors import SpadeganError
 
 SMALL = ["--load_size", "72", "--crop_size", "64", "--seed", "3"]

@@ -1,7 +1,7 @@
 """`spadegan check-dataset` and `spadegan convert-labels`: the dataset helpers of the CLI.
 
 ``spadegan check-dataset <the same flags as train>`` finds and pairs the files exactly as
-training would, reads every file once (:func:`~spadegan.data.datasets.validate_dataset`)
+training would, reads every file once (:func:`~spadegan.data.validate.validate_dataset`)
 and prints a summary: pairs, sizes, photo modes, the classes present with pixel counts
 (and names, for the datasets spadegan has class tables for), whether dontcare (255)
 appears and the smallest ``--label_nc`` that fits. Problems are listed, then raised as one
@@ -18,7 +18,8 @@ import os
 import sys
 
 from ..errors import SpadeganError
-from .datasets import DatasetReport, create_dataset, resolve_dataset_options, validate_dataset
+from .datasets import create_dataset, resolve_dataset_options
+from .validate import DatasetReport, validate_dataset
 
 __all__ = ["check_main", "convert_main", "format_report", "class_names"]
 

@@ -44,7 +44,8 @@ def _keep_defaults(new: Options, old: Options) -> Options:
 
 
 def _prepare_dataset(opt: Options, show: bool):
-    from ..data.datasets import create_dataset, resolve_dataset_options, validate_dataset
+    from ..data.datasets import create_dataset, resolve_dataset_options
+    from ..data.validate import validate_dataset
     opt = _keep_defaults(resolve_dataset_options(opt), opt)
     dataset = create_dataset(opt)
     report = validate_dataset(opt, dataset, progress=show)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler, get_worker_info
 
-from ..data.datasets import SignalSafeDataLoader, ignore_stop_signals
+from ..data.loader import SignalSafeDataLoader, ignore_stop_signals
 from ..errors import SpadeganError
 from .state import mix_seed
 
