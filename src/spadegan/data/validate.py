@@ -137,87 +137,113 @@ def validate_dataset(opt: "Options", dataset: PairedDataset, progress: bool = Tr
     t0 = time.perf_counter()
     samples = list(dataset.samples)
     report = DatasetReport(opt.dataset_mode, len(samples))
-    kinds: dict[str, list[str]] = defaultdict(list)
-    pixels: Counter = Counter()
-    files: Counter = Counter()
-    bad_ids: list[tuple[str, int]] = []  # (file, largest offending id)
-    dontcare_files: list[str] = []
-    too_small: list[str] = []
-    # ade20k keeps its ids 0..150 with label_nc 150: the id label_nc shares the dontcare channel
-    limit = opt.label_nc + int(opt.contain_dontcare_label and opt.dataset_mode == "ade20k")
+    found = _Findings(opt)
     workers = max(1, min(4, os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool, \
             tqdm(total=len(samples), desc="checking dataset", unit="pair", disable=not progress,
                  file=sys.stderr) as bar:
         for r in pool.map(_check_sample, samples):
             bar.update(1)
-            s = r["sample"]
-            for kind, msg in r["errors"]:
-                kinds[kind].append(msg)
-            if "photo_mode" in r:
-                report.photo_modes[r["photo_mode"]] += 1
-            if "label_size" in r:
-                report.label_sizes[r["label_size"]] += 1
-                report.label_modes[r["label_mode"]] += 1
-                if "crop" in opt.preprocess_mode:
-                    sw, sh = T.scaled_size(opt, r["label_size"])
-                    if sw < opt.crop_size or sh < opt.crop_size:
-                        too_small.append(f"{s.label} ({size_text(r['label_size'])} -> {size_text((sw, sh))})")
-            if s.instance is not None:
-                report.instances += 1
-            counts = r.get("counts")
-            if counts is None:
-                continue
-            pixels.update(counts)
-            files.update(counts.keys())
-            over = [i for i in counts if (i >= limit or i < 0) and not (i == DONTCARE and opt.contain_dontcare_label)]
-            if DONTCARE in over:
-                dontcare_files.append(s.label)
-            over = [i for i in over if i != DONTCARE]
-            if over:
-                bad_ids.append((s.label, max(over, key=abs)))
-    report.label_pixels = dict(sorted(pixels.items()))
-    report.label_files = dict(sorted(files.items()))
-    report.dontcare_pixels = int(pixels.get(DONTCARE, 0))
-    report.max_id = max((i for i in pixels if i != DONTCARE), default=-1)
-    ade = opt.dataset_mode == "ade20k" and opt.contain_dontcare_label
-    report.min_label_nc = max(1, report.max_id + (0 if ade else 1))
-
-    problems: list[str] = []
-    for kind in ("read", "colour", "size"):
-        msgs = kinds.get(kind, [])
-        if msgs:
-            problems.append(msgs[0] + (f" (and {len(msgs) - 1} more file(s) like it)" if len(msgs) > 1 else ""))
-    negative = [(f, i) for f, i in bad_ids if i < 0]
-    if negative:
-        f, i = negative[0]
-        problems.append(f"{f}: label id {i} is negative; class ids must be 0 or more")
-    bad_ids = [(f, i) for f, i in bad_ids if i >= 0]
-    if bad_ids:
-        f, i = bad_ids[0]
-        top = max(i for _, i in bad_ids)
-        need = top + (0 if ade else 1)
-        others = (f" (and {len(bad_ids) - 1} more file(s), ids up to {top})" if len(bad_ids) > 1 else "")
-        rule = (f"label id {i} > label_nc {opt.label_nc} (ade20k mode with --contain_dontcare_label "
-                f"takes ids 0..label_nc)" if ade else f"label id {i} >= label_nc {opt.label_nc}")
-        problems.append(f"{f}: {rule}{others}; pass --label_nc {need} or fix those label maps")
-    if dontcare_files:
-        more = f" (and {len(dontcare_files) - 1} more file(s))" if len(dontcare_files) > 1 else ""
-        problems.append(f"{dontcare_files[0]}: label id 255 (dontcare) found{more} but "
-                        "--contain_dontcare_label is not set; pass --contain_dontcare_label (255 becomes "
-                        f"class {opt.label_nc}), or --label_nc 256 if 255 is a real class")
-    report.problems = problems
-
-    converted = {m: n for m, n in report.photo_modes.items() if m != "RGB"}
-    if converted:
-        report.warnings.append(f"{sum(converted.values())} photo(s) are not RGB ("
-                               + ", ".join(f"{n} {m}" for m, n in sorted(converted.items()))
-                               + "); they are converted to RGB when loaded")
-    if too_small:
-        report.warnings.append(f"{len(too_small)} sample(s) are smaller than --crop_size {opt.crop_size} "
-                               f"after {opt.preprocess_mode} scaling, e.g. {too_small[0]}; their crops "
-                               "are zero-padded (label 0, black photo)")
+            found.add(r, report)
+    found.summarise(report)
+    report.problems = found.problems()
+    report.warnings += found.warnings(report)
     report.seconds = time.perf_counter() - t0
-    if problems and raise_on_error:
+    if report.problems and raise_on_error:
         raise SpadeganError(report.error_message())
     return report
+
+
+class _Findings:
+    """What `validate_dataset` collects over the pairs, and the problems and warnings it makes of it."""
+
+    def __init__(self, opt: "Options"):
+        self.opt = opt
+        self.kinds: dict[str, list[str]] = defaultdict(list)  # "read" / "colour" / "size" -> messages
+        self.pixels: Counter = Counter()
+        self.files: Counter = Counter()
+        self.bad_ids: list[tuple[str, int]] = []  # (file, largest offending id)
+        self.dontcare_files: list[str] = []
+        self.too_small: list[str] = []
+        # ade20k keeps its ids 0..150 with label_nc 150: the id label_nc shares the dontcare channel
+        self.ade = opt.dataset_mode == "ade20k" and opt.contain_dontcare_label
+        self.limit = opt.label_nc + int(self.ade)
+
+    def add(self, r: dict[str, Any], report: DatasetReport) -> None:
+        """One pair's `_check_sample` result."""
+        opt, s = self.opt, r["sample"]
+        for kind, msg in r["errors"]:
+            self.kinds[kind].append(msg)
+        if "photo_mode" in r:
+            report.photo_modes[r["photo_mode"]] += 1
+        if "label_size" in r:
+            report.label_sizes[r["label_size"]] += 1
+            report.label_modes[r["label_mode"]] += 1
+            if "crop" in opt.preprocess_mode:
+                sw, sh = T.scaled_size(opt, r["label_size"])
+                if sw < opt.crop_size or sh < opt.crop_size:
+                    self.too_small.append(f"{s.label} ({size_text(r['label_size'])} -> {size_text((sw, sh))})")
+        if s.instance is not None:
+            report.instances += 1
+        counts = r.get("counts")
+        if counts is None:
+            return
+        self.pixels.update(counts)
+        self.files.update(counts.keys())
+        over = [i for i in counts
+                if (i >= self.limit or i < 0) and not (i == DONTCARE and opt.contain_dontcare_label)]
+        if DONTCARE in over:
+            self.dontcare_files.append(s.label)
+        over = [i for i in over if i != DONTCARE]
+        if over:
+            self.bad_ids.append((s.label, max(over, key=abs)))
+
+    def summarise(self, report: DatasetReport) -> None:
+        """The id statistics of the report."""
+        report.label_pixels = dict(sorted(self.pixels.items()))
+        report.label_files = dict(sorted(self.files.items()))
+        report.dontcare_pixels = int(self.pixels.get(DONTCARE, 0))
+        report.max_id = max((i for i in self.pixels if i != DONTCARE), default=-1)
+        report.min_label_nc = max(1, report.max_id + (0 if self.ade else 1))
+
+    def problems(self) -> list[str]:
+        """One message per kind of problem, naming the first file and the fix."""
+        opt = self.opt
+        problems: list[str] = []
+        for kind in ("read", "colour", "size"):
+            msgs = self.kinds.get(kind, [])
+            if msgs:
+                problems.append(msgs[0] + (f" (and {len(msgs) - 1} more file(s) like it)" if len(msgs) > 1 else ""))
+        negative = [(f, i) for f, i in self.bad_ids if i < 0]
+        if negative:
+            f, i = negative[0]
+            problems.append(f"{f}: label id {i} is negative; class ids must be 0 or more")
+        bad_ids = [(f, i) for f, i in self.bad_ids if i >= 0]
+        if bad_ids:
+            f, i = bad_ids[0]
+            top = max(i for _, i in bad_ids)
+            need = top + (0 if self.ade else 1)
+            others = (f" (and {len(bad_ids) - 1} more file(s), ids up to {top})" if len(bad_ids) > 1 else "")
+            rule = (f"label id {i} > label_nc {opt.label_nc} (ade20k mode with --contain_dontcare_label "
+                    f"takes ids 0..label_nc)" if self.ade else f"label id {i} >= label_nc {opt.label_nc}")
+            problems.append(f"{f}: {rule}{others}; pass --label_nc {need} or fix those label maps")
+        if self.dontcare_files:
+            more = f" (and {len(self.dontcare_files) - 1} more file(s))" if len(self.dontcare_files) > 1 else ""
+            problems.append(f"{self.dontcare_files[0]}: label id 255 (dontcare) found{more} but "
+                            "--contain_dontcare_label is not set; pass --contain_dontcare_label (255 becomes "
+                            f"class {opt.label_nc}), or --label_nc 256 if 255 is a real class")
+        return problems
+
+    def warnings(self, report: DatasetReport) -> list[str]:
+        """Photos converted to RGB and crops that will be zero-padded."""
+        out = []
+        converted = {m: n for m, n in report.photo_modes.items() if m != "RGB"}
+        if converted:
+            out.append(f"{sum(converted.values())} photo(s) are not RGB ("
+                       + ", ".join(f"{n} {m}" for m, n in sorted(converted.items()))
+                       + "); they are converted to RGB when loaded")
+        if self.too_small:
+            out.append(f"{len(self.too_small)} sample(s) are smaller than --crop_size {self.opt.crop_size} "
+                       f"after {self.opt.preprocess_mode} scaling, e.g. {self.too_small[0]}; their crops "
+                       "are zero-padded (label 0, black photo)")
+        return out
