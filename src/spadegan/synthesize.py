@@ -538,11 +538,7 @@ def _save(img: Image.Image, path: Path) -> None:
     save_png(np.asarray(img), path)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`spadegan synthesize`: see `--help`. Returns 0, or 1 when some label maps failed."""
-    from tqdm import tqdm
-
-    args, extra = _parser().parse_known_args(argv)
+def _check_args(args: argparse.Namespace, extra: list[str]) -> None:
     if extra and not extra[0].startswith("--"):
         raise SpadeganError(f"spadegan synthesize: unexpected argument {extra[0]!r} (see --help)")
     if args.out is None:
@@ -550,86 +546,120 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("num_samples", "batch_size", "demo_count"):
         if getattr(args, name) < 1:
             raise SpadeganError(f"--{name} must be at least 1, got {getattr(args, name)}")
-    out = Path(args.out)
-    if args.demo:
-        return _demo(args, extra, out)
-    if not args.label:
+    if not args.demo and not args.label:
         raise SpadeganError("spadegan synthesize: give --label FILE [FILE | FOLDER ...] (or --demo)")
-    labels, folder = _collect(args.label, "label")
-    instances = _pair_instances(labels, args.instance)
-    syn = _load_synthesizer(args, extra)
+
+
+def _check_model_args(args: argparse.Namespace, syn: Synthesizer) -> None:
     if args.style_image and not syn.use_vae:
         raise SpadeganError("--style_image needs a model trained with --use_vae; this one was not")
     if args.style_image:
         _open_image(Path(args.style_image), "style image")  # fail early on a bad path
     if not syn.use_vae and (args.num_samples > 1):
         raise SpadeganError("--num_samples needs a model trained with --use_vae (other models are deterministic)")
-    out.mkdir(parents=True, exist_ok=True)
-    base_seed = args.seed if args.seed is not None else secrets.randbits(31)
-    samples = args.num_samples
-    # jobs: (label file, instance, sample index)
-    jobs = [(lab, inst, k) for lab, inst in zip(labels, instances) for k in range(samples)]
-    stems = [lab.stem for lab in labels]
-    dup = {s for s in stems if stems.count(s) > 1}
-    failed: list[str] = []  # one message per label map that could not be synthesized
-    bad: set[Path] = set()
-    written = 0
-    bar = tqdm(total=len(jobs), desc="synthesize", unit="img", disable=not (folder or len(jobs) > 1))
-    last: tuple[Path | None, tuple | None] = (None, None)  # the samples of one map are consecutive
 
-    def report(lab: Path | None, e: SpadeganError) -> None:
+
+class _Job:
+    """`spadegan synthesize` over label files: read, synthesize in batches, write, count failures.
+
+    A label map that cannot be read or synthesized is reported (one line) and skipped; the
+    others are still written.
+    """
+
+    def __init__(self, args: argparse.Namespace, syn: Synthesizer, labels: list[Path], out: Path,
+                 total: int, progress: bool):
+        from tqdm import tqdm
+
+        self.args, self.syn, self.out = args, syn, out
+        self.base_seed = args.seed if args.seed is not None else secrets.randbits(31)
+        stems = [lab.stem for lab in labels]
+        self.dup = {s for s in stems if stems.count(s) > 1}
+        self.failed: list[str] = []  # one message per label map that could not be synthesized
+        self.bad: set[Path] = set()
+        self.written = 0
+        self.bar = tqdm(total=total, desc="synthesize", unit="img", disable=not progress)
+        self._last: tuple[Path | None, tuple | None] = (None, None)  # the samples of one map are consecutive
+
+    def report(self, lab: Path | None, e: SpadeganError) -> None:
+        from tqdm import tqdm
+
         if lab is not None:
-            bad.add(lab)
-        failed.append(str(e))
+            self.bad.add(lab)
+        self.failed.append(str(e))
         tqdm.write(f"spadegan synthesize: error: {e}", file=sys.stderr)
 
-    i = 0
-    while i < len(jobs):
-        batch = jobs[i:i + args.batch_size]
-        i += len(batch)
+    def read(self, batch: list[tuple[Path, Path | None, int]]) -> list[tuple]:
+        """(label file, sample, ids, instance ids) of the batch's readable label maps."""
         ok = []
         for lab, inst, k in batch:
-            if lab in bad:
-                bar.update(1)
+            if lab in self.bad:
+                self.bar.update(1)
                 continue
             try:
-                if last[0] != lab:
-                    ids = syn.label_ids(lab)
-                    iid = syn.instance_ids(inst) if (inst is not None and syn.needs_instance) else None
-                    last = (lab, (ids, iid))
-                ok.append((lab, k) + last[1])
+                if self._last[0] != lab:
+                    ids = self.syn.label_ids(lab)
+                    iid = self.syn.instance_ids(inst) if (inst is not None and self.syn.needs_instance) else None
+                    self._last = (lab, (ids, iid))
+                ok.append((lab, k) + self._last[1])
             except SpadeganError as e:
-                report(lab, e)
-                bar.update(1)
+                self.report(lab, e)
+                self.bar.update(1)
+        return ok
+
+    def run_batch(self, batch: list[tuple[Path, Path | None, int]]) -> None:
+        """Synthesize and write a batch: one forward pass per output size."""
+        args, syn = self.args, self.syn
         groups: dict[tuple, list] = {}
-        for item in ok:  # one forward pass per output size
+        for item in self.read(batch):
             size = syn.output_size(args.size, item[2].shape if args.size else None)
             groups.setdefault(size, []).append(item)
         for size, items in groups.items():
             try:
                 imgs = syn._synthesize_ids([ids for _, _, ids, _ in items], [iid for _, _, _, iid in items],
                                            [args.style_image] * len(items),
-                                           [base_seed + k for _, k, _, _ in items], size)
+                                           [self.base_seed + k for _, k, _, _ in items], size)
             except SpadeganError as e:
                 for lab, *_ in items:
-                    bad.add(lab)
-                report(None, e)
-                bar.update(len(items))
+                    self.bad.add(lab)
+                self.report(None, e)
+                self.bar.update(len(items))
                 continue
             for (lab, k, ids, _), img in zip(items, imgs):
-                stem = lab.stem if lab.stem not in dup else f"{lab.parent.name}_{lab.stem}"
-                name = f"{stem}.png" if samples == 1 else f"{stem}_sample{k}.png"
-                _save(img, out / name)
-                if args.palette_labels and k == 0:
-                    col = syn.colorize(Synthesizer._resize_ids(ids, (img.height, img.width)).numpy())
-                    _save(Image.fromarray(col), out / f"{stem}_label.png")
-                written += 1
-                bar.update(1)
-    bar.close()
-    print(f"spadegan synthesize: wrote {written} image(s) to {out}"
-          + (f" (seeds from {base_seed})" if syn.use_vae and not args.style_image else "")
-          + (f"; {len(bad) or len(failed)} label map(s) failed (see above)" if failed else ""))
-    return 1 if failed else 0
+                self.write(lab, k, ids, img)
+
+    def write(self, lab: Path, k: int, ids: np.ndarray, img: Image.Image) -> None:
+        stem = lab.stem if lab.stem not in self.dup else f"{lab.parent.name}_{lab.stem}"
+        name = f"{stem}.png" if self.args.num_samples == 1 else f"{stem}_sample{k}.png"
+        _save(img, self.out / name)
+        if self.args.palette_labels and k == 0:
+            col = self.syn.colorize(Synthesizer._resize_ids(ids, (img.height, img.width)).numpy())
+            _save(Image.fromarray(col), self.out / f"{stem}_label.png")
+        self.written += 1
+        self.bar.update(1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`spadegan synthesize`: see `--help`. Returns 0, or 1 when some label maps failed."""
+    args, extra = _parser().parse_known_args(argv)
+    _check_args(args, extra)
+    out = Path(args.out)
+    if args.demo:
+        return _demo(args, extra, out)
+    labels, folder = _collect(args.label, "label")
+    instances = _pair_instances(labels, args.instance)
+    syn = _load_synthesizer(args, extra)
+    _check_model_args(args, syn)
+    out.mkdir(parents=True, exist_ok=True)
+    # jobs: (label file, instance, sample index)
+    jobs = [(lab, inst, k) for lab, inst in zip(labels, instances) for k in range(args.num_samples)]
+    job = _Job(args, syn, labels, out, total=len(jobs), progress=folder or len(jobs) > 1)
+    for i in range(0, len(jobs), args.batch_size):
+        job.run_batch(jobs[i:i + args.batch_size])
+    job.bar.close()
+    print(f"spadegan synthesize: wrote {job.written} image(s) to {out}"
+          + (f" (seeds from {job.base_seed})" if syn.use_vae and not args.style_image else "")
+          + (f"; {len(job.bad) or len(job.failed)} label map(s) failed (see above)" if job.failed else ""))
+    return 1 if job.failed else 0
 
 
 # ---- --demo -------------------------------------------------------------------------------------
