@@ -142,6 +142,48 @@ def _cycle(data: Iterable[Any]) -> Iterator[Any]:
             )
 
 
+def _check_training_settings(num_classes: int, steps: int, lr: float, schedule: str,
+                             class_weights: Any) -> torch.Tensor | None:
+    """The class weights as a tensor (None without them), or a SpadeganError for bad settings."""
+    if steps < 1:
+        raise SpadeganError(f"segmenter training steps must be >= 1, got {steps}")
+    if lr <= 0:
+        raise SpadeganError(f"segmenter learning rate must be > 0, got {lr}")
+    weight = None
+    if class_weights is not None:
+        weight = torch.as_tensor(class_weights, dtype=torch.float32).flatten()
+        if weight.numel() != num_classes or not torch.isfinite(weight).all() or (weight < 0).any():
+            raise SpadeganError(
+                f"class_weights must be {num_classes} finite non-negative numbers, got {weight.tolist()}")
+    if schedule not in ("constant", "cosine"):
+        raise SpadeganError(f"segmenter lr schedule must be 'constant' or 'cosine', got {schedule!r}")
+    return weight
+
+
+def _training_batch(item: Any, num_classes: int, ignore_index: int,
+                    gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images, labels) of one training batch, checked and randomly flipped left-right."""
+    images, labels = _unpack(item)
+    images = _prepare_images(images)
+    labels = _prepare_labels(labels, num_classes)
+    if images.shape[0] != labels.shape[0] or images.shape[-2:] != labels.shape[-2:]:
+        raise SpadeganError(
+            f"image batch {tuple(images.shape)} and label batch {tuple(labels.shape)} "
+            "do not match in batch size or H x W"
+        )
+    flip = torch.rand(images.shape[0], generator=gen) < 0.5
+    images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+    labels = torch.where(flip[:, None, None], labels.flip(-1), labels)
+    valid = labels[labels != ignore_index]
+    bad = valid[(valid < 0) | (valid >= num_classes)]
+    if bad.numel():
+        raise SpadeganError(
+            f"label value {int(bad[0])} is outside 0..{num_classes - 1}; check "
+            f"num_classes ({num_classes}) or ignore_index ({ignore_index})"
+        )
+    return images, labels
+
+
 def train_segmenter(images_labels_iterable: Iterable[Any], num_classes: int, steps: int,
                     lr: float = 1e-3, device: str | torch.device = "cpu", progress: bool = True,
                     width: int = 32, ignore_index: int = 255, seed: int | None = 0,
@@ -157,19 +199,9 @@ def train_segmenter(images_labels_iterable: Iterable[Any], num_classes: int, ste
     constant rate). ``class_weights`` (``num_classes`` floats) weight the cross-entropy per
     class, e.g. to keep rare small classes from being ignored. Returns the model in eval mode.
     """
-    if steps < 1:
-        raise SpadeganError(f"segmenter training steps must be >= 1, got {steps}")
-    if lr <= 0:
-        raise SpadeganError(f"segmenter learning rate must be > 0, got {lr}")
-    weight = None
-    if class_weights is not None:
-        weight = torch.as_tensor(class_weights, dtype=torch.float32).flatten()
-        if weight.numel() != num_classes or not torch.isfinite(weight).all() or (weight < 0).any():
-            raise SpadeganError(
-                f"class_weights must be {num_classes} finite non-negative numbers, got {weight.tolist()}")
+    weight = _check_training_settings(num_classes, steps, lr, schedule, class_weights)
+    if weight is not None:
         weight = weight.to(device)
-    if schedule not in ("constant", "cosine"):
-        raise SpadeganError(f"segmenter lr schedule must be 'constant' or 'cosine', got {schedule!r}")
     with torch.random.fork_rng(devices=[]):  # reproducible init without touching global RNG
         if seed is not None:
             torch.manual_seed(seed)
@@ -191,24 +223,7 @@ def train_segmenter(images_labels_iterable: Iterable[Any], num_classes: int, ste
     data = _cycle(images_labels_iterable)
     try:
         for _ in range(steps):
-            images, labels = _unpack(next(data))
-            images = _prepare_images(images)
-            labels = _prepare_labels(labels, num_classes)
-            if images.shape[0] != labels.shape[0] or images.shape[-2:] != labels.shape[-2:]:
-                raise SpadeganError(
-                    f"image batch {tuple(images.shape)} and label batch {tuple(labels.shape)} "
-                    "do not match in batch size or H x W"
-                )
-            flip = torch.rand(images.shape[0], generator=gen) < 0.5
-            images = torch.where(flip[:, None, None, None], images.flip(-1), images)
-            labels = torch.where(flip[:, None, None], labels.flip(-1), labels)
-            valid = labels[labels != ignore_index]
-            bad = valid[(valid < 0) | (valid >= num_classes)]
-            if bad.numel():
-                raise SpadeganError(
-                    f"label value {int(bad[0])} is outside 0..{num_classes - 1}; check "
-                    f"num_classes ({num_classes}) or ignore_index ({ignore_index})"
-                )
+            images, labels = _training_batch(next(data), num_classes, ignore_index, gen)
             logits = model(images.to(device))
             loss = F.cross_entropy(logits, labels.to(device), weight=weight, ignore_index=ignore_index)
             optim.zero_grad(set_to_none=True)
