@@ -81,7 +81,7 @@ except ImportError as _exc:  # pragma: no cover - depends on the install
     Request = Any  # type: ignore[misc,assignment]
     _MISSING_EXTRA = _exc
 
-from spadegan.errors import SpadeganError
+from ..errors import SpadeganError
 
 from .backend import SynthesisBackend, check_backend, common_class_ids, pick_background_id
 from .inputs import MAX_SEED, HTTPError, decode_label, decode_style, encode_png, parse_seed

@@ -30,7 +30,7 @@ from typing import Iterable
 import numpy as np
 from PIL import Image
 
-from spadegan.errors import SpadeganError
+from ..errors import SpadeganError
 
 __all__ = [
     "LANDSCAPE_CLASSES",

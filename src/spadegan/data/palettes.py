@@ -35,7 +35,7 @@ from typing import Sequence, Union
 
 import numpy as np
 
-from spadegan.errors import SpadeganError
+from ..errors import SpadeganError
 
 __all__ = [
     "ClassInfo",

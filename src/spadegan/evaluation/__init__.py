@@ -6,7 +6,7 @@ Heavy optional dependencies (scipy for FID, matplotlib for plots) are imported o
 the function needing them runs, so importing this package stays cheap.
 """
 
-from spadegan.evaluation.fid import (
+from .fid import (
     FID_WEIGHTS_FILENAME,
     FIDInceptionV3,
     FIDUnavailable,
@@ -18,14 +18,14 @@ from spadegan.evaluation.fid import (
     kid,
     load_fid_inception,
 )
-from spadegan.evaluation.miou import confusion_matrix, scores
-from spadegan.evaluation.plots import parse_loss_log, plot_loss_log, plot_metrics
-from spadegan.evaluation.segfd import (
+from .miou import confusion_matrix, scores
+from .plots import parse_loss_log, plot_loss_log, plot_metrics
+from .segfd import (
     FEATURE_LAYERS,
     seg_distances,
     segmenter_features,
 )
-from spadegan.evaluation.segmenter import (
+from .segmenter import (
     SmallSegmenter,
     load_segmenter,
     save_segmenter,

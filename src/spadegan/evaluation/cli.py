@@ -53,7 +53,7 @@ import argparse
 
 import torch
 
-from spadegan.errors import SpadeganError
+from ..errors import SpadeganError
 
 from .evaluate import evaluate
 from .scorer_training import train_scorer_main

@@ -37,7 +37,7 @@ def builtin_model_dir() -> Path:
 
 def resolve_model(args: argparse.Namespace) -> tuple[Path, Path, str]:
     """(G weights file, checkpoint folder, description) from --builtin / --checkpoint / --name."""
-    from spadegan.checkpoint import resolve_checkpoint
+    from ..checkpoint import resolve_checkpoint
 
     given = [x for x in (args.builtin and "--builtin", args.checkpoint and "--checkpoint",
                          args.name and "--name") if x]

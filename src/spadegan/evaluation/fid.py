@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spadegan.errors import SpadeganError
-from spadegan.fileio import load_torch_file
+from ..errors import SpadeganError
+from ..fileio import load_torch_file
 
 __all__ = [
     "FID_WEIGHTS_FILENAME",

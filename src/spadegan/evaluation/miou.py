@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from spadegan.errors import SpadeganError
+from ..errors import SpadeganError
 
 __all__ = ["confusion_matrix", "scores"]
 

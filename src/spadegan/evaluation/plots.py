@@ -19,7 +19,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from spadegan.errors import SpadeganError
+from ..errors import SpadeganError
 
 __all__ = ["parse_loss_log", "plot_loss_log", "plot_metrics"]
 

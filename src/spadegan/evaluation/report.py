@@ -18,7 +18,7 @@ from .split import EvalSplit
 
 def epoch_checkpoints(folder: Path) -> list[tuple[int, Path]]:
     """(epoch, G weights) of every `<epoch>_net_G` file; .pth before .safetensors (checkpoint rule)."""
-    from spadegan.checkpoint import WEIGHT_SUFFIXES
+    from ..checkpoint import WEIGHT_SUFFIXES
 
     found: dict[int, Path] = {}
     for suffix in WEIGHT_SUFFIXES:
@@ -61,7 +61,7 @@ def weights_epoch(weights: Path, folder: Path) -> float | None:
 
 
 def class_names(opt: Any, n: int) -> list[str]:
-    from spadegan.data.palettes import classes_for_dataset_mode
+    from ..data.palettes import classes_for_dataset_mode
 
     try:
         classes = classes_for_dataset_mode(opt.dataset_mode, opt.label_nc)
@@ -134,7 +134,7 @@ def format_table(metrics: dict[str, Any]) -> str:
 def samples_png(path: Path, split: EvalSplit, fake: torch.Tensor, baseline: torch.Tensor | None,
                  opt: Any, n: int) -> str:
     """A grid: one row per example with label (colours), real photo, synthesized, baseline."""
-    from spadegan.visuals import label_palette, save_png
+    from ..visuals import label_palette, save_png
 
     n = min(n, len(split))
     pal = label_palette(opt)
@@ -156,7 +156,7 @@ def samples_png(path: Path, split: EvalSplit, fake: torch.Tensor, baseline: torc
 
 
 def write_json(path: Path, obj: Any) -> None:
-    from spadegan.fileio import atomic_write_bytes
+    from ..fileio import atomic_write_bytes
 
     def clean(v: Any) -> Any:  # JSON has no NaN: write null
         if isinstance(v, float) and not math.isfinite(v):

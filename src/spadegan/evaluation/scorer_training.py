@@ -75,7 +75,7 @@ def class_frequencies(label_paths: list[str], num_classes: int) -> np.ndarray:
     from PIL import Image
     from tqdm.auto import tqdm
 
-    from spadegan.data.transforms import label_image_to_ids
+    from ..data.transforms import label_image_to_ids
 
     counts = np.zeros(num_classes, np.float64)
     for path in tqdm(label_paths, desc="class frequencies", unit="img", leave=False):
@@ -112,7 +112,7 @@ def train_segmenter_on_dataset(train_opt: Any, val_opt: Any | None, num_classes:
     the photometric augmentation (see ``_CropBatches``). Returns the model and the val
     scores (None without ``val_opt``).
     """
-    from spadegan.data.datasets import create_dataset
+    from ..data.datasets import create_dataset
 
     from .segmenter import train_segmenter
 
@@ -139,8 +139,8 @@ def train_segmenter_on_dataset(train_opt: Any, val_opt: Any | None, num_classes:
 
 
 def train_scorer_main(args: argparse.Namespace) -> int:
-    from spadegan.data.datasets import create_dataset
-    from spadegan.options import parse
+    from ..data.datasets import create_dataset
+    from ..options import parse
 
     from .segmenter import save_segmenter
 

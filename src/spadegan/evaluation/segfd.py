@@ -35,8 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spadegan.errors import SpadeganError
-from spadegan.visuals import from_uint8
+from ..errors import SpadeganError
+from ..visuals import from_uint8
 
 __all__ = [
     "FEATURE_LAYERS",

@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spadegan.errors import SpadeganError
-from spadegan.fileio import atomic_torch_save, load_torch_file
-from spadegan.visuals import from_uint8
+from ..errors import SpadeganError
+from ..fileio import atomic_torch_save, load_torch_file
+from ..visuals import from_uint8
 
 __all__ = ["SmallSegmenter", "train_segmenter", "save_segmenter", "load_segmenter", "segment"]
 

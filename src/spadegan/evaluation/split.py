@@ -45,8 +45,8 @@ def load_split(opt: Any, how_many: int = 0, desc: str = "loading eval split") ->
     """Read a dataset split (``opt``: resolved Options, test-time) into an :class:`EvalSplit`."""
     from tqdm.auto import tqdm
 
-    from spadegan.data.datasets import create_dataset
-    from spadegan.data.semantics import instance_map
+    from ..data.datasets import create_dataset
+    from ..data.semantics import instance_map
 
     dataset = create_dataset(opt)
     n = len(dataset) if how_many <= 0 else min(len(dataset), how_many)
@@ -112,7 +112,7 @@ def train_split(model_opt: Any, args: argparse.Namespace, eval_opt: Any,
 
 def load_networks(weights: Path, model_opt: Any, device: torch.device, style: str
                    ) -> tuple[nn.Module, nn.Module | None]:
-    from spadegan.checkpoint import companion_weights, load_checkpoint
+    from ..checkpoint import companion_weights, load_checkpoint
 
     G = load_checkpoint(weights, "G", opt=model_opt, device=device)
     E = None
@@ -136,8 +136,8 @@ def synthesize_split(G: nn.Module, split: EvalSplit, opt: Any, device: torch.dev
     """
     from tqdm.auto import tqdm
 
-    from spadegan.data.semantics import to_semantics
-    from spadegan.networks import sample_z
+    from ..data.semantics import to_semantics
+    from ..networks import sample_z
 
     gen = torch.Generator().manual_seed(int(seed))
     out = []
