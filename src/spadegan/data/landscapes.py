@@ -12,8 +12,8 @@ global RNG), so a seed always gives the same arrays. Speed comes from three choi
 textures are a few small random grids upsampled with a 4-tap cubic B-spline (all
 octaves are summed on the small grid first), the image is kept channel-planar
 (3, H, W) so per-pixel factors broadcast cheaply, and sparse objects (trees, rocks)
-are drawn inside their bounding boxes only. ``benchmarks/bench_landscapes.py``
-measured about 60 pairs per CPU-second at 256x256 (16.5 ms each) on the dev machine.
+are drawn inside their bounding boxes only (speed: ``benchmarks/bench_landscapes.py``,
+results in ``benchmarks/README.md``).
 
 The same seed gives identical arrays on one machine and numpy version; float
 summation order may differ elsewhere, which can flip a border pixel.

@@ -323,15 +323,14 @@ class _Conv3x3(nn.Module):
 
     oneDNN (on AVX2) runs 3x3 convolutions with many channels on small maps at a fraction
     of the CPU's matmul speed; Winograd F(2x2, 3x3) turns them into 16 matrix products with
-    2.25x fewer multiplications, plus cheap add/subtract transforms. Measured on the
-    generator's layers (1 thread): 1024 ch at 8x8 74 -> 22 ms, at 16x16 148 -> 54 ms,
-    1024 -> 512 at 32x32 175 -> 83 ms, 256 ch at 64x64 93 -> 53 ms; but slower than direct
-    at 128x128 and above (the transforms are memory-bound), hence `use_winograd` is chosen
-    per layer from its size at the training resolution. Only for fp32 on CPU (GPUs' cuDNN and
-    AMX's bf16 kernels have their own fast paths). Error ~2e-6 relative, like direct fp32.
-    Winograd weights take 16/9 the memory; on maps of at most 64 pixels (the first block)
-    `use_gemm` runs the direct weights as one matrix product over the 9 shifted copies of
-    the input instead, as fast there (1024 ch at 8x8: 51 direct, 16 Winograd, 18 ms).
+    2.25x fewer multiplications, plus cheap add/subtract transforms. It is faster than the
+    direct convolution on the generator's many-channel layers up to 64x64 and slower from
+    128x128 on (the transforms are memory-bound; per-layer timings in benchmarks/README.md),
+    hence `use_winograd` is chosen per layer from its size at the training resolution. Only
+    for fp32 on CPU (GPUs' cuDNN and AMX's bf16 kernels have their own fast paths). Error
+    ~2e-6 relative, like direct fp32. Winograd weights take 16/9 the memory; on maps of at
+    most 64 pixels (the first block) `use_gemm` runs the direct weights as one matrix product
+    over the 9 shifted copies of the input instead, which is as fast there.
     """
 
     def __init__(self, w: torch.Tensor, b: torch.Tensor, dtype: torch.dtype, use_winograd: bool,
