@@ -1,4 +1,4 @@
-"""Paired label-map/photo datasets in the official SPADE folder layouts, and their loaders.
+"""Paired label-map/photo datasets in the official SPADE folder layouts.
 
 ``create_dataset(opt)`` finds the files of one ``--dataset_mode``, pairs them and returns a
 ``torch.utils.data.Dataset`` whose items are the official dicts:
