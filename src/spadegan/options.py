@@ -20,11 +20,14 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from .device import parse_gpu_ids, resolve_device
 from .errors import SpadeganError
 from .fileio import MAX_OPTIONS_BYTES, atomic_write_bytes, load_options_pickle, read_limited
+
+if TYPE_CHECKING:
+    import torch
 
 BASE, TRAIN, TEST = "base", "train", "test"
 
@@ -169,7 +172,7 @@ class Options:
         return parse_gpu_ids(self.gpu_ids)
 
     @property
-    def torch_device(self) -> "torch.device":  # noqa: F821
+    def torch_device(self) -> "torch.device":
         """The one device everything runs on: --device, else --gpu_ids (`device.resolve_device`)."""
         return resolve_device(self.device or None, self.gpu_ids)
 
