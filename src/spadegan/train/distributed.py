@@ -154,9 +154,9 @@ class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
             return super().forward(x)
         all_reduce = all_reduce_sum_autograd
         c = x.shape[1]
-        xf = x.float()
+        xf = x if x.dtype == torch.float64 else x.float()
         dims = [0] + list(range(2, x.dim()))
-        n_local = torch.tensor([xf.numel() // c], dtype=torch.float32, device=x.device)
+        n_local = torch.tensor([xf.numel() // c], dtype=xf.dtype, device=x.device)
         # two passes (mean, then centred squares): the same accuracy as one-process BatchNorm
         s = all_reduce(torch.cat([xf.sum(dim=dims), n_local]))
         n = s[-1]

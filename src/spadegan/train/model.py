@@ -19,11 +19,16 @@ from ..losses import GANLoss, VGGLoss, feature_matching_loss, kld_loss
 from ..options import Options
 
 
+def _full_precision(t: torch.Tensor) -> torch.Tensor:
+    """`t` in float32 when autocast made it half precision; float32 and float64 stay as they are."""
+    return t if t.dtype in (torch.float32, torch.float64) else t.float()
+
+
 def _floatify(pred: Any) -> Any:
-    """Discriminator outputs (nested lists) in float32, so losses are computed in full precision."""
+    """Discriminator outputs (nested lists) in full precision, so losses are computed in it."""
     if isinstance(pred, list):
         return [_floatify(p) for p in pred]
-    return pred.float()
+    return _full_precision(pred)
 
 
 @contextlib.contextmanager
@@ -78,12 +83,14 @@ class Pix2PixModel(nn.Module):
         label = data["label"].to(device, non_blocking=nb)
         inst = instance_map(data, self.opt)
         inst = None if inst is None else inst.to(device, non_blocking=nb)
-        image = data["image"].to(device, non_blocking=nb).float()
-        return to_semantics(label, inst, self.opt), image
+        # the networks' dtype: float32 (autocast lowers it under --amp), float64 in the DDP test
+        dtype = next(self.netG.parameters()).dtype
+        image = data["image"].to(device, non_blocking=nb).to(dtype)
+        return to_semantics(label, inst, self.opt).to(dtype), image
 
     def encode_z(self, real: torch.Tensor, E: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         mu, logvar = E(real)
-        mu, logvar = mu.float(), logvar.float()
+        mu, logvar = _full_precision(mu), _full_precision(logvar)
         return networks.sample_z(mu, logvar, eps=self.noise(mu.shape)), mu, logvar
 
     def generate_fake(self, sem: torch.Tensor, real: torch.Tensor, compute_kld: bool = False,
