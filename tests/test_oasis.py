@@ -75,7 +75,7 @@ def test_n_plus_1_loss_values():
 def test_labelmix_mask_takes_whole_classes_and_loss_is_zero_for_a_consistent_d():
     g = torch.Generator().manual_seed(0)
     label = torch.randint(0, 6, (3, 16, 16), generator=g)
-    mask = labelmix_mask(label, torch.Generator().manual_seed(1))
+    mask = labelmix_mask(label, torch.randint(0, 2, (3, 6), generator=torch.Generator().manual_seed(1)))
     assert mask.shape == (3, 1, 16, 16)
     for b in range(3):
         for c in label[b].unique():

@@ -123,13 +123,12 @@ def oasis_loss(logits: torch.Tensor, label: torch.Tensor, target_is_real: bool,
     return (F.cross_entropy(logits, label + 1, reduction="none") * weights).mean()
 
 
-def labelmix_mask(label: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def labelmix_mask(label: torch.Tensor, coins: torch.Tensor) -> torch.Tensor:
     """(B, 1, H, W) float 0/1: each class of each image taken wholly from the real (1) or the
-    fake (0) image, by a fair coin per (image, class)."""
+    fake (0) image, as `coins` (B, num_classes) of 0/1 (fair coins, drawn by the caller) say."""
     b = label.shape[0]
-    num = int(label.max()) + 1 if label.numel() else 1
-    coins = torch.randint(0, 2, (b, num), generator=generator).to(label.device)
-    return torch.gather(coins, 1, label.reshape(b, -1)).view(b, 1, *label.shape[1:]).float()
+    picked = torch.gather(coins.to(label.device).long(), 1, label.reshape(b, -1))
+    return picked.view(b, 1, *label.shape[1:]).float()
 
 
 def labelmix_loss(mask: torch.Tensor, d_mixed: torch.Tensor, d_fake: torch.Tensor,

@@ -95,6 +95,8 @@ class Options:
     no_instance: bool = _opt(False, "do not add the instance-edge map as input")
     nef: int = _opt(16, "number of encoder filters in the first conv layer")
     use_vae: bool = _opt(False, "enable training with an image (style) encoder")
+    use_3d_noise: bool = _opt(False, "OASIS' 3D noise: --z_dim noise channels beside the label map at G's input "
+                              "and every SPADE layer (on by default with --netD oasis)")
     # netG-specific
     num_upsampling_layers: str = _opt("normal", "'more' adds an upsampling between the middle "
                                       "blocks; 'most' also one more block at the end",
@@ -137,7 +139,12 @@ class Options:
     no_ganFeat_loss: bool = _opt(False, "do not use the discriminator feature matching loss", TRAIN)
     no_vgg_loss: bool = _opt(False, "do not use the VGG perceptual loss", TRAIN)
     gan_mode: str = _opt("hinge", "GAN loss", TRAIN, choices=GAN_MODES)
-    netD: str = _opt("multiscale", "discriminator architecture", TRAIN, choices=("multiscale",))
+    netD: str = _opt("multiscale", "discriminator architecture: multiscale (SPADE's PatchGANs) or oasis (OASIS' "
+                     "U-Net segmenter; sets the OASIS defaults: 3D noise with --z_dim 64, EMA 0.9999, Adam "
+                     "betas 0/0.999, no VGG or feature matching loss)", TRAIN, choices=("multiscale", "oasis"))
+    lambda_labelmix: float = _opt(10.0, "--netD oasis: weight of the LabelMix regularisation of D (0: off)", TRAIN)
+    ema_decay: float = _opt(0.0, "keep an exponential moving average of G's weights with this decay (0: off; "
+                            "0.9999 with --netD oasis), saved as <epoch>_net_EMA.pth and used for synthesis", TRAIN)
     lambda_kld: float = _opt(0.05, "weight of the KL divergence loss", TRAIN)
     netD_subarch: str = _opt("n_layer", "architecture of each discriminator", TRAIN, choices=("n_layer",))
     num_D: int = _opt(2, "number of discriminators in the multiscale discriminator", TRAIN)
@@ -147,6 +154,10 @@ class Options:
     how_many: float = _opt(float("inf"), "how many test images to run", TEST)
     # spadegan's own
     seed: int | None = _opt(None, "random seed (weights, data order, noise) for reproducible runs")
+    spade_impl: str = _opt("auto", "how the SPADE layers compute: sparse (the label map as codes: lookups, per-class "
+                           "constants and convolutions only near class boundaries; the same results for less "
+                           "work), dense (the reference convolutions of one-hot maps) or auto (sparse on the "
+                           "CPU, dense on CUDA)", choices=("auto", "dense", "sparse"))
     device: str = _opt("", "cpu, cuda or cuda:N; overrides --gpu_ids")
     amp: bool = _opt(False, "mixed precision where it is faster: bf16 on AMX CPUs and GPUs of compute "
                      "capability >= 8.0, fp16 on older GPUs, else fp32", TRAIN)
@@ -160,6 +171,11 @@ class Options:
     def semantic_nc(self) -> int:
         """Input channels of G: classes (+ dontcare) (+ instance edges)."""
         return self.label_nc + int(self.contain_dontcare_label) + int(not self.no_instance)
+
+    @property
+    def generator_input_nc(self) -> int:
+        """Channels of G's conditioning input: the semantics (+ the 3D noise)."""
+        return self.semantic_nc + (self.z_dim if self.use_3d_noise else 0)
 
     @property
     def label_channels(self) -> int:
@@ -219,13 +235,16 @@ def _dataset_defaults(mode: str, train: bool) -> dict[str, Any]:
     }[mode]
 
 
-def _defaults(train: bool, netG: str, dataset_mode: str, no_TTUR: bool) -> dict[str, Any]:
+def _defaults(train: bool, netG: str, dataset_mode: str, no_TTUR: bool, netD: str = "multiscale") -> dict[str, Any]:
     d = {name: f.default for name, f in FIELDS.items()}
     if not train:  # the official TestOptions overrides
         d.update(preprocess_mode="scale_width_and_crop", crop_size=256, load_size=256,
                  display_winsize=256, serial_batches=True, no_flip=True, phase="test")
     if no_TTUR:
         d.update(beta1=0.5, beta2=0.999)
+    if netD == "oasis":  # the OASIS paper's settings (its lr G 1e-4 / D 4e-4 are TTUR's from --lr 2e-4)
+        d.update(beta2=0.999, use_3d_noise=True, z_dim=64, ema_decay=0.9999, no_vgg_loss=True,
+                 no_ganFeat_loss=True)
     d["norm_G"] = "spectralspadesyncbatch3x3" if netG == "spade" else "instance"
     d.update(_dataset_defaults(dataset_mode, train))
     if dataset_mode == "cityscapes" and netG == "spade":
@@ -283,11 +302,13 @@ def parse(argv: list[str] | None = None, train: bool = True) -> Options:
     pre.add_argument("--netG", default="spade", choices=NETG_CHOICES)
     pre.add_argument("--dataset_mode", default="coco", choices=DATASET_MODES)
     pre.add_argument("--no_TTUR", action="store_true")
+    pre.add_argument("--netD", default="multiscale")
     pre.add_argument("--load_from_opt_file", action="store_true")
     pre.add_argument("--checkpoints_dir", default="./checkpoints")
     pre.add_argument("--name", default="label2coco")
     known, _ = pre.parse_known_args(argv)
-    defaults = _defaults(train, known.netG, known.dataset_mode, known.no_TTUR and train)
+    defaults = _defaults(train, known.netG, known.dataset_mode, known.no_TTUR and train,
+                         known.netD if train else "multiscale")
     ns = vars(known)
     parser = _build_parser(train, defaults, ns)
     official_defaults = dict(defaults, isTrain=None)  # argparse has no default for it
@@ -345,6 +366,14 @@ def _validate(opt: Options, argv: list[str]) -> None:
                 f"norm ({opt.norm_G}) cannot normalise; use --crop_size {2 ** (opt.num_up_layers + 1)} or more")
     if opt.use_vae and opt.netG != "spade":
         bad("--use_vae needs --netG spade (pix2pixhd has no z input)")
+    if opt.use_3d_noise and opt.netG != "spade":
+        bad("--use_3d_noise needs --netG spade (pix2pixhd has no SPADE layers)")
+    if opt.use_3d_noise and opt.use_vae:
+        bad("--use_3d_noise and --use_vae both draw styles from --z_dim: choose one")
+    if not 0.0 <= opt.ema_decay < 1.0:
+        bad(f"--ema_decay must be in [0, 1), got {opt.ema_decay}")
+    if opt.lambda_labelmix < 0:
+        bad(f"--lambda_labelmix must be 0 or more, got {opt.lambda_labelmix}")
     if opt.isTrain:
         if opt.num_D < 1 or opt.n_layers_D < 1:
             bad("--num_D and --n_layers_D must be at least 1")

@@ -63,6 +63,16 @@ def resize_nearest(code: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(code[:, None].double(), size=size, mode="nearest")[:, 0].long()
 
 
+def use_sparse_spade(opt: Any, device: torch.device) -> bool:
+    """Whether the SPADE generator of `opt` runs sparse on `device` (--spade_impl; auto:
+    sparse on the CPU, where it measured fastest, dense on CUDA, where cuDNN's dense
+    convolutions have not been measured against it)."""
+    impl = getattr(opt, "spade_impl", "auto")
+    if opt.netG != "spade" or impl == "dense":
+        return False
+    return impl == "sparse" or torch.device(device).type == "cpu"
+
+
 class CodeLevel:
     """The code map of a batch at one resolution and the index arithmetic its layers share.
 

@@ -13,13 +13,13 @@ import torch.nn as nn
 
 from ..options import Options
 from .base import BaseNetwork
-from .discriminator import MultiscaleDiscriminator, NLayerDiscriminator
+from .discriminator import MultiscaleDiscriminator, NLayerDiscriminator, OASISDiscriminator
 from .encoder import ConvEncoder, sample_z
 from .generator import Pix2PixHDGenerator, SPADEGenerator, latent_size
 from .vgg import VGG19, load_vgg19
 
 GENERATORS = {"spade": SPADEGenerator, "pix2pixhd": Pix2PixHDGenerator}
-DISCRIMINATORS = {"multiscale": MultiscaleDiscriminator}
+DISCRIMINATORS = {"multiscale": MultiscaleDiscriminator, "oasis": OASISDiscriminator}
 
 
 def _create(cls, opt: Options, init: bool) -> BaseNetwork:
@@ -64,5 +64,5 @@ def at_size(G: nn.Module, size: tuple[int, int]) -> nn.Module:
 
 
 __all__ = ["define_G", "define_D", "define_E", "at_size", "sample_z", "SPADEGenerator", "Pix2PixHDGenerator",
-           "MultiscaleDiscriminator", "NLayerDiscriminator", "ConvEncoder", "VGG19",
+           "MultiscaleDiscriminator", "NLayerDiscriminator", "OASISDiscriminator", "ConvEncoder", "VGG19",
            "load_vgg19", "latent_size", "BaseNetwork"]

@@ -1,7 +1,9 @@
 """Generators: SPADEGenerator (GauGAN) and Pix2PixHDGenerator (the pix2pixHD baseline).
 
 Module names and parameter shapes follow the official code, so official `latest_net_G.pth`
-files load with strict=True. Call convention: `G(semantics, z=None) -> image in [-1, 1]`.
+files load with strict=True. Call convention: `G(semantics, z=None) -> image in [-1, 1]`,
+where `semantics` is the one-hot tensor (dense layers) or its `LabelCodes` (sparse SPADE,
+see `layers.spade`) and `z` the VAE style (`--use_vae`) or the 3D noise (`--use_3d_noise`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..layers import ResnetBlock, SPADEResnetBlock, nonspade_norm_layer
+from ..errors import SpadeganError
 from ..layers.label_codes import LabelCodes, label_conv
 from ..options import Options
 from .base import BaseNetwork
@@ -29,15 +32,16 @@ class SPADEGenerator(BaseNetwork):
         super().__init__()
         nf = opt.ngf
         self.use_vae, self.z_dim, self.ngf = opt.use_vae, opt.z_dim, nf
+        self.use_3d_noise, self.label_channels = opt.use_3d_noise, opt.label_channels
         self.num_upsampling_layers = opt.num_upsampling_layers
         self.sw, self.sh = latent_size(opt)
         if opt.use_vae:
             self.fc = nn.Linear(opt.z_dim, 16 * nf * self.sw * self.sh)
         else:
-            self.fc = nn.Conv2d(opt.semantic_nc, 16 * nf, 3, padding=1)
+            self.fc = nn.Conv2d(opt.generator_input_nc, 16 * nf, 3, padding=1)
 
         def block(fin: int, fout: int) -> SPADEResnetBlock:
-            return SPADEResnetBlock(fin, fout, opt.norm_G, opt.semantic_nc)
+            return SPADEResnetBlock(fin, fout, opt.norm_G, opt.generator_input_nc)
 
         self.head_0 = block(16 * nf, 16 * nf)
         self.G_middle_0 = block(16 * nf, 16 * nf)
@@ -65,8 +69,29 @@ class SPADEGenerator(BaseNetwork):
             return x.view(level.B, self.sh, self.sw, -1).permute(0, 3, 1, 2)
         return self.fc(F.interpolate(seg, size=(self.sh, self.sw)))
 
+    def with_noise(self, seg: torch.Tensor | LabelCodes, z: torch.Tensor | None) -> torch.Tensor | LabelCodes:
+        """The semantics with OASIS' 3D noise channels: `z` (B, z_dim) one vector per image
+        (random if None), or (B, label_channels, z_dim) one per image and class."""
+        b = seg.size(0)
+        if z is None:
+            z = torch.randn(b, self.z_dim, device=seg.device)
+        if z.shape[0] != b or z.shape[-1] != self.z_dim or z.dim() not in (2, 3):
+            raise SpadeganError(f"3D noise must be (B, {self.z_dim}) or (B, {self.label_channels}, {self.z_dim}) "
+                                f"for {b} label maps, got {tuple(z.shape)}")
+        if isinstance(seg, LabelCodes):
+            return seg.with_noise(z)
+        z = z.to(seg.device, seg.dtype)
+        if z.dim() == 2:
+            noise = z[:, :, None, None].expand(-1, -1, seg.shape[2], seg.shape[3])
+        else:  # every pixel gets the vector of its class
+            noise = torch.einsum("blz,blhw->bzhw", z, seg[:, :self.label_channels])
+        return torch.cat([seg, noise], 1)
+
     def forward(self, seg: torch.Tensor | LabelCodes, z: torch.Tensor | None = None) -> torch.Tensor:
-        """`seg`: the one-hot semantics tensor (dense layers) or its `LabelCodes` (sparse SPADE)."""
+        """`seg`: the one-hot semantics tensor (dense layers) or its `LabelCodes` (sparse SPADE);
+        `z`: the VAE style, or the 3D noise (see `with_noise`)."""
+        if self.use_3d_noise:
+            seg, z = self.with_noise(seg, z), None
         x = self.initial_map(seg, z)
         x = self.head_0(x, seg)
         x = self.G_middle_0(self.up(x), seg)

@@ -1,8 +1,13 @@
 """`Pix2PixModel`: G, D (and E with --use_vae) and the losses of one training step.
 
-Hinge (or --gan_mode) GAN loss, discriminator feature matching (unless --no_ganFeat_loss),
-VGG perceptual loss (unless --no_vgg_loss) and KLD * lambda_kld (--use_vae), computed as
-the official `Pix2PixModel` does; fake and real go through D as one batch.
+With SPADE's multiscale discriminator: hinge (or --gan_mode) GAN loss, discriminator
+feature matching (unless --no_ganFeat_loss), VGG perceptual loss (unless --no_vgg_loss) and
+KLD * lambda_kld (--use_vae), computed as the official `Pix2PixModel` does; fake and real
+go through D as one batch. With `--netD oasis` (OASIS): D segments the image alone into
+the classes + "fake"; the class-balanced N+1 cross-entropy for G and D, LabelMix for D.
+
+The label map travels as `LabelCodes`: G reads it as codes (sparse SPADE) or as the one-hot
+tensor (`--spade_impl dense`, the reference), D reads the one-hot tensor.
 """
 
 from __future__ import annotations
@@ -14,8 +19,10 @@ import torch
 import torch.nn as nn
 
 from .. import networks
-from ..data.semantics import instance_map, to_semantics
-from ..losses import GANLoss, VGGLoss, feature_matching_loss, kld_loss
+from ..data.semantics import instance_map
+from ..layers.label_codes import LabelCodes, use_sparse_spade
+from ..losses import (GANLoss, VGGLoss, feature_matching_loss, kld_loss, labelmix_loss, labelmix_mask,
+                      oasis_loss)
 from ..options import Options
 
 
@@ -77,8 +84,8 @@ class Pix2PixModel(nn.Module):
         self.kld_scale = kld_scale
         self.noise = noise or (lambda shape: torch.randn(shape))
 
-    def preprocess_input(self, data: Mapping[str, Any], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(semantics, real image) on `device` from a batch of the dataset."""
+    def preprocess_input(self, data: Mapping[str, Any], device: torch.device) -> tuple[LabelCodes, torch.Tensor]:
+        """(label codes, real image) on `device` from a batch of the dataset."""
         nb = device.type == "cuda"
         label = data["label"].to(device, non_blocking=nb)
         inst = instance_map(data, self.opt)
@@ -86,14 +93,32 @@ class Pix2PixModel(nn.Module):
         # the networks' dtype: float32 (autocast lowers it under --amp), float64 in the DDP test
         dtype = next(self.netG.parameters()).dtype
         image = data["image"].to(device, non_blocking=nb).to(dtype)
-        return to_semantics(label, inst, self.opt).to(dtype), image
+        self.sparse = use_sparse_spade(self.opt, device)
+        return LabelCodes.from_label(label, inst, self.opt), image
+
+    def g_input(self, codes: LabelCodes) -> torch.Tensor | LabelCodes:
+        """What G reads: the codes themselves (sparse SPADE) or the one-hot tensor."""
+        if getattr(self, "sparse", False):
+            return codes
+        return codes.semantics(next(self.netG.parameters()).dtype)
+
+    def class_ids(self, codes: LabelCodes) -> torch.Tensor:
+        """(B, H, W) class ids (the one-hot channel of each pixel), for the OASIS losses."""
+        return codes.code % codes.label_channels
+
+    @property
+    def ignore_class(self) -> int | None:
+        """The class the OASIS losses ignore: dontcare (ade20k: id 0, "other", unlabelled in ADE20K)."""
+        if not self.opt.contain_dontcare_label:
+            return None
+        return 0 if self.opt.dataset_mode == "ade20k" else self.opt.label_nc
 
     def encode_z(self, real: torch.Tensor, E: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         mu, logvar = E(real)
         mu, logvar = _full_precision(mu), _full_precision(logvar)
         return networks.sample_z(mu, logvar, eps=self.noise(mu.shape)), mu, logvar
 
-    def generate_fake(self, sem: torch.Tensor, real: torch.Tensor, compute_kld: bool = False,
+    def generate_fake(self, codes: LabelCodes, real: torch.Tensor, compute_kld: bool = False,
                       G: nn.Module | None = None, E: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         G = G if G is not None else self.netG
         z, kld = None, None
@@ -101,10 +126,13 @@ class Pix2PixModel(nn.Module):
             z, mu, logvar = self.encode_z(real, E if E is not None else self.netE)
             if compute_kld:
                 kld = kld_loss(mu, logvar) * self.opt.lambda_kld * self.kld_scale
-        return G(sem, z=z), kld
+        elif self.opt.use_3d_noise:  # one noise vector per image, from the trainer's seeded stream
+            z = self.noise(torch.Size((real.shape[0], self.opt.z_dim))).to(real.device, real.dtype)
+        return G(self.g_input(codes), z=z), kld
 
-    def discriminate(self, sem: torch.Tensor, fake: torch.Tensor, real: torch.Tensor, D: nn.Module):
+    def discriminate(self, codes: LabelCodes, fake: torch.Tensor, real: torch.Tensor, D: nn.Module):
         # fake and real go through D as one batch (the same statistics for both with batch norm)
+        sem = codes.semantics(real.dtype)
         fake_and_real = torch.cat([torch.cat([sem, fake.to(sem.dtype)], 1),
                                    torch.cat([sem, real.to(sem.dtype)], 1)], 0)
         out = D(fake_and_real)
@@ -113,26 +141,51 @@ class Pix2PixModel(nn.Module):
             return ([[t[:b] for t in p] for p in out], [[t[b:] for t in p] for p in out])
         return out[:b], out[b:]
 
-    def compute_generator_loss(self, sem: torch.Tensor, real: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    def compute_generator_loss(self, codes: LabelCodes, real: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         opt = self.opt
         losses: dict[str, torch.Tensor] = {}
         with requires_grad(self.netD, False):
-            fake, kld = self.generate_fake(sem, real, compute_kld=opt.use_vae, G=self.G, E=self.E)
+            fake, kld = self.generate_fake(codes, real, compute_kld=opt.use_vae, G=self.G, E=self.E)
             if opt.use_vae:
                 losses["KLD"] = kld
-            pred_fake, pred_real = self.discriminate(sem, fake, real, self.netD)
-        pred_fake, pred_real = _floatify(pred_fake), _floatify(pred_real)
-        losses["GAN"] = self.criterionGAN(pred_fake, True, for_discriminator=False)
-        if not opt.no_ganFeat_loss:
-            losses["GAN_Feat"] = feature_matching_loss(pred_fake, pred_real, opt.lambda_feat)
+            if opt.netD == "oasis":  # G wants every pixel of the fake read as its class
+                losses["GAN"] = oasis_loss(self.netD(fake), self.class_ids(codes), True, self.ignore_class)
+            else:
+                pred_fake, pred_real = self.discriminate(codes, fake, real, self.netD)
+        if opt.netD != "oasis":
+            pred_fake, pred_real = _floatify(pred_fake), _floatify(pred_real)
+            losses["GAN"] = self.criterionGAN(pred_fake, True, for_discriminator=False)
+            if not opt.no_ganFeat_loss:
+                losses["GAN_Feat"] = feature_matching_loss(pred_fake, pred_real, opt.lambda_feat)
         if self.criterionVGG is not None:
             losses["VGG"] = self.criterionVGG(fake, real).float() * opt.lambda_vgg
         return losses, fake
 
-    def compute_discriminator_loss(self, sem: torch.Tensor, real: torch.Tensor) -> dict[str, torch.Tensor]:
+    def compute_discriminator_loss(self, codes: LabelCodes, real: torch.Tensor) -> dict[str, torch.Tensor]:
         with torch.no_grad():
-            fake, _ = self.generate_fake(sem, real)
-        pred_fake, pred_real = self.discriminate(sem, fake.detach(), real, self.D)
+            fake, _ = self.generate_fake(codes, real)
+        if self.opt.netD == "oasis":
+            return self._oasis_discriminator_loss(codes, fake.detach(), real)
+        pred_fake, pred_real = self.discriminate(codes, fake.detach(), real, self.D)
         pred_fake, pred_real = _floatify(pred_fake), _floatify(pred_real)
         return {"D_Fake": self.criterionGAN(pred_fake, False, for_discriminator=True),
                 "D_real": self.criterionGAN(pred_real, True, for_discriminator=True)}
+
+    def _oasis_discriminator_loss(self, codes: LabelCodes, fake: torch.Tensor, real: torch.Tensor) -> dict[str, torch.Tensor]:
+        """OASIS' D step: fake pixels as "fake", real ones as their class (class-balanced), and
+        LabelMix: D on an image mixed class by class from real and fake should give the same
+        mix of its outputs on the two (fake, real and mixed go through D as one batch)."""
+        label = self.class_ids(codes)
+        b = real.shape[0]
+        images = [fake.to(real.dtype), real]
+        lam = self.opt.lambda_labelmix
+        if lam > 0:  # the per-(image, class) coins come from the trainer's seeded stream
+            coins = self.noise(torch.Size((b, codes.label_channels))) > 0
+            mask = labelmix_mask(label, coins).to(real.dtype)
+            images.append(mask * real + (1 - mask) * images[0])
+        out = _floatify(self.D(torch.cat(images, 0)))
+        losses = {"D_Fake": oasis_loss(out[:b], label, False),
+                  "D_real": oasis_loss(out[b:2 * b], label, True, self.ignore_class)}
+        if lam > 0:
+            losses["D_LabelMix"] = lam * labelmix_loss(mask, out[2 * b:], out[:b], out[b:2 * b])
+        return losses
