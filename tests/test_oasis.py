@@ -4,6 +4,9 @@ LabelMix; and (further down) training with --netD oasis: 3D noise, EMA, resume."
 from __future__ import annotations
 
 import math
+from pathlib import Path
+
+import numpy as np
 
 import pytest
 import torch
@@ -12,6 +15,8 @@ import torch.nn.functional as F
 from spadegan.losses import class_balance_weights, labelmix_loss, labelmix_mask, oasis_loss
 from spadegan.networks.discriminator import OASISDiscriminator, oasis_depth
 from spadegan.options import parse
+
+from test_train import coco_root  # noqa: F401  (fixture)
 
 
 def _opt(crop: int = 64, ndf: int = 8, *extra: str):
@@ -90,3 +95,132 @@ def test_labelmix_mask_takes_whole_classes_and_loss_is_zero_for_a_consistent_d()
         assert float(labelmix_loss(mask, conv(mixed), conv(fake), conv(real))) < 1e-10
         d_mix = conv(mixed) + 1.0  # off by 1 everywhere
         assert float(labelmix_loss(mask, d_mix, conv(fake), conv(real))) == pytest.approx(1.0, rel=1e-5)
+
+
+# ---- training with --netD oasis: 3D noise, EMA, resume ----------------------------------------
+def _oasis_opt(tmp_path, *extra, name="run"):
+    from test_train import tiny_opt
+    return tiny_opt(tmp_path, "--netD", "oasis", "--ema_decay", "0.9", *extra, name=name)
+
+
+def test_oasis_options_defaults_and_refusals():
+    from spadegan.errors import SpadeganError
+    opt = parse(["--dataset_mode", "landscapes", "--netD", "oasis", "--gpu_ids", "-1"], train=True)
+    assert (opt.use_3d_noise, opt.z_dim, opt.ema_decay, opt.beta1, opt.beta2) == (True, 64, 0.9999, 0.0, 0.999)
+    assert opt.no_vgg_loss and opt.no_ganFeat_loss and opt.lambda_labelmix == 10.0
+    assert (opt.lr / 2, opt.lr * 2) == (1e-4, 4e-4)  # TTUR: the paper's lr G / lr D
+    assert opt.generator_input_nc == opt.semantic_nc + 64
+    mine = parse(["--dataset_mode", "landscapes", "--netD", "oasis", "--z_dim", "16", "--ema_decay", "0",
+                  "--gpu_ids", "-1"], train=True)
+    assert (mine.z_dim, mine.ema_decay) == (16, 0.0)
+    with pytest.raises(SpadeganError, match="choose one"):
+        parse(["--dataset_mode", "landscapes", "--netD", "oasis", "--use_vae", "--gpu_ids", "-1"], train=True)
+    with pytest.raises(SpadeganError, match="ema_decay"):
+        parse(["--dataset_mode", "landscapes", "--ema_decay", "1.5", "--gpu_ids", "-1"], train=True)
+
+
+def test_ema_update_arithmetic():
+    from spadegan import networks
+    from spadegan.train.ema import GeneratorEMA
+    opt = parse(["--dataset_mode", "landscapes", "--ngf", "8", "--crop_size", "32", "--gpu_ids", "-1"], train=True)
+    G = networks.define_G(opt)
+    ema = GeneratorEMA(G, 0.75)
+    before = {k: v.clone() for k, v in ema.net.named_parameters()}
+    with torch.no_grad():
+        for p in G.parameters():
+            p.add_(1.0)
+    ema.update(G)
+    for k, p in G.named_parameters():
+        assert torch.allclose(dict(ema.net.named_parameters())[k], 0.75 * before[k] + 0.25 * p, atol=1e-6), k
+    assert not any(p.requires_grad for p in ema.net.parameters())
+    # SyncBatchNorm becomes plain BatchNorm: the average never waits for other processes
+    assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in ema.net.modules())
+
+
+def test_oasis_training_resume_equals_uninterrupted_with_ema(tmp_path):
+    from test_train import SynthPairs, _assert_same, _weights
+
+    from spadegan.train.state import OPTIM_FILE
+    from spadegan.train.trainer import Trainer
+    N, k = 5, 2
+    ref = Trainer(_oasis_opt(tmp_path, name="ref"), dataset=SynthPairs(), progress=False)
+    assert isinstance(ref.model.netD, OASISDiscriminator)
+    ref.run(max_steps=N)
+    assert set(ref.d_losses) == {"D_Fake", "D_real", "D_LabelMix"} and set(ref.g_losses) == {"GAN"}
+    first = Trainer(_oasis_opt(tmp_path, name="cut"), dataset=SynthPairs(), progress=False)
+    first.run(max_steps=k)
+    resumed = Trainer(_oasis_opt(tmp_path, "--continue_train", name="cut"), dataset=SynthPairs(), progress=False)
+    resumed.run(max_steps=N)
+    nets = ("G", "D", "EMA")
+    _assert_same(_weights(tmp_path / "ck" / "ref", nets), _weights(tmp_path / "ck" / "cut", nets))
+    sa = torch.load(tmp_path / "ck" / "ref" / OPTIM_FILE, weights_only=True)["ema"]
+    sb = torch.load(tmp_path / "ck" / "cut" / OPTIM_FILE, weights_only=True)["ema"]
+    assert all(torch.equal(sa[key], sb[key]) for key in sa)
+    # the saved average is not G, and its batch statistics were measured for it
+    g = _weights(tmp_path / "ck" / "ref", ("G", "EMA"))
+    key = "head_0.norm_0.param_free_norm.running_mean"
+    assert not torch.equal(g["G"]["head_0.conv_0.weight_orig"], g["EMA"]["head_0.conv_0.weight_orig"])
+    assert not torch.equal(g["G"][key], g["EMA"][key])
+    assert not torch.equal(sa[key], g["EMA"][key])  # the live average keeps its own buffers
+
+
+def test_oasis_checkpoint_synthesizes_with_ema_and_seeded_3d_noise(tmp_path):
+    from test_train import SynthPairs
+
+    from spadegan.checkpoint import load_checkpoint
+    from spadegan.synthesize import Synthesizer
+    from spadegan.train.trainer import Trainer
+    from spadegan.options import save_options
+    opt = _oasis_opt(tmp_path, "--z_dim", "8")
+    Trainer(opt, dataset=SynthPairs(), progress=False).run(max_steps=3)
+    folder = save_options(opt)
+    with pytest.warns(UserWarning, match="moving average"):
+        G = load_checkpoint(folder)
+    ema = torch.load(folder / "latest_net_EMA.pth", weights_only=True)
+    assert all(torch.equal(G.state_dict()[k], ema[k]) for k in ema)
+    raw = load_checkpoint(folder, ema=False)
+    assert not torch.equal(raw.state_dict()["fc.weight"], ema["fc.weight"])
+    with pytest.warns(UserWarning, match="fast engine"):
+        syn = Synthesizer.from_checkpoint(folder)
+    label = SynthPairs()[0]["label"][0].long().numpy()
+    a, b, c = (np.asarray(syn.synthesize(label, seed=s), dtype=np.float32) for s in (1, 1, 2))
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    # restyling one region: its pixels get the region's own vector, the others keep theirs
+    region = int(label[0, 0])
+    d = np.asarray(syn.synthesize(label, seed=1, region_seeds={region: 99}), dtype=np.float32)
+    same = np.asarray(syn.synthesize(label, seed=1, region_seeds={region: 1}), dtype=np.float32)
+    assert not np.array_equal(d, a) and np.array_equal(same, a)
+    table = syn.noise([1], [{region: 99}])
+    assert table.shape == (1, syn.label_channels, 8)
+    assert torch.equal(table[0, region], torch.randn(8, generator=torch.Generator().manual_seed(99)))
+    others = [c for c in range(syn.label_channels) if c != region]
+    assert torch.equal(table[0, others], syn.noise([1])[0].expand(len(others), 8))
+    sem = torch.nn.functional.one_hot(torch.from_numpy(label)[None], syn.label_channels).permute(0, 3, 1, 2).float()
+    noise = syn.G.with_noise(sem, table)[:, syn.label_channels:]
+    inside = torch.from_numpy(label == region)
+    assert torch.equal(noise[0, :, inside], table[0, region][:, None].expand(-1, int(inside.sum())))
+
+
+def test_oasis_train_test_synthesize_commands_on_coco(tmp_path, monkeypatch, coco_root, capsys):
+    """The README's OASIS example, tiny: train on the COCO sample, then test and synthesize."""
+    from test_train import COCO
+
+    from spadegan.cli import main
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--name", "coco_oasis", "--dataroot", coco_root, *COCO, "--ndf", "8",
+                 "--batchSize", "2", "--netD", "oasis", "--z_dim", "16", "--ema_decay", "0.9",
+                 "--niter", "1", "--print_freq", "1"]) == 0
+    folder = tmp_path / "checkpoints" / "coco_oasis"
+    assert {"latest_net_G.pth", "latest_net_D.pth", "latest_net_EMA.pth", "1_net_EMA.pth"} <= {
+        p.name for p in folder.iterdir()}
+    log = (folder / "loss_log.txt").read_text()
+    assert "D_LabelMix" in log and "GAN_Feat" not in log
+    test = ["test", "--name", "coco_oasis", "--dataroot", coco_root, *COCO, "--use_3d_noise", "--z_dim", "16",
+            "--how_many", "1", "--phase", "val"]
+    assert main(test) == 0
+    assert "moving average of the generator's weights" in capsys.readouterr().err
+    images = list((tmp_path / "results" / "coco_oasis" / "test_latest" / "images" / "synthesized_image").glob("*.png"))
+    assert len(images) == 1
+    label = str(next(Path(coco_root, "val_label").glob("*.png")))
+    assert main(["synthesize", "--checkpoint", str(folder), "--label", label, "--out", "syn", "--seed", "3"]) == 0
+    assert len(list((tmp_path / "syn").glob("*.png"))) == 1

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from .device import say_once
 from .errors import SpadeganError, UnsafeFileError
 from .fileio import atomic_torch_save, read_state_dict
 from .options import Options, load_options_file, options_from_dict
@@ -200,18 +201,30 @@ def checkpoint_options(path_or_dir: str | os.PathLike, train: bool = False, **ov
 
 
 def load_checkpoint(path_or_dir: str | os.PathLike, which: str = "G", opt: Options | None = None,
-                    which_epoch: str = "latest", device: str | torch.device = "cpu") -> nn.Module:
+                    which_epoch: str = "latest", device: str | torch.device = "cpu",
+                    ema: bool | None = None) -> nn.Module:
     """Build the network `which` (G, D or E) from the checkpoint's options and load its weights.
 
     `path_or_dir` is a checkpoint folder (reads `<which_epoch>_net_<which>.pth`, or
     `.safetensors`, and the options saved there) or a weights file (options from its
-    folder unless `opt` is given).
+    folder unless `opt` is given). For G from a folder of a run trained with --ema_decay,
+    the moving average `<which_epoch>_net_EMA.pth` is loaded instead, saying so once
+    (`ema=False`: G itself; `ema=True`: the average or an error).
     Returns the network in eval mode; the options used are `net.opt` (as for every network
     `networks.define_*` builds).
     """
     from . import networks  # late import: networks import options, not the reverse
 
     weights, folder = resolve_checkpoint(path_or_dir, which, which_epoch)
+    if which == "G" and ema is not False and Path(path_or_dir).is_dir():
+        averaged = weights_file(folder, "EMA", which_epoch)
+        if averaged is not None:
+            say_once(f"using the moving average of the generator's weights ({averaged}); pass the "
+                     f"{weights.name} file itself for the last weights")
+            weights = averaged
+        elif ema:
+            raise SpadeganError(f"no {which_epoch}_net_EMA.pth in {folder}: that run kept no moving average "
+                                "(--ema_decay)")
     if opt is None:
         opt = checkpoint_options(folder, train=(which == "D"))
     elif which == "D" and not opt.isTrain:

@@ -35,9 +35,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .device import PRECISIONS, precision_policy, resolve_device
+from .device import PRECISIONS, precision_policy, resolve_device, say_once
 from .errors import SpadeganError, SpadeganWarning, UnsafeFileError
 from .data.transforms import image_to_tensor
+from .layers.label_codes import LabelCodes, use_sparse_spade
 from .visuals import image_to_numpy, save_png
 
 #: The built-in model (trained on the procedural landscapes), shipped inside the package.
@@ -131,6 +132,7 @@ class Synthesizer:
         self.label_nc = opt.label_nc
         self.label_channels = opt.label_channels
         self.use_vae = bool(opt.use_vae)
+        self.use_3d_noise = bool(opt.use_3d_noise)
         self.needs_instance = not opt.no_instance
         self.netG = opt.netG
         if opt.netG == "spade":
@@ -145,13 +147,14 @@ class Synthesizer:
         self._E = E
         self.engine = None
         self.G = None
-        if use_engine and opt.netG == "spade":
+        if use_engine and opt.netG == "spade" and not opt.use_3d_noise:
             G = G.to(self.device)
             self.engine = SynthesisEngine.from_generator(G, precision=precision, consume=consume)
         else:
             if use_engine:
-                warnings.warn(f"the fast engine supports --netG spade only; running the faithful "
-                              f"{opt.netG} generator", SpadeganWarning, stacklevel=2)
+                what = "3D-noise (OASIS) generators" if opt.use_3d_noise else f"--netG {opt.netG} generators"
+                say_once(f"the fast engine does not serve {what}; running the faithful generator "
+                         f"({'sparse' if use_sparse_spade(opt, self.device) else 'dense'} SPADE)")
             self.G = G.to(self.device).eval()
         if self._E is not None:
             self._E = self._E.to(self.device).eval()
@@ -296,14 +299,38 @@ class Synthesizer:
         return F.interpolate(t[None, None].double(), size=size, mode="nearest")[0, 0].long()
 
     # ---- synthesis ------------------------------------------------------------------------
+    def noise(self, seeds: Sequence[int | None],
+              region_seeds: Sequence[dict[int, int] | None] | None = None) -> torch.Tensor:
+        """The 3D noise of a --use_3d_noise (OASIS) model: one vector per image from its seed
+        (B, z_dim); with `region_seeds` ({class id: seed} per image) the classes listed get
+        vectors of their own, (B, label_channels, z_dim), restyling just those regions."""
+        if not self.use_3d_noise:
+            raise SpadeganError("this model was trained without --use_3d_noise, so it takes no noise")
+        zd = self.opt.z_dim
+        base = [torch.randn(zd, generator=torch.Generator().manual_seed(
+            int(s) if s is not None else secrets.randbits(63))) for s in seeds]
+        if not region_seeds or not any(region_seeds):
+            return torch.stack(base)
+        table = torch.stack(base)[:, None, :].repeat(1, self.label_channels, 1)
+        for b, regions in enumerate(region_seeds):
+            for cls, seed in (regions or {}).items():
+                if not 0 <= int(cls) < self.label_channels:
+                    raise SpadeganError(f"region seed for class {cls}: this model knows classes "
+                                        f"0..{self.label_channels - 1}")
+                table[b, int(cls)] = torch.randn(zd, generator=torch.Generator().manual_seed(int(seed)))
+        return table
+
     def _z(self, seeds: Sequence[int | None], styles: Sequence[Any], size: tuple[int, int],
-           wheres: Sequence[str | None]) -> torch.Tensor | None:
+           wheres: Sequence[str | None], region_seeds: Sequence[dict[int, int] | None] | None = None
+           ) -> torch.Tensor | None:
         from .networks import sample_z
 
         if not self.use_vae:
             if any(s is not None for s in styles):
                 raise SpadeganError("this model was trained without --use_vae, so it takes no style image")
-            return None
+            if region_seeds and any(region_seeds) and not self.use_3d_noise:
+                raise SpadeganError("region seeds need a model trained with 3D noise (--use_3d_noise / --netD oasis)")
+            return self.noise(seeds, region_seeds) if self.use_3d_noise else None
         zs = []
         for seed, style, where in zip(seeds, styles, wheres):
             g = torch.Generator().manual_seed(int(seed) if seed is not None else secrets.randbits(63))
@@ -323,8 +350,12 @@ class Synthesizer:
 
     def synthesize_batch(self, labels: Sequence[LabelLike], instances: Sequence[LabelLike | None] | None = None,
                          styles: Sequence[ImageLike | None] | None = None, seeds: Sequence[int | None] | None = None,
-                         width: int | None = None, output: str = "pil") -> list:
-        """Several label maps at once (one forward pass); returns PIL images or (H,W,3) uint8 arrays."""
+                         width: int | None = None, output: str = "pil",
+                         region_seeds: Sequence[dict[int, int] | None] | None = None) -> list:
+        """Several label maps at once (one forward pass); returns PIL images or (H,W,3) uint8 arrays.
+
+        `region_seeds` (3D-noise models): per image, {class id: seed} for classes that get
+        noise of their own (see `noise`)."""
         n = len(labels)
         if n == 0:
             return []
@@ -335,10 +366,11 @@ class Synthesizer:
             raise SpadeganError("labels, instances, styles and seeds must be equally long")
         ids = [self.label_ids(lab) for lab in labels]
         size = self.output_size(width, ids[0].shape if width is not None else None)
-        return self._synthesize_ids(ids, instances, styles, seeds, size, output)
+        return self._synthesize_ids(ids, instances, styles, seeds, size, output, region_seeds)
 
     def _synthesize_ids(self, ids: Sequence[np.ndarray], instances: Sequence[Any], styles: Sequence[Any],
-                        seeds: Sequence[int | None], size: tuple[int, int], output: str = "pil") -> list:
+                        seeds: Sequence[int | None], size: tuple[int, int], output: str = "pil",
+                        region_seeds: Sequence[dict[int, int] | None] | None = None) -> list:
         """Validated model ids -> images at `size` (H, W)."""
         lab = torch.stack([self._resize_ids(a, size) for a in ids])
         inst = None
@@ -347,22 +379,26 @@ class Synthesizer:
             inst = torch.stack([self._resize_ids(self.instance_ids(i) if i is not None else a, size)
                                 for i, a in zip(instances, ids)])
         wheres = [str(s) if isinstance(s, (str, os.PathLike)) else None for s in styles]
-        z = self._z(seeds, styles, size, wheres)
+        z = self._z(seeds, styles, size, wheres, region_seeds)
         arrs = image_to_numpy(self.generate(lab, inst, z, size))
         if output == "numpy":
             return list(arrs)
         return [Image.fromarray(a) for a in arrs]
 
     def synthesize(self, label: LabelLike, instance: LabelLike | None = None, style: ImageLike | None = None,
-                   seed: int | None = None, width: int | None = None, output: str = "pil"):
+                   seed: int | None = None, width: int | None = None, output: str = "pil",
+                   region_seeds: dict[int, int] | None = None):
         """One label map -> a PIL image (or (H, W, 3) uint8 with output='numpy').
 
         `instance`: instance ids (models trained with instance maps; class boundaries are
         used when omitted). `style`: a photo whose style a VAE model copies. `seed`: the
-        random style of a VAE model (ignored otherwise). `width`: output width (height from
-        the label's aspect ratio), default the training size.
+        random style of a VAE model or the 3D noise of an OASIS-style model (ignored
+        otherwise). `region_seeds` ({class id: seed}, 3D-noise models): restyle just those
+        classes' regions. `width`: output width (height from the label's aspect ratio),
+        default the training size.
         """
-        return self.synthesize_batch([label], [instance], [style], [seed], width=width, output=output)[0]
+        return self.synthesize_batch([label], [instance], [style], [seed], width=width, output=output,
+                                     region_seeds=[region_seeds])[0]
 
     def generate(self, lab: torch.Tensor, inst: torch.Tensor | None = None, z: torch.Tensor | None = None,
                  size: tuple[int, int] | None = None) -> torch.Tensor:
@@ -376,15 +412,14 @@ class Synthesizer:
         size = size or (self.height, self.width)
         if self.engine is not None:
             return self.engine.generate(lab, inst, z, size)
-        from .data.semantics import to_semantics
         from .networks import at_size
         G = at_size(self.G, size) if self.netG == "spade" else self.G
-        sem = to_semantics(lab[:, None].to(self.device), None if inst is None else inst[:, None].float().to(self.device),
-                           self.opt)
+        codes = LabelCodes.from_label(lab.to(self.device), None if inst is None else inst.to(self.device), self.opt)
+        seg = codes if use_sparse_spade(self.opt, self.device) else codes.semantics()
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype or torch.float32,
                                                     enabled=dtype is not None):
-            return G(sem, None if z is None else z.to(self.device)).float()
+            return G(seg, None if z is None else z.to(self.device)).float()
 
     # ---- helpers for galleries ---------------------------------------------------------
     def colorize(self, ids: np.ndarray) -> np.ndarray:

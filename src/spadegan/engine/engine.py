@@ -471,6 +471,9 @@ class SynthesisEngine(nn.Module):
         if opt is None:
             raise SpadeganError("the generator carries no options (.opt); build it with networks.define_G "
                                 "or load it with spadegan.load_checkpoint")
+        if opt.use_3d_noise:
+            raise SpadeganError("the synthesis engine does not serve 3D-noise (OASIS) generators; run the "
+                                "faithful network (Synthesizer does so by itself)")
         self.opt = opt
         self.precision = precision
         self.dtype = dtype = PRECISIONS[precision]

@@ -110,7 +110,8 @@ def _test_synthesizer(opt: Options):
 
 
 def _test_styles(opt: Options, syn, random_styles: bool):
-    """A function (batch of photos) -> z for one sample of the batch, or None without --use_vae.
+    """A function (batch of photos) -> z for one sample of the batch: 3D noise (--use_3d_noise),
+    a VAE style, or None.
 
     --style_image: the mean code of that photo (a deterministic style); random styles:
     z ~ N(0, I); otherwise the official test's: z sampled around the encoding of each photo.
@@ -118,9 +119,11 @@ def _test_styles(opt: Options, syn, random_styles: bool):
     from ..networks import sample_z
     from .state import mix_seed
 
+    gen = torch.Generator().manual_seed(mix_seed(opt.seed if opt.seed is not None else 0, 7))
+    if opt.use_3d_noise:  # OASIS-style models: one noise vector per image, seeded by --seed
+        return lambda real: torch.randn(real.shape[0], opt.z_dim, generator=gen)
     if not opt.use_vae:
         return lambda real: None
-    gen = torch.Generator().manual_seed(mix_seed(opt.seed if opt.seed is not None else 0, 7))
     if opt.style_image:
         style_z, _ = syn.encode_style(syn.style_tensor(opt.style_image, (syn.height, syn.width))[None])
         return lambda real: style_z.expand(real.shape[0], -1)

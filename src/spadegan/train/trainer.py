@@ -21,7 +21,9 @@ What spadegan adds:
   return normally;
 - --amp with the precision policy of `spadegan.device` (bf16 autocast on AMX CPUs and CUDA
   GPUs of compute capability >= 8.0, fp16 + GradScaler on older GPUs, fp32 with a warning
-  elsewhere), --seed, one device (`opt.torch_device`), DistributedDataParallel under torchrun.
+  elsewhere), --seed, one device (`opt.torch_device`), DistributedDataParallel under torchrun;
+- --ema_decay: a moving average of G (`ema.py`), saved as `<epoch>_net_EMA.pth` with fresh
+  batch-norm statistics, and continued exactly on resume.
 """
 
 from __future__ import annotations
@@ -46,8 +48,9 @@ from ..fileio import load_torch_file, save_file_set
 from ..options import Options
 from .distributed import (DistInfo, all_reduce_mean, any_rank, barrier, broadcast_object,
                           use_cpu_sync_batchnorm)
+from .ema import STAT_BATCHES, GeneratorEMA
 from .model import Pix2PixModel
-from .sampling import make_train_loader
+from .sampling import SeededItems, make_train_loader
 from .state import (OPTIM_FILE, STATE_FORMAT, mix_seed, read_iter_file, rng_state, seed_everything,
                     set_rng_state, write_iter_file)
 from .visualizer import Visualizer
@@ -144,12 +147,30 @@ class Trainer:
         if self.opt.continue_train:
             self._load_networks()
         self.model.to(self.device)
+        self.ema = self._build_ema()
         if world > 1:
             self._wrap_ddp()
         self.model.train()
         if self.model.criterionVGG is not None:
             self.model.criterionVGG.eval()
         return self.model
+
+    def _build_ema(self) -> GeneratorEMA | None:
+        """--ema_decay: the average of G; resumed from the training state, else from
+        `<which_epoch>_net_EMA.pth`, else started at G's weights."""
+        if self.opt.ema_decay <= 0:
+            return None
+        ema = GeneratorEMA(self.model.netG, self.opt.ema_decay)
+        if self.resume_state is not None and "ema" in self.resume_state:
+            ema.load_state_dict(self.resume_state["ema"])
+        elif self.opt.continue_train:
+            path = weights_file(self.expr_dir, "EMA", self.opt.which_epoch)
+            if path is not None:
+                load_network_weights(ema.net, path, self.opt, "G")
+            elif self.is_main:
+                print(f"note: no {self.opt.which_epoch}_net_EMA.pth: the moving average of G starts "
+                      "again from G's weights", flush=True)
+        return ema
 
     def _build_optimizers(self) -> tuple[torch.optim.Adam, torch.optim.Adam]:
         """Adam for G (with E, which trains with G) and for D; TTUR learning rates unless --no_TTUR."""
@@ -294,6 +315,8 @@ class Trainer:
         self.scaler_G.scale(g_loss).backward()
         self.scaler_G.step(self.optimizer_G)
         self.scaler_G.update()
+        if self.ema is not None:
+            self.ema.update(self.model.netG)
         self.g_losses = {k: v.detach() for k, v in g_losses.items()}
         self.generated = generated.detach()
 
@@ -333,6 +356,7 @@ class Trainer:
             "optimizer_G": self.optimizer_G.state_dict(), "optimizer_D": self.optimizer_D.state_dict(),
             "scaler_G": self.scaler_G.state_dict(), "scaler_D": self.scaler_D.state_dict(),
             "rng": rng_state({"noise": self.noise_gen}),
+            **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
         }
 
     def _apply_optim_state(self, st: Mapping[str, Any]) -> None:
@@ -359,9 +383,30 @@ class Trainer:
         if not self.is_main:
             return
         items = [(self.expr_dir / f"{which}_net_{k}.pth", network_state_dict(net)) for k, net in self._nets().items()]
+        if self.ema is not None:
+            items.append((self.expr_dir / f"{which}_net_EMA.pth", network_state_dict(self._ema_for_synthesis())))
         if with_state:
             items.append((self.expr_dir / OPTIM_FILE, self.training_state()))
         save_file_set(items)
+
+    def _ema_for_synthesis(self) -> nn.Module:
+        """The average with batch-norm statistics of its own, measured on the first
+        STAT_BATCHES batches of the data in index order (the same at every save, and drawing
+        nothing from the training RNG streams, so saving never changes the run)."""
+        items = SeededItems(self.dataset, self.seed)
+        local = self.opt.batchSize // self.dist.world_size
+        count = min(STAT_BATCHES, len(self.dataset) // local)
+        batches = (torch.utils.data.default_collate([items[(i * local + j, 0)] for j in range(local)])
+                   for i in range(count))
+        noise = torch.Generator().manual_seed(mix_seed(self.seed, 5))
+
+        def run(net: nn.Module, data: Mapping[str, Any]) -> None:
+            codes, real = self.model.preprocess_input(data, self.device)
+            z = None
+            if self.opt.use_vae or self.opt.use_3d_noise:  # random styles / noise
+                z = torch.randn(real.shape[0], self.opt.z_dim, generator=noise).to(real)
+            net(self.model.g_input(codes), z=z)
+        return self.ema.for_synthesis(self.model.netG, batches, run)
 
     def save_latest(self, epoch: int, epoch_iter: int) -> None:
         """`latest` networks + training state + iter.txt for position (epoch, epoch_iter)."""
