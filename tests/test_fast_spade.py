@@ -125,11 +125,11 @@ def test_lookup_path_and_dense_fallback_both_taken():
     assert worst.at(64, 64).boundary_fraction(1) == 1.0
     layer = SPADE("spadeinstance3x3", 4, 5)
     calls = []
-    orig = layer._gamma_beta_lookup
-    layer._gamma_beta_lookup = lambda *a, **k: calls.append(1) or orig(*a, **k)
-    layer.gamma_beta_sparse(scene, 64, 64)
+    orig = layer._modulation_lookup
+    layer._modulation_lookup = lambda *a, **k: calls.append(1) or orig(*a, **k)
+    layer.modulation_sparse(scene, 64, 64)
     assert calls == [1]
-    layer.gamma_beta_sparse(worst, 64, 64)
+    layer.modulation_sparse(worst, 64, 64)
     assert calls == [1]
 
 

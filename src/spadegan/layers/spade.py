@@ -58,24 +58,23 @@ class SPADE(nn.Module):
     def forward(self, x: torch.Tensor, segmap: torch.Tensor | LabelCodes) -> torch.Tensor:
         normalized = self.param_free_norm(x)
         if isinstance(segmap, LabelCodes):
-            gamma, beta = self.gamma_beta_sparse(segmap, x.shape[2], x.shape[3])
-            return normalized * (1 + gamma.to(normalized.dtype)) + beta.to(normalized.dtype)
+            scale, shift = self.modulation_sparse(segmap, x.shape[2], x.shape[3])
+            return torch.addcmul(shift.to(normalized.dtype), normalized, scale.to(normalized.dtype))
         if segmap.shape[2:] != x.shape[2:]:  # same size: nearest resizing would only copy
             segmap = F.interpolate(segmap, size=x.shape[2:], mode="nearest")
         actv = self.mlp_shared(segmap)
         return normalized * (1 + self.mlp_gamma(actv)) + self.mlp_beta(actv)
 
     # ---- the sparse implementation -----------------------------------------------------
-    def gamma_beta_sparse(self, codes: LabelCodes, h: int, w: int,
+    def modulation_sparse(self, codes: LabelCodes, h: int, w: int,
                           threshold: float = SPARSE_THRESHOLD) -> tuple[torch.Tensor, torch.Tensor]:
-        """(gamma, beta), each (B, C, h, w), of the label map resized to h x w, by lookups."""
+        """(1 + gamma, beta), each (B, C, h, w), of the label map resized to h x w, by lookups
+        (the "1 +" goes into gamma's bias, so the layer is one multiply-add)."""
         level = codes.at(h, w)
         shared = self.mlp_shared[0]
         k = shared.kernel_size[0]
         pw = k // 2
-        w_gb = torch.cat([self.mlp_gamma.weight, self.mlp_beta.weight])  # (2C, 128, k, k)
-        b_gb = torch.cat([self.mlp_gamma.bias, self.mlp_beta.bias])
-        c2 = w_gb.shape[0]
+        convs = ((self.mlp_gamma.weight, self.mlp_gamma.bias + 1), (self.mlp_beta.weight, self.mlp_beta.bias))
         args = (codes.label_channels, codes.instance)
         noise = codes.code_noise()
         dense = k > 1 and (level.H <= 4 * pw or level.W <= 4 * pw
@@ -83,40 +82,40 @@ class SPADE(nn.Module):
         if dense:
             hidden = torch.relu(label_conv(level, shared.weight, shared.bias, *args, code_noise=noise))
             hidden = hidden.view(level.B, level.H, level.W, -1).permute(0, 3, 1, 2)
-            gb = F.conv2d(hidden, w_gb, b_gb, padding=pw)
-        else:
-            gb = self._gamma_beta_lookup(level, w_gb, b_gb, args, noise)
-        return gb[:, :c2 // 2], gb[:, c2 // 2:]
+            return tuple(F.conv2d(hidden, wt, b, padding=pw) for wt, b in convs)
+        return self._modulation_lookup(level, convs, args, noise)
 
-    def _gamma_beta_lookup(self, level: CodeLevel, w_gb: torch.Tensor, b_gb: torch.Tensor,
-                           args: tuple[int, bool], noise: torch.Tensor | None) -> torch.Tensor:
+    def _modulation_lookup(self, level: CodeLevel, convs: tuple, args: tuple[int, bool],
+                           noise: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-code constants everywhere, the exact convolution at the boundary pixels.
 
         With 3D noise the constants are per (image, code): G = B table groups.
         """
         shared = self.mlp_shared[0]
         k = shared.kernel_size[0]
-        pw, c2, V = k // 2, w_gb.shape[0], level.V
+        pw, V = k // 2, level.V
         tables = tap_tables(shared.weight, *args, code_noise=noise)  # (G, T, V + 1, 128)
         groups = tables.shape[0]
         hidden_const = torch.relu(tables[:, :, :V].sum(1) + shared.bias).reshape(groups * V, -1)
-        gb_const = torch.addmm(b_gb, hidden_const, w_gb.sum(dim=(2, 3)).t())  # (G V, 2C)
         rows = level.code.reshape(-1)
         group = table_group(level, None, groups)
         if group is not None:
             rows = rows + group * V
-        full = gb_const.t().index_select(1, rows)  # (2C, N)
-        if k > 1:
-            p, q = level.boundary(pw)
-            if p.numel():
-                vals = self._boundary_values(level, p, q, hidden_const, w_gb, b_gb, args, noise)
-                full = full.index_copy(1, p, vals.t())
-        return full.view(c2, level.B, level.H, level.W).permute(1, 0, 2, 3)
+        p, q = level.boundary(pw) if k > 1 else (rows[:0], rows[:0])
+        cols = self._boundary_columns(level, p, q, hidden_const, args, noise) if p.numel() else None
+        maps = []
+        for wt, b in convs:
+            const = torch.addmm(b, hidden_const, wt.sum(dim=(2, 3)).t())  # (G V, C)
+            full = const.t().index_select(1, rows)  # (C, N): a fresh tensor, written in place below
+            if cols is not None:
+                full.index_copy_(1, p, torch.addmm(b, cols, wt.permute(2, 3, 1, 0).reshape(cols.shape[1], -1)).t())
+            maps.append(full.view(-1, level.B, level.H, level.W).permute(1, 0, 2, 3))
+        return maps[0], maps[1]
 
-    def _boundary_values(self, level: CodeLevel, p: torch.Tensor, q: torch.Tensor,
-                         hidden_const: torch.Tensor, w_gb: torch.Tensor, b_gb: torch.Tensor,
-                         args: tuple[int, bool], noise: torch.Tensor | None) -> torch.Tensor:
-        """(P, 2C) gamma|beta at the boundary pixels p: a conv of hidden vectors that are
+    def _boundary_columns(self, level: CodeLevel, p: torch.Tensor, q: torch.Tensor,
+                          hidden_const: torch.Tensor, args: tuple[int, bool],
+                          noise: torch.Tensor | None) -> torch.Tensor:
+        """(P, k*k*128) the hidden vectors each boundary pixel's k x k conv reads (im2col),
         looked up (per-code constants, zero in the padding) or, at the pixels q, computed."""
         shared = self.mlp_shared[0]
         k = shared.kernel_size[0]
@@ -135,6 +134,4 @@ class SPADE(nn.Module):
             idx = torch.where(row >= 0, row + consts + 1,
                               torch.where(code == level.V, consts, const_row))
         table = torch.cat([hidden_const, hidden_const.new_zeros(1, NHIDDEN), hidden_q])
-        cols = F.embedding(idx, table).view(p.numel(), -1)  # (P, k*k*128), tap-major
-        w_mat = w_gb.permute(2, 3, 1, 0).reshape(k * k * NHIDDEN, -1)
-        return torch.addmm(b_gb, cols, w_mat)
+        return F.embedding(idx, table).view(p.numel(), -1)  # tap-major, as the conv weights
