@@ -1,0 +1,168 @@
+"""`--label_nc 0`: models conditioned on a label *image* (edges, sketches, depth, colour layouts).
+
+The paired sets are made here from the shared COCO photos: gradient-magnitude edge maps
+(1 channel, numpy only) and blurred colour layouts (3 channels), resized to 48 px.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageFilter
+
+from spadegan import options
+from spadegan.data import create_dataset, resolve_dataset_options
+from spadegan.errors import SpadeganError
+
+SIZE = 48
+
+
+def edge_map(photo: Image.Image) -> np.ndarray:
+    """Gradient-magnitude edges of a photo, uint8 (central differences on the grey image)."""
+    g = np.asarray(photo.convert("L"), dtype=np.float32)
+    gx, gy = np.zeros_like(g), np.zeros_like(g)
+    gx[:, 1:-1] = g[:, 2:] - g[:, :-2]
+    gy[1:-1] = g[2:] - g[:-2]
+    return np.clip(2 * np.hypot(gx, gy), 0, 255).astype(np.uint8)
+
+
+def make_pairs(shared: Path, root: Path, n: int = 4) -> Path:
+    """root/{edges,layouts,photos}: n COCO photos at SIZE px, their edges (L) and colour layouts (RGB)."""
+    photos = sorted((shared / "data" / "coco_stuff_sample" / "train_img").glob("*.jpg"))[:n]
+    if len(photos) < n:
+        pytest.skip(f"need {n} COCO sample photos in {shared}")
+    for sub in ("edges", "layouts", "photos"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for p in photos:
+        im = Image.open(p).convert("RGB").resize((SIZE, SIZE), Image.BICUBIC)
+        im.save(root / "photos" / f"{p.stem}.jpg", quality=95)
+        Image.fromarray(edge_map(im)).save(root / "edges" / f"{p.stem}.png")
+        im.filter(ImageFilter.GaussianBlur(4)).save(root / "layouts" / f"{p.stem}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def pairs(shared, tmp_path_factory) -> Path:
+    return make_pairs(shared, tmp_path_factory.mktemp("pairs"))
+
+
+def flags(root: Path, labels: str = "edges", *extra: str) -> list[str]:
+    return ["--dataset_mode", "custom", "--label_dir", str(root / labels), "--image_dir", str(root / "photos"),
+            "--label_nc", "0", "--gpu_ids", "-1", "--crop_size", "32", "--load_size", "36", *extra]
+
+
+# ---- options and channel counts -------------------------------------------------------------------
+def test_options_of_image_labels():
+    opt = options.parse(["--dataset_mode", "custom", "--label_dir", "l", "--image_dir", "i", "--label_nc", "0",
+                         "--input_nc", "3", "--no_instance"], train=True)
+    assert opt.image_label and (opt.semantic_nc, opt.label_channels, opt.generator_input_nc) == (3, 0, 3)
+    undetected = opt.replace(input_nc=0)
+    with pytest.raises(SpadeganError, match="--input_nc 1 or 3"):
+        undetected.semantic_nc
+    assert not options.parse([], train=True).image_label
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--input_nc", "2"], "--input_nc must be 1 (greyscale), 3 (RGB) or 0"),
+    (["--netD", "oasis"], "--netD oasis segments images into class ids"),
+    (["--use_3d_noise"], "--use_3d_noise is not supported with --label_nc 0"),
+    (["--spade_impl", "sparse"], "--spade_impl sparse computes SPADE from class codes"),
+    (["--contain_dontcare_label"], "has no dontcare class: drop --contain_dontcare_label"),
+    (["--instance_dir", "inst"], "takes no instance maps: drop --instance_dir inst"),
+])
+def test_what_does_not_go_with_image_labels(extra, needle):
+    with pytest.raises(SpadeganError) as e:
+        options.parse(["--dataset_mode", "custom", "--label_dir", "l", "--image_dir", "i", "--label_nc", "0",
+                       *extra], train=True)
+    assert needle in str(e.value)
+
+
+def test_label_nc_and_input_nc_errors():
+    with pytest.raises(SpadeganError, match="--label_nc must be 0 .image labels. or more, got -1"):
+        options.parse(["--label_nc", "-1"], train=True)
+    with pytest.raises(SpadeganError, match="--dataset_mode coco .sets --contain_dontcare_label"):
+        options.parse(["--label_nc", "0"], train=True)
+    with pytest.raises(SpadeganError, match="--input_nc 3 only applies with --label_nc 0"):
+        options.parse(["--input_nc", "3"], train=True)
+
+
+@pytest.mark.parametrize("labels,channels", [("edges", 1), ("layouts", 3)])
+def test_channels_detected_once_and_saved(pairs, labels, channels, capsys, tmp_path):
+    opt = resolve_dataset_options(options.parse(flags(pairs, labels), train=True))
+    said = capsys.readouterr().out.strip().splitlines()
+    assert len(said) == 1 and f"input_nc={channels} detected from {pairs / labels}" in said[0]
+    assert "no_instance=True" in said[0]
+    assert opt.input_nc == channels and opt.no_instance and opt.semantic_nc == channels
+    assert resolve_dataset_options(opt) is opt  # resolved once: nothing more to say
+    assert capsys.readouterr().out == ""
+    options.save_options(opt, tmp_path)
+    assert re.search(rf"^\s*input_nc: {channels}\s+\[default: 0\]$", (tmp_path / "opt.txt").read_text(), re.M)
+    item = create_dataset(opt)[0]
+    assert item["label"].shape == (channels, 32, 32) and item["label"].dtype == torch.float32
+    assert -1 <= float(item["label"].min()) and float(item["label"].max()) <= 1
+
+
+def test_label_image_is_resized_bilinearly_with_the_photos_crop_and_flip(pairs, tmp_path):
+    # a "layout" that is the photo itself: after the shared transform it must still match the photo
+    (tmp_path / "same").mkdir()
+    for p in (pairs / "photos").glob("*.jpg"):
+        Image.open(p).save(tmp_path / "same" / f"{p.stem}.png")
+    argv = ["--dataset_mode", "custom", "--label_dir", str(tmp_path / "same"), "--image_dir",
+            str(pairs / "photos"), "--label_nc", "0", "--crop_size", "32", "--load_size", "40", "--seed", "5"]
+    from spadegan.data.transforms import get_params
+
+    ds = create_dataset(resolve_dataset_options(options.parse(argv, train=True)))
+    flips = set()
+    for i in range(len(ds)):
+        for epoch in range(3):
+            item = ds[(i, epoch)]
+            diff = (item["label"] - item["image"]).abs()
+            assert float(diff.mean()) < 0.03, (i, epoch)  # bilinear vs bicubic, same crop and flip
+            flips.add(get_params(ds.opt, (SIZE, SIZE), ds.rng(i, epoch)).flip)
+    assert flips == {True, False}
+    levels = torch.unique(ds[0]["label"]).numel()
+    assert levels > 200  # bilinear interpolation, not a nearest-neighbour copy of 8-bit levels
+
+
+def test_explicit_input_nc_that_does_not_fit_the_files(pairs):
+    from spadegan.data.validate import validate_dataset
+
+    opt = resolve_dataset_options(options.parse(flags(pairs, "edges", "--input_nc", "3"), train=True))
+    with pytest.raises(SpadeganError) as e:
+        create_dataset(opt)[0]
+    first = sorted((pairs / "edges").glob("*.png"))[0]
+    assert f"{first} has 1 channel(s) (greyscale) but --input_nc is 3 (RGB)" in str(e.value)
+    with pytest.raises(SpadeganError, match=re.escape(f"{first} has 1 channel(s)")):
+        validate_dataset(opt, create_dataset(opt), progress=False)
+
+
+def test_check_dataset_checks_sizes_channels_and_pairing(pairs, tmp_path, capsys):
+    from spadegan.data.check import check_main
+
+    assert check_main(flags(pairs, "layouts")) == 0
+    out = capsys.readouterr().out
+    assert "label image sizes: all 48x48" in out
+    assert "label images (--label_nc 0, read as float channels in [-1, 1]): 4 with 3 channel(s) (4 RGB); " \
+           "the model reads --input_nc 3" in out
+    assert "classes present" not in out and "--label_nc that fits" not in out and "OK: the dataset is ready" in out
+
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    files = sorted((pairs / "layouts").glob("*.png"))
+    for f in files:
+        Image.open(f).save(mixed / f.name)
+    Image.open(files[-1]).convert("L").save(mixed / files[-1].name)  # one greyscale file among RGB ones
+    Image.open(files[1]).resize((40, 40)).save(mixed / files[1].name)  # one of another size
+    with pytest.raises(SpadeganError):
+        check_main(flags(pairs, "layouts", "--label_dir", str(mixed)))
+    out = capsys.readouterr().out
+    assert f"problem: {mixed / files[-1].name} has 1 channel(s) (greyscale) but --input_nc is 3 (RGB)" in out
+    assert f"problem: {mixed / files[1].name} is 40x40 but its photo" in out
+
+    Image.open(files[0]).save(mixed / "lonely.png")
+    with pytest.raises(SpadeganError, match="label map.s. without a photo of the same name .*lonely.png"):
+        check_main(flags(pairs, "layouts", "--label_dir", str(mixed)))
