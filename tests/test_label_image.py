@@ -166,3 +166,66 @@ def test_check_dataset_checks_sizes_channels_and_pairing(pairs, tmp_path, capsys
     Image.open(files[0]).save(mixed / "lonely.png")
     with pytest.raises(SpadeganError, match="label map.s. without a photo of the same name .*lonely.png"):
         check_main(flags(pairs, "layouts", "--label_dir", str(mixed)))
+
+
+# ---- training -------------------------------------------------------------------------------------
+def train_opt(root: Path, ck: Path, name: str, *extra: str):
+    argv = flags(root, "edges", "--name", name, "--checkpoints_dir", str(ck), "--ngf", "8", "--ndf", "8",
+                 "--batchSize", "2", "--nThreads", "0", "--seed", "3", "--niter", "1", "--niter_decay", "1",
+                 "--no_vgg_loss", "--print_freq", "1000", "--display_freq", "1000", "--save_latest_freq", "1000",
+                 *extra)
+    return resolve_dataset_options(options.parse(argv, train=True))
+
+
+@pytest.mark.parametrize("vae", [False, True])
+def test_training_steps_and_resume_equal_an_uninterrupted_run(pairs, tmp_path, vae):
+    from spadegan.train.model import ImageLabel
+    from spadegan.train.trainer import Trainer
+
+    extra = ("--use_vae",) if vae else ()
+    N, k = 3, 1  # 2 batches per epoch: stop in epoch 1, resume through epoch 2's lr decay
+    opt = train_opt(pairs, tmp_path, "ref", *extra)
+    ref = Trainer(opt, dataset=create_dataset(opt), progress=False)
+    assert ref.model.netG.head_0.norm_0.mlp_shared[0].in_channels == 1 and ref.model.netD.discriminator_0.model0[0].in_channels == 1 + 3
+    codes, real = ref.model.preprocess_input(next(iter(ref.loader)), ref.device)
+    assert isinstance(codes, ImageLabel) and codes.image.shape == (2, 1, 32, 32) and not ref.model.sparse
+    assert torch.equal(ref.model.g_input(codes), codes.image)
+    assert ref.run(max_steps=N)["iteration"] == N
+    losses = ref.latest_losses()
+    assert {"GAN", "GAN_Feat", "D_Fake", "D_real"} <= set(losses) and all(np.isfinite(v) for v in losses.values())
+    assert ("KLD" in losses) == vae
+
+    opt = train_opt(pairs, tmp_path, "cut", *extra)
+    assert Trainer(opt, dataset=create_dataset(opt), progress=False).run(max_steps=k)["iteration"] == k
+    opt = train_opt(pairs, tmp_path, "cut", *extra, "--continue_train")
+    resumed = Trainer(opt, dataset=create_dataset(opt), progress=False)
+    assert (resumed.epoch, resumed.iteration) == (1, k)
+    assert resumed.run(max_steps=N)["iteration"] == N
+    for net in ("G", "D", "E") if vae else ("G", "D"):
+        a = torch.load(tmp_path / "ref" / f"latest_net_{net}.pth", weights_only=True)
+        b = torch.load(tmp_path / "cut" / f"latest_net_{net}.pth", weights_only=True)
+        assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a), net
+
+
+def test_train_and_test_commands(pairs, tmp_path, monkeypatch, capsys):
+    from spadegan.train.cli import test_main, train_main
+
+    monkeypatch.chdir(tmp_path)
+    small = ["--name", "edges2photo", "--ngf", "8", "--batchSize", "2"]
+    assert train_main(flags(pairs, "edges", *small, "--ndf", "8", "--niter", "1", "--no_vgg_loss",
+                            "--display_freq", "1")) == 0
+    out = capsys.readouterr().out
+    assert out.count("input_nc=1 detected from") == 1
+    folder = tmp_path / "checkpoints" / "edges2photo"
+    saved = options.load_options_file(folder)
+    assert (saved["label_nc"], saved["input_nc"], saved["no_instance"]) == (0, 1, True)
+    web = sorted((folder / "web" / "images").glob("*_input_label.png"))
+    assert web and np.asarray(Image.open(web[0])).shape[-1] == 3  # the edges drawn as a picture
+
+    assert test_main(flags(pairs, "edges", *small, "--phase", "test")) == 0
+    res = tmp_path / "results" / "edges2photo" / "test_latest" / "images"
+    stems = sorted(p.stem for p in (pairs / "edges").glob("*.png"))
+    for sub in ("input_label", "synthesized_image", "real_image"):
+        assert sorted(p.stem for p in (res / sub).glob("*.png")) == stems, sub
+    shown = np.asarray(Image.open(res / "input_label" / f"{stems[0]}.png"))
+    assert shown.shape == (32, 32, 3) and (shown[..., 0] == shown[..., 1]).all()  # greyscale edges
