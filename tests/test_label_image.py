@@ -7,6 +7,7 @@ The paired sets are made here from the shared COCO photos: gradient-magnitude ed
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -229,3 +230,96 @@ def test_train_and_test_commands(pairs, tmp_path, monkeypatch, capsys):
         assert sorted(p.stem for p in (res / sub).glob("*.png")) == stems, sub
     shown = np.asarray(Image.open(res / "input_label" / f"{stems[0]}.png"))
     assert shown.shape == (32, 32, 3) and (shown[..., 0] == shown[..., 1]).all()  # greyscale edges
+
+
+# ---- synthesis, engine, export ----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def rgb_model(tmp_path_factory) -> Path:
+    from test_synthesize import make_checkpoint
+
+    return make_checkpoint(tmp_path_factory.mktemp("models") / "layout2photo", "--dataset_mode", "custom",
+                           "--label_dir", "l", "--image_dir", "i", "--label_nc", "0", "--input_nc", "3",
+                           "--no_instance")
+
+
+def test_synthesizer_api_takes_label_images(rgb_model, pairs):
+    from spadegan import load_checkpoint
+    from spadegan.data.transforms import resize_label_image
+    from spadegan.errors import SpadeganWarning
+    from spadegan.synthesize import Synthesizer
+
+    with pytest.warns(SpadeganWarning, match="the fast engine needs class-id label maps .*running the faithful"):
+        syn = Synthesizer.from_checkpoint(rgb_model, device="cpu", precision="fp32")
+    assert syn.engine is None and syn.image_label and syn.input_nc == 3 and syn.classes == []
+    path = sorted((pairs / "layouts").glob("*.png"))[0]
+    pil = Image.open(path)
+    ref = syn.synthesize(path, output="numpy")
+    u8 = np.array(pil)
+    for same in (pil, u8, u8.astype(np.float32) / 255, torch.from_numpy(u8).permute(2, 0, 1)):
+        assert np.array_equal(syn.synthesize(same, output="numpy"), ref)
+    # what the faithful network makes of the bilinearly resized label image
+    G = load_checkpoint(rgb_model)
+    with torch.no_grad():
+        out = G(resize_label_image(u8.astype(np.float32) / 255, (64, 64))[None])
+    assert np.abs(((out[0].clamp(-1, 1) + 1) * 127.5).round().permute(1, 2, 0).numpy() - ref).max() <= 1
+    assert syn.synthesize(path, width=128).size == (128, 128)
+
+    edges = sorted((pairs / "edges").glob("*.png"))[0]
+    with pytest.raises(SpadeganError, match=re.escape(f"{edges} has 1 channel(s) (greyscale) but this model's "
+                                                      "input_nc is 3 (RGB)")):
+        syn.synthesize(edges)
+    with pytest.raises(SpadeganError, match=r"label image has 1 channel\(s\) .* input_nc is 3"):
+        syn.synthesize(np.zeros((8, 8), np.uint8))
+    with pytest.raises(SpadeganError, match=r"float label image must hold values in \[0, 1\]"):
+        syn.synthesize(np.full((8, 8, 3), -1.0, np.float32))
+    with pytest.raises(SpadeganError, match="reads label images"):
+        syn.label_ids(path)
+
+
+def test_synthesize_command_with_label_images(rgb_model, pairs, tmp_path, capsys):
+    from spadegan.synthesize import main as synth_main
+
+    (tmp_path / "in").mkdir()
+    layouts = sorted((pairs / "layouts").glob("*.png"))[:2]
+    for f in layouts:
+        Image.open(f).save(tmp_path / "in" / f.name)
+    grey = tmp_path / "in" / "grey.png"
+    Image.open(layouts[0]).convert("L").save(grey)
+    rc = synth_main(["--checkpoint", str(rgb_model), "--label", str(tmp_path / "in"), "--out", str(tmp_path / "out"),
+                     "--palette_labels", "--no_engine"])
+    captured = capsys.readouterr()
+    assert rc == 1 and f"{grey} has 1 channel(s) (greyscale) but this model's input_nc is 3" in captured.err
+    for f in layouts:
+        assert Image.open(tmp_path / "out" / f.name).size == (64, 64)
+        shown = np.asarray(Image.open(tmp_path / "out" / f"{f.stem}_label.png")).astype(int)
+        expect = np.asarray(Image.open(f).resize((64, 64), Image.BILINEAR)).astype(int)
+        assert np.abs(shown - expect).max() <= 2  # the label image itself, resized as the model read it
+    assert "wrote 2 image(s)" in captured.out and "1 label map(s) failed" in captured.out
+
+
+def test_engine_refuses_and_export_writes_the_faithful_network(rgb_model, tmp_path, capsys):
+    from spadegan import load_checkpoint
+    from spadegan.cli import main as cli_main
+    from spadegan.engine import SynthesisEngine
+    from spadegan.engine.export import export
+    from spadegan.synthesize import Synthesizer
+
+    G = load_checkpoint(rgb_model)
+    with pytest.raises(SpadeganError, match="the fast engine needs class-id label maps"):
+        SynthesisEngine.from_generator(G)
+    assert cli_main(["export", "--checkpoint", str(rgb_model), "--format", "torchscript",
+                     "--out", str(tmp_path / "g.pt"), "--batch_size", "2"]) == 0
+    assert "of the faithful network" in capsys.readouterr().out
+    label = torch.rand(2, 3, 64, 64) * 2 - 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated, still works
+        loaded = torch.jit.load(str(tmp_path / "g.pt"))
+    with torch.no_grad():
+        expected = G(label)
+        assert float((loaded(label) - expected).abs().max()) <= 1e-4
+    syn = Synthesizer.from_checkpoint(rgb_model, device="cpu", precision="fp32", use_engine=False)
+    assert float((syn.generate(label) - expected).abs().max()) <= 1e-5
+    pytest.importorskip("onnxruntime")
+    res = export(rgb_model, "onnx", tmp_path / "g.onnx", size=32)
+    assert res["inputs"] == ["label"] and res["network"] == "faithful" and res["max_abs_err"] <= 1e-4
+    assert res["size"] == [32, 32]

@@ -471,6 +471,9 @@ class SynthesisEngine(nn.Module):
         if opt is None:
             raise SpadeganError("the generator carries no options (.opt); build it with networks.define_G "
                                 "or load it with spadegan.load_checkpoint")
+        if getattr(opt, "label_nc", None) == 0:
+            raise SpadeganError("the fast engine needs class-id label maps; this generator reads label images "
+                                "(--label_nc 0): use the faithful network (--no_engine, use_engine=False)")
         self.opt = opt
         self.precision = precision
         self.dtype = dtype = PRECISIONS[precision]
