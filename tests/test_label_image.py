@@ -323,3 +323,37 @@ def test_engine_refuses_and_export_writes_the_faithful_network(rgb_model, tmp_pa
     res = export(rgb_model, "onnx", tmp_path / "g.onnx", size=32)
     assert res["inputs"] == ["label"] and res["network"] == "faithful" and res["max_abs_err"] <= 1e-4
     assert res["size"] == [32, 32]
+
+
+# ---- eval -------------------------------------------------------------------------------------------
+def test_eval_says_miou_does_not_apply(rgb_model, pairs, tmp_path, capsys):
+    import json
+    import shutil
+
+    from spadegan.evaluation.cli import main as eval_main
+    from spadegan.evaluation.evaluate import BUILTIN_SEGMENTER
+
+    train = tmp_path / "train"
+    for sub in ("layouts", "photos"):
+        shutil.copytree(pairs / sub, train / sub)
+    common = ["--checkpoint", str(rgb_model), "--label_dir", str(pairs / "layouts"), "--image_dir",
+              str(pairs / "photos"), "--batch_size", "4", "--num_visuals", "2", "--no_plots"]
+    assert eval_main(common + ["--out", str(tmp_path / "plain"), "--baseline"]) == 0
+    out = capsys.readouterr().out
+    assert "note: mIoU n/a: the model is conditioned on label images (--label_nc 0)" in out
+    assert "baseline unavailable: the class-mean-colour baseline needs class ids" in out
+    m = json.loads((tmp_path / "plain" / "metrics.json").read_text())
+    assert m["miou_status"] == "n/a" and "label images" in m["miou_reason"]
+    assert m["synthesized"]["miou"] is None and m["num_classes"] == 0 and m["class_names"] == []
+    assert m["baseline"]["status"] == "unavailable" and m["fid_status"] == "unavailable"
+    assert Image.open(tmp_path / "plain" / "samples.png").size == (3 * 64 + 4, 2 * 64 + 2)
+
+    if not BUILTIN_SEGMENTER.is_file():
+        pytest.skip("no shipped segmenter for the seg_fd part")
+    assert eval_main(common + ["--out", str(tmp_path / "segfd"), "--seg_weights", str(BUILTIN_SEGMENTER),
+                               "--baseline_label_dir", str(train / "layouts"),
+                               "--baseline_image_dir", str(train / "photos")]) == 0
+    m = json.loads((tmp_path / "segfd" / "metrics.json").read_text())
+    assert m["miou_status"] == "n/a" and m["seg_fd"]["status"] == "ok"
+    assert m["synthesized"]["seg_fd"] is not None and m["real"]["seg_fd"] is not None
+    assert m["synthesized"]["miou"] is None
