@@ -357,3 +357,40 @@ def test_eval_says_miou_does_not_apply(rgb_model, pairs, tmp_path, capsys):
     assert m["miou_status"] == "n/a" and m["seg_fd"]["status"] == "ok"
     assert m["synthesized"]["seg_fd"] is not None and m["real"]["seg_fd"] is not None
     assert m["synthesized"]["miou"] is None
+
+
+# ---- paint --------------------------------------------------------------------------------------------
+def test_paint_backend_takes_a_colour_label(rgb_model, pairs):
+    import io
+
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    from fastapi.testclient import TestClient
+
+    from spadegan.app.server import create_app
+    from spadegan.synthesize import AppBackend, Synthesizer
+
+    syn = Synthesizer.from_checkpoint(rgb_model, device="cpu", precision="fp32", use_engine=False)
+    backend = AppBackend(syn)
+    with pytest.raises(SpadeganError, match="background_id is a class id; this backend reads label images"):
+        create_app(backend, background_id=1)
+    path = sorted((pairs / "layouts").glob("*.png"))[0]
+
+    def post(client, im: Image.Image):
+        buf = io.BytesIO()
+        im.save(buf, format="PNG")
+        return client.post("/api/synthesize", files={"label": ("label.png", buf.getvalue(), "image/png")},
+                           data={"seed": "3"})
+
+    with TestClient(create_app(backend)) as client:
+        info = client.get("/api/info").json()
+        assert (info["label_kind"], info["input_nc"], info["label_nc"], info["classes"], info["background"]) == \
+            ("image", 3, 0, [], None)
+        r = post(client, Image.open(path))  # 48 px: resized bilinearly to the model's 64
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+        got = np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB")).astype(int)
+        assert got.shape == (64, 64, 3)
+        assert np.abs(got - syn.synthesize(path, output="numpy").astype(int)).max() <= 1
+        r = post(client, Image.open(path).convert("L"))
+        assert r.status_code == 400
+        assert "label has 1 channel(s) (greyscale) but this model's input_nc is 3 (RGB)" in r.json()["error"]

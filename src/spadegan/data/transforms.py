@@ -59,6 +59,7 @@ __all__ = [
     "label_image_array",
     "channels_message",
     "transform_label_image",
+    "resize_label_array",
     "resize_label_image",
 ]
 
@@ -290,10 +291,19 @@ def transform_label_image(img: Image.Image, opt, params: TransformParams, path: 
     return _channels_to_tensor(chans)
 
 
-def resize_label_image(arr: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
-    """(H, W, C) float32 in [0, 1] -> ``CxHxW`` in [-1, 1] at (h, w) ``size`` (bilinear, as the datasets)."""
+def _resized_channels(arr: np.ndarray, size: tuple[int, int]) -> list[Image.Image]:
     chans = []
     for i in range(arr.shape[-1]):
         ch = Image.fromarray(np.ascontiguousarray(arr[..., i], dtype=np.float32))
         chans.append(ch if ch.size == (size[1], size[0]) else ch.resize((size[1], size[0]), Image.BILINEAR))
-    return _channels_to_tensor(chans)
+    return chans
+
+
+def resize_label_array(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W, C) float32 in [0, 1] -> (h, w, C) at (h, w) ``size``, bilinear per channel (as the datasets)."""
+    return np.stack([np.asarray(ch, dtype=np.float32) for ch in _resized_channels(arr, size)], -1)
+
+
+def resize_label_image(arr: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """(H, W, C) float32 in [0, 1] -> ``CxHxW`` in [-1, 1] at (h, w) ``size`` (bilinear, as the datasets)."""
+    return _channels_to_tensor(_resized_channels(arr, size))
