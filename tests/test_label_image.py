@@ -1,7 +1,8 @@
 """`--label_nc 0`: models conditioned on a label *image* (edges, sketches, depth, colour layouts).
 
 The paired sets are made here from the shared COCO photos: gradient-magnitude edge maps
-(1 channel, numpy only) and blurred colour layouts (3 channels), resized to 48 px.
+(1 channel, numpy only, by the README's scripts/make_edges.py) and blurred colour layouts
+(3 channels), resized to 48 px.
 """
 
 from __future__ import annotations
@@ -22,13 +23,15 @@ from spadegan.errors import SpadeganError
 SIZE = 48
 
 
-def edge_map(photo: Image.Image) -> np.ndarray:
-    """Gradient-magnitude edges of a photo, uint8 (central differences on the grey image)."""
-    g = np.asarray(photo.convert("L"), dtype=np.float32)
-    gx, gy = np.zeros_like(g), np.zeros_like(g)
-    gx[:, 1:-1] = g[:, 2:] - g[:, :-2]
-    gy[1:-1] = g[2:] - g[:-2]
-    return np.clip(2 * np.hypot(gx, gy), 0, 255).astype(np.uint8)
+def _edges_script():
+    """scripts/make_edges.py, the README's way of making an edges -> photos dataset."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "make_edges.py"
+    spec = importlib.util.spec_from_file_location("make_edges", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def make_pairs(shared: Path, root: Path, n: int = 4) -> Path:
@@ -36,12 +39,13 @@ def make_pairs(shared: Path, root: Path, n: int = 4) -> Path:
     photos = sorted((shared / "data" / "coco_stuff_sample" / "train_img").glob("*.jpg"))[:n]
     if len(photos) < n:
         pytest.skip(f"need {n} COCO sample photos in {shared}")
-    for sub in ("edges", "layouts", "photos"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
+    (root / "layouts").mkdir(parents=True, exist_ok=True)
+    (root / "src").mkdir()
     for p in photos:
-        im = Image.open(p).convert("RGB").resize((SIZE, SIZE), Image.BICUBIC)
-        im.save(root / "photos" / f"{p.stem}.jpg", quality=95)
-        Image.fromarray(edge_map(im)).save(root / "edges" / f"{p.stem}.png")
+        (root / "src" / p.name).symlink_to(p)
+    assert _edges_script().make_pairs(root / "src", root, SIZE) == n  # root/photos, root/edges
+    for p in photos:
+        im = Image.open(root / "photos" / f"{p.stem}.jpg")
         im.filter(ImageFilter.GaussianBlur(4)).save(root / "layouts" / f"{p.stem}.png")
     return root
 
