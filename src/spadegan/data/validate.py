@@ -267,5 +267,6 @@ class _Findings:
         if self.too_small:
             out.append(f"{len(self.too_small)} sample(s) are smaller than --crop_size {self.opt.crop_size} "
                        f"after {self.opt.preprocess_mode} scaling, e.g. {self.too_small[0]}; their crops "
-                       "are zero-padded (label 0, black photo)")
+                       "are zero-padded (" + ("black label image" if self.opt.image_label else "label 0")
+                       + ", black photo)")
         return out

@@ -115,6 +115,28 @@ def faithful_output(G: nn.Module, inputs: list[torch.Tensor], names: list[str]) 
         return G(sem, d.get("z"))
 
 
+def _export_module(G: nn.Module, size: int | None, batch: int
+                   ) -> tuple[nn.Module, tuple[int, int], list[str], list[torch.Tensor]]:
+    """(module to trace, its (H, W), input names, example inputs): the engine, or for image labels
+    (no class ids for the engine's lookups) the faithful network."""
+    num_up = G.opt.num_up_layers
+    default = (G.sh * 2 ** num_up, G.sw * 2 ** num_up)
+    hw = default
+    if size is not None:
+        m = 2 ** num_up
+        if size % m or size < m:
+            raise SpadeganError(f"--size {size} must be a multiple of {m}")
+        hw = (max(m, round(size * default[0] / default[1] / m) * m), size)
+    if G.opt.image_label:
+        if G.use_vae and hw != default:
+            raise SpadeganError(f"this VAE model's fc layer fixes the output at {default[1]}x{default[0]}; "
+                                f"got --size {size}")
+        return (FaithfulExportModule(G, hw).eval(), hw) + image_label_inputs(G, hw, batch)
+    engine = SynthesisEngine.from_generator(G, precision="fp32")
+    hw = engine.output_size(hw)
+    return (ExportModule(engine, hw).eval(), hw) + example_inputs(engine, hw, batch)
+
+
 def export(checkpoint: str | Path, fmt: str, out: str | Path, size: int | None = None,
            batch: int = 1, opset: int = 17, tol: float = 1e-4, check: bool = True,
            which_epoch: str = "latest") -> dict:
@@ -126,25 +148,7 @@ def export(checkpoint: str | Path, fmt: str, out: str | Path, size: int | None =
     G = load_checkpoint(checkpoint, "G", which_epoch=which_epoch)
     if G.opt.netG != "spade":
         raise SpadeganError(f"export supports SPADE generators (--netG spade), not --netG {G.opt.netG}")
-    num_up = G.opt.num_up_layers
-    default = (G.sh * 2 ** num_up, G.sw * 2 ** num_up)
-    hw = default
-    if size is not None:
-        m = 2 ** num_up
-        if size % m or size < m:
-            raise SpadeganError(f"--size {size} must be a multiple of {m}")
-        hw = (max(m, round(size * default[0] / default[1] / m) * m), size)
-    if G.opt.image_label:  # no class ids for the engine: the faithful network
-        if G.use_vae and hw != default:
-            raise SpadeganError(f"this VAE model's fc layer fixes the output at {default[1]}x{default[0]}; "
-                                f"got --size {size}")
-        module: nn.Module = FaithfulExportModule(G, hw).eval()
-        names, inputs = image_label_inputs(G, hw, batch)
-    else:
-        engine = SynthesisEngine.from_generator(G, precision="fp32")
-        hw = engine.output_size(hw)
-        module = ExportModule(engine, hw).eval()
-        names, inputs = example_inputs(engine, hw, batch)
+    module, hw, names, inputs = _export_module(G, size, batch)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
