@@ -186,10 +186,10 @@ class Synthesizer:
             self.engine = SynthesisEngine.from_generator(G, precision=precision, consume=consume)
         else:
             if use_engine:
-                why = ("needs class-id label maps and this model reads label images (--label_nc 0)"
-                       if self.image_label else "supports --netG spade only")
-                warnings.warn(f"the fast engine {why}; running the faithful {opt.netG} network",
-                              SpadeganWarning, stacklevel=2)
+                why = ("needs class-id label maps and this model reads label images (--label_nc 0); running "
+                       "the faithful network" if self.image_label else
+                       f"supports --netG spade only; running the faithful {opt.netG} generator")
+                warnings.warn(f"the fast engine {why}", SpadeganWarning, stacklevel=2)
             self.G = G.to(self.device).eval()
         if self._E is not None:
             self._E = self._E.to(self.device).eval()
