@@ -1,9 +1,11 @@
 """End-to-end test of the paint page in headless Chromium (Playwright, real uvicorn server).
 
 Skipped when Playwright or /usr/bin/chromium is missing. The backend is a fake that paints
-each class in its palette colour, so what the page shows can be checked pixel by pixel.
+each class in its palette colour, so what the page shows can be checked pixel by pixel; for
+models conditioned on label images (--label_nc 0) a fake returns the label image it got.
 """
 
+import contextlib
 import io
 import os
 import socket
@@ -60,9 +62,9 @@ class RecordingBackend:
         return out
 
 
-@pytest.fixture
-def server():
-    backend = RecordingBackend()
+@contextlib.contextmanager
+def serving(backend):
+    """The app over `backend` on a free port in a uvicorn thread; yields the page's URL."""
     app = create_app(backend, batch_wait_ms=0)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -74,10 +76,19 @@ def server():
     while not srv.started:
         assert time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.02)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}/", backend
-    srv.should_exit = True
-    thread.join(10)
-    sock.close()
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/"
+    finally:
+        srv.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+@pytest.fixture
+def server():
+    backend = RecordingBackend()
+    with serving(backend) as url:
+        yield url, backend
 
 
 @pytest.fixture(scope="module")
@@ -92,20 +103,29 @@ def browser():
         b.close()
 
 
-@pytest.fixture
-def page(browser, server):
-    url, _ = server
+@contextlib.contextmanager
+def open_page(browser, url):
+    """The page at `url`, once ready and its initial picture is shown; no JavaScript errors allowed."""
     ctx = browser.new_context(viewport={"width": 1280, "height": 720}, accept_downloads=True)
     pg = ctx.new_page()
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.goto(url)
-    # ready + the initial sky-over-sea picture has been synthesized and shown
-    pg.wait_for_function("window.spadegan && window.spadegan.ready && window.spadegan.imageVersion >= 1",
-                         timeout=15000)
-    yield pg
-    ctx.close()
+    try:
+        pg.goto(url)
+        pg.wait_for_function("window.spadegan && window.spadegan.ready && window.spadegan.imageVersion >= 1",
+                             timeout=15000)
+        yield pg
+    finally:
+        ctx.close()
     assert errors == [], f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture
+def page(browser, server):
+    url, _ = server
+    # ready + the initial sky-over-sea picture has been synthesized and shown
+    with open_page(browser, url) as pg:
+        yield pg
 
 
 def shown_image(pg) -> tuple[bytes, np.ndarray]:
@@ -254,3 +274,79 @@ def test_label_upload_and_download_roundtrip(page, server, tmp_path):
     saved = Image.open(path)
     assert saved.mode == "L" and saved.size == (W, H)
     assert np.array_equal(np.asarray(saved), expect[::-1])
+
+
+# ---- a model conditioned on label images (--label_nc 0): the free colour brush -----------------
+class ImageBackend:
+    """A label-image model (input_nc 1 or 3) whose "synthesized" image is the label it got."""
+
+    def __init__(self, channels: int) -> None:
+        self.label_nc, self.width, self.height, self.input_nc = 0, W, H, channels
+        self.classes: list[dict] = []
+        self.use_vae = False
+        self.name = f"fake-image-{channels}"
+        self.labels: list[np.ndarray] = []
+
+    def synthesize_batch(self, labels, seeds, styles):
+        self.labels += [lab.copy() for lab in labels]
+        return [np.repeat(np.round(lab * 255).astype(np.uint8), 3 // lab.shape[-1], axis=-1) for lab in labels]
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_free_colour_brush_for_label_image_models(browser, channels, tmp_path):
+    backend = ImageBackend(channels)
+    with serving(backend) as url, open_page(browser, url) as pg:
+        assert pg.evaluate("window.spadegan.kind") == "image"
+        assert pg.locator("#colour-controls").is_visible() and pg.locator("#class-search").is_hidden()
+        assert pg.locator("#brush-colour").is_visible() == (channels == 3)
+        assert pg.locator("#brush-grey").is_visible() == (channels == 1)
+        first = backend.labels[-1]
+        assert first.shape == (H, W, channels) and first.dtype == np.float32 and not first.any()  # black
+
+        colour = [255, 128, 0] if channels == 3 else [200, 200, 200]
+        if channels == 3:
+            pg.fill("#brush-colour", "#ff8000")
+        else:
+            pg.fill("#brush-grey", "200")
+        version = pg.evaluate("window.spadegan.imageVersion")
+        stroke(pg, [(0.1, 0.5), (0.5, 0.5), (0.9, 0.5)])
+        wait_new_image(pg, version)
+        label = backend.labels[-1]
+        y, x = int(0.5 * H), int(0.5 * W)
+        assert np.allclose(label[y, x] * 255, colour[:channels]) and not label[5, 5].any()
+        _, shown = shown_image(pg)
+        assert shown[y, x].tolist() == colour and shown[5, 5].tolist() == [0, 0, 0]
+        px = pg.evaluate(f"Array.from(document.getElementById('label-canvas').getContext('2d')"
+                         f".getImageData({x}, {y}, 1, 1).data)")
+        assert px[:3] == colour
+
+        with pg.expect_download() as dl:  # "Save label" gives the label image as the model reads it
+            pg.click("#download-label")
+        dl.value.save_as(tmp_path / "label.png")
+        saved = Image.open(tmp_path / "label.png")
+        assert saved.mode == ("RGB" if channels == 3 else "L") and saved.size == (W, H)
+        assert np.allclose(np.asarray(saved, dtype=np.float32).reshape(H, W, channels) / 255, label)
+
+        # the eraser paints the background colour
+        pg.fill("#background-colour" if channels == 3 else "#background-grey", "#0000ff" if channels == 3 else "60")
+        background = 0x0000FF if channels == 3 else 0x3C3C3C
+        pg.click("button[data-tool='eraser']")
+        stroke(pg, [(0.2, 0.5), (0.3, 0.5)])
+        ids = np.array(pg.evaluate("Array.from(window.spadegan.ids)")).reshape(H, W)
+        assert ids[y, int(0.25 * W)] == background and pg.evaluate("window.spadegan.background") == background
+
+        # "Load label": an image of another size, scaled to the model's; colours refused for 1-channel models
+        up = tmp_path / "up.png"
+        Image.new("RGB", (W // 2, H // 2), (10, 20, 30)).save(up)
+        version = pg.evaluate("window.spadegan.imageVersion")
+        pg.set_input_files("#label-file", str(up))
+        if channels == 3:
+            wait_new_image(pg, version)
+            assert np.allclose(backend.labels[-1] * 255, [10, 20, 30])
+        else:
+            pg.wait_for_function("(window.spadegan.lastError || '').includes('reads greyscale label images')",
+                                 timeout=5000)
+            Image.new("L", (W // 2, H // 2), 90).save(up)
+            pg.set_input_files("#label-file", str(up))
+            wait_new_image(pg, version)
+            assert np.allclose(backend.labels[-1] * 255, 90)

@@ -83,7 +83,7 @@ def test_explicit_flags_beat_dataset_defaults():
     (["--label_dir", "x"], True, "--label_dir only applies with --dataset_mode custom"),
     (["--norm_G", "spectralspadefoo3x3"], True, "norm_G"),
     (["--crop_size", "16"], True, "--crop_size 16 is too small"),
-    (["--label_nc", "0"], True, "--label_nc must be positive"),
+    (["--label_nc", "-1"], True, "--label_nc must be 0 (image labels) or more"),
     (["--netG", "pix2pixhd", "--use_vae"], True, "--use_vae needs --netG spade"),
     (["--dataset_mode", "custom"], True, "needs --label_dir and --image_dir"),
     (["--preprocess_mode", "stretch"], True, "preprocess_mode"),

@@ -88,12 +88,13 @@ def describe_mismatch(net: nn.Module, sd: dict[str, torch.Tensor], opt: Options,
         if info.get("netG") and info["netG"] != opt.netG:
             problems.append(f"checkpoint is a --netG {info['netG']} generator, options give --netG {opt.netG}")
         if "semantic_nc" in info and info["semantic_nc"] != opt.semantic_nc:
-            problems.append(
-                f"checkpoint was trained with semantic_nc={info['semantic_nc']}, options give "
-                f"{opt.semantic_nc} (label_nc={opt.label_nc}"
-                f"{' + dontcare' if opt.contain_dontcare_label else ''}"
-                f"{'' if opt.no_instance else ' + instance edges'}); check --label_nc, "
-                "--contain_dontcare_label and --no_instance")
+            problems.append(f"checkpoint was trained with semantic_nc={info['semantic_nc']}, options give "
+                            + (f"{opt.semantic_nc} (--label_nc 0: input_nc={opt.input_nc} label image "
+                               "channels); check --label_nc and --input_nc" if opt.image_label else
+                               f"{opt.semantic_nc} (label_nc={opt.label_nc}"
+                               f"{' + dontcare' if opt.contain_dontcare_label else ''}"
+                               f"{'' if opt.no_instance else ' + instance edges'}); check --label_nc, "
+                               "--contain_dontcare_label and --no_instance"))
         if "ngf" in info and info["ngf"] != opt.ngf:
             problems.append(f"checkpoint has ngf={info['ngf']}, options give --ngf {opt.ngf}")
         if "use_vae" in info and info["use_vae"] != opt.use_vae:

@@ -70,7 +70,10 @@ class Options:
     load_size: int = _opt(1024, "scale images to this size, then crop to crop_size")
     crop_size: int = _opt(512, "crop to this width (after scaling to load_size)")
     aspect_ratio: float = _opt(1.0, "width/height; the final height is crop_size/aspect_ratio")
-    label_nc: int = _opt(182, "number of label classes, without the dontcare class")
+    label_nc: int = _opt(182, "number of label classes, without the dontcare class; 0: the label is an image "
+                         "(sketch, edges, depth, colour layout) read as --input_nc float channels")
+    input_nc: int = _opt(0, "with --label_nc 0: channels of the label images (1 greyscale, 3 RGB); 0 = detect "
+                         "from the files (the detected value is saved with the options)")
     contain_dontcare_label: bool = _opt(False, "label maps contain dontcare (255) -> index label_nc")
     output_nc: int = _opt(3, "number of output image channels")
     # inputs
@@ -168,8 +171,18 @@ class Options:
 
     # ---- derived values -------------------------------------------------------------
     @property
+    def image_label(self) -> bool:
+        """Whether the label is an image (--label_nc 0) rather than a map of class ids."""
+        return self.label_nc == 0
+
+    @property
     def semantic_nc(self) -> int:
-        """Input channels of G: classes (+ dontcare) (+ instance edges)."""
+        """Input channels of G: classes (+ dontcare) (+ instance edges); input_nc for --label_nc 0."""
+        if self.image_label:
+            if self.input_nc < 1:
+                raise SpadeganError("--label_nc 0 needs the label images' channel count: pass --input_nc 1 or 3, "
+                                    "or build the dataset first (it detects input_nc from the files)")
+            return self.input_nc
         return self.label_nc + int(self.contain_dontcare_label) + int(not self.no_instance)
 
     @property
@@ -348,9 +361,12 @@ def _validate(opt: Options, argv: list[str]) -> None:
     def bad(msg: str) -> None:
         raise SpadeganError(msg)
 
-    for key in ("label_nc", "batchSize", "crop_size", "load_size", "ngf", "z_dim", "output_nc"):
+    for key in ("batchSize", "crop_size", "load_size", "ngf", "z_dim", "output_nc"):
         if getattr(opt, key) <= 0:
             bad(f"--{key} must be positive, got {getattr(opt, key)}")
+    if opt.label_nc < 0:
+        bad(f"--label_nc must be 0 (image labels) or more, got {opt.label_nc}")
+    _validate_image_label(opt, argv)
     if opt.aspect_ratio <= 0:
         bad(f"--aspect_ratio must be positive, got {opt.aspect_ratio}")
     for key in ("norm_G", "norm_D", "norm_E"):
@@ -389,6 +405,33 @@ def _validate(opt: Options, argv: list[str]) -> None:
         bad("--dataset_mode custom needs --label_dir and --image_dir")
     if opt.style_image and not opt.use_vae:
         bad("--style_image needs a model trained with --use_vae")
+
+
+def _validate_image_label(opt: Options, argv: list[str]) -> None:
+    """--label_nc 0 (the label is an image) and --input_nc: what does not go with them."""
+    if not opt.image_label:
+        if opt.input_nc != 0:
+            raise SpadeganError(f"--input_nc {opt.input_nc} only applies with --label_nc 0 (image labels); "
+                                f"--label_nc {opt.label_nc} reads class ids")
+        return
+    why = "--label_nc 0 (the label is an image, not class ids)"
+    if opt.input_nc not in (0, 1, 3):
+        raise SpadeganError(f"--input_nc must be 1 (greyscale), 3 (RGB) or 0 (detect from the files), "
+                            f"got {opt.input_nc}")
+    if opt.contain_dontcare_label:
+        src = ("--contain_dontcare_label" if "--contain_dontcare_label" in argv
+               else f"--dataset_mode {opt.dataset_mode} (sets --contain_dontcare_label; use --dataset_mode custom)")
+        raise SpadeganError(f"{why} has no dontcare class: drop {src}")
+    if opt.instance_dir:
+        raise SpadeganError(f"{why} takes no instance maps: drop --instance_dir {opt.instance_dir}")
+    if opt.isTrain and opt.netD == "oasis":
+        raise SpadeganError(f"--netD oasis segments images into class ids, which {why} does not have; "
+                            "use --netD multiscale")
+    if opt.use_3d_noise:
+        raise SpadeganError(f"--use_3d_noise is not supported with {why}; drop it (or use --use_vae for styles)")
+    if opt.spade_impl == "sparse":
+        raise SpadeganError(f"--spade_impl sparse computes SPADE from class codes, which {why} does not have; "
+                            "use --spade_impl dense or auto")
 
 
 _NORM_RE = re.compile(r"^spade(\D+)(\d)x\d$")

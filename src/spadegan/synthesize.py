@@ -14,6 +14,14 @@ By default synthesis runs on the fast engine (`spadegan.engine`), which gives th
 network's results (max abs error <= 1e-4 in fp32); `use_engine=False` runs the faithful
 network itself.
 
+Models trained with `--label_nc 0` read a label *image* (a sketch, edge map, depth or colour
+layout; `input_nc` channels) instead of class ids: the label is then a greyscale/RGB file,
+a PIL image, an (H, W[, C]) array (uint8, uint16 or float in [0, 1]) or a (C, H, W) tensor,
+resized bilinearly as the datasets do; a file with another channel count raises
+`SpadeganError` naming the file and both counts. The engine's per-class shortcuts do not
+apply to them, so such models run the faithful network (with one warning when the engine
+was asked for).
+
 Also here: `AppBackend`, the adapter the paint app (`spadegan.app`) talks to, and the
 `spadegan synthesize` command (`main`), including `--demo`, a gallery made with the built-in
 landscapes model.
@@ -35,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .device import PRECISIONS, precision_policy, resolve_device, say_once
+from .device import PRECISIONS, precision_policy, resolve_device
 from .errors import SpadeganError, SpadeganWarning, UnsafeFileError
 from .data.transforms import image_to_tensor
 from .layers.label_codes import LabelCodes, use_sparse_spade
@@ -73,6 +81,31 @@ def _open_image(path: Path, what: str) -> Image.Image:
     return im
 
 
+def _array_label_image(label: np.ndarray | torch.Tensor, where: str, channels: int) -> np.ndarray:
+    """An (H, W[, C]) array or (C, H, W) tensor image label -> (H, W, C) float32 in [0, 1]."""
+    from .data.transforms import channels_message
+
+    is_tensor = isinstance(label, torch.Tensor)
+    arr = label.detach().cpu().numpy() if is_tensor else np.asarray(label)
+    if is_tensor and arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3, 4):
+        arr = arr.transpose(1, 2, 0)
+    arr = arr[..., None] if arr.ndim == 2 else arr
+    if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4):
+        raise SpadeganError(f"{where}: a label image must be H x W (greyscale) or H x W x 3 (RGB), "
+                            f"got shape {tuple(arr.shape)}")
+    arr = arr[..., :3]  # alpha is not part of the label
+    if arr.shape[-1] != channels:
+        raise SpadeganError(channels_message(where, arr.shape[-1], channels, "this model's input_nc"))
+    if arr.dtype in (np.uint8, np.uint16):
+        return arr.astype(np.float32) / (255.0 if arr.dtype == np.uint8 else 65535.0)
+    if arr.dtype.kind != "f":
+        raise SpadeganError(f"{where}: label image arrays must be uint8, uint16 or float in [0, 1], not {arr.dtype}")
+    if arr.size and (arr.min() < 0 or arr.max() > 1):
+        raise SpadeganError(f"{where}: a float label image must hold values in [0, 1] (uint8: 0..255), "
+                            f"got {float(arr.min()):.3g}..{float(arr.max()):.3g}")
+    return arr.astype(np.float32)
+
+
 def _ids_from_image(im: Image.Image, where: str) -> tuple[np.ndarray | None, np.ndarray | None]:
     """(ids, None) for id images, (None, rgb) for colour images."""
     mode = im.mode
@@ -94,10 +127,11 @@ class Synthesizer:
     """A trained generator ready to turn label maps into images (see the module docstring).
 
     Attributes: `opt` (the checkpoint's options), `label_nc` (classes without dontcare),
-    `label_channels` (ids accepted after dontcare mapping), `width`/`height` (default output
-    size), `use_vae`, `needs_instance`, `classes` (the palette: list of ClassInfo),
-    `device`, `precision`, `engine` (the SynthesisEngine or None when running the
-    faithful network).
+    `label_channels` (ids accepted after dontcare mapping), `image_label` (a --label_nc 0
+    model reading label images of `input_nc` channels), `width`/`height` (default output
+    size), `use_vae`, `needs_instance`, `classes` (the palette: list of ClassInfo; empty for
+    image labels), `device`, `precision`, `engine` (the SynthesisEngine or None when running
+    the faithful network).
     """
 
     def __init__(self, G: torch.nn.Module, E: torch.nn.Module | None = None, *,
@@ -131,6 +165,8 @@ class Synthesizer:
         opt = self.opt
         self.label_nc = opt.label_nc
         self.label_channels = opt.label_channels
+        self.image_label = opt.image_label
+        self.input_nc = opt.input_nc if self.image_label else 0
         self.use_vae = bool(opt.use_vae)
         self.use_3d_noise = bool(opt.use_3d_noise)
         self.needs_instance = not opt.no_instance
@@ -142,19 +178,25 @@ class Synthesizer:
             self.num_up = opt.resnet_n_downsample
             self.height, self.width = round(opt.crop_size / opt.aspect_ratio), opt.crop_size
         mode = opt.dataset_mode if opt.dataset_mode in ("ade20k", "coco", "cityscapes", "landscapes") else "custom"
-        self.classes = classes_for_dataset_mode(mode, opt.label_nc)
+        self.classes = [] if self.image_label else classes_for_dataset_mode(mode, opt.label_nc)
         self.palette = palette_array(self.classes, max(self.label_channels, 1))
         self._E = E
         self.engine = None
         self.G = None
-        if use_engine and opt.netG == "spade" and not opt.use_3d_noise:
+        if use_engine and opt.netG == "spade" and not self.image_label and not opt.use_3d_noise:
             G = G.to(self.device)
             self.engine = SynthesisEngine.from_generator(G, precision=precision, consume=consume)
         else:
             if use_engine:
-                what = "3D-noise (OASIS) generators" if opt.use_3d_noise else f"--netG {opt.netG} generators"
-                say_once(f"the fast engine does not serve {what}; running the faithful generator "
-                         f"({'sparse' if use_sparse_spade(opt, self.device) else 'dense'} SPADE)")
+                if opt.use_3d_noise:
+                    why = ("does not serve 3D-noise (OASIS) generators; running the faithful generator "
+                           f"({'sparse' if use_sparse_spade(opt, self.device) else 'dense'} SPADE)")
+                elif self.image_label:
+                    why = ("needs class-id label maps and this model reads label images (--label_nc 0); running "
+                           "the faithful network")
+                else:
+                    why = f"supports --netG spade only; running the faithful {opt.netG} generator"
+                warnings.warn(f"the fast engine {why}", SpadeganWarning, stacklevel=2)
             self.G = G.to(self.device).eval()
         if self._E is not None:
             self._E = self._E.to(self.device).eval()
@@ -208,10 +250,33 @@ class Synthesizer:
         h = max(m, int(round(width * ratio / m)) * m)
         return h, width
 
+    def read_label(self, label: LabelLike, where: str | None = None) -> np.ndarray:
+        """Any label input -> what the model reads: (H, W) int64 ids (`label_ids`), or for a
+        --label_nc 0 model the (H, W, input_nc) float32 label image in [0, 1] (`label_image`)."""
+        return self.label_image(label, where) if self.image_label else self.label_ids(label, where)
+
+    def label_image(self, label: LabelLike, where: str | None = None) -> np.ndarray:
+        """An image label (path, PIL image, (H, W[, C]) array, (C, H, W) tensor) -> (H, W, input_nc)
+        float32 in [0, 1]; another channel count raises SpadeganError naming the file and both counts."""
+        from .data.transforms import label_image_array
+
+        if not self.image_label:
+            raise SpadeganError(f"this model reads class-id label maps (label_nc={self.label_nc}), not label "
+                                "images; use label_ids")
+        if isinstance(label, (str, os.PathLike)):
+            where = where or str(label)
+            label = _open_image(Path(label), "label image")
+        where = where or "label image"
+        if isinstance(label, Image.Image):
+            return label_image_array(label, where, self.input_nc, source="this model's input_nc")
+        return _array_label_image(label, where, self.input_nc)
+
     def label_ids(self, label: LabelLike, where: str | None = None) -> np.ndarray:
         """Any label input -> (H, W) int64 model ids (dontcare mapped), validated."""
         from .data.palettes import color_to_label, grey_ids
 
+        if self.image_label:
+            raise SpadeganError("this model reads label images (--label_nc 0), not class ids; use label_image")
         if isinstance(label, (str, os.PathLike)):
             where = where or str(label)
             label = _open_image(Path(label), "label map")
@@ -298,6 +363,13 @@ class Synthesizer:
         # nearest, as the datasets resize labels (float64 holds any id exactly)
         return F.interpolate(t[None, None].double(), size=size, mode="nearest")[0, 0].long()
 
+    def _label_tensor(self, label: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+        """A read label (`read_label`) at `size` (H, W): ids resized nearest, or for image labels the
+        (input_nc, H, W) image in [-1, 1] resized bilinearly (as the datasets)."""
+        from .data.transforms import resize_label_image
+
+        return resize_label_image(label, size) if self.image_label else self._resize_ids(label, size)
+
     # ---- synthesis ------------------------------------------------------------------------
     def noise(self, seeds: Sequence[int | None],
               region_seeds: Sequence[dict[int, int] | None] | None = None) -> torch.Tensor:
@@ -364,15 +436,15 @@ class Synthesizer:
         seeds = list(seeds) if seeds is not None else [None] * n
         if not (len(instances) == len(styles) == len(seeds) == n):
             raise SpadeganError("labels, instances, styles and seeds must be equally long")
-        ids = [self.label_ids(lab) for lab in labels]
-        size = self.output_size(width, ids[0].shape if width is not None else None)
+        ids = [self.read_label(lab) for lab in labels]
+        size = self.output_size(width, ids[0].shape[:2] if width is not None else None)
         return self._synthesize_ids(ids, instances, styles, seeds, size, output, region_seeds)
 
     def _synthesize_ids(self, ids: Sequence[np.ndarray], instances: Sequence[Any], styles: Sequence[Any],
                         seeds: Sequence[int | None], size: tuple[int, int], output: str = "pil",
                         region_seeds: Sequence[dict[int, int] | None] | None = None) -> list:
-        """Validated model ids -> images at `size` (H, W)."""
-        lab = torch.stack([self._resize_ids(a, size) for a in ids])
+        """Validated model ids (or label images, see `read_label`) -> images at `size` (H, W)."""
+        lab = torch.stack([self._label_tensor(a, size) for a in ids])
         inst = None
         if self.needs_instance:
             # without an instance map, class boundaries serve as instance boundaries
@@ -403,6 +475,7 @@ class Synthesizer:
     def generate(self, lab: torch.Tensor, inst: torch.Tensor | None = None, z: torch.Tensor | None = None,
                  size: tuple[int, int] | None = None) -> torch.Tensor:
         """(B, H, W) model ids (+ instance ids, + VAE codes) -> (B, 3, H', W') float images in [-1, 1].
+        For --label_nc 0 models `lab` is the (B, input_nc, H, W) label image in [-1, 1].
 
         The tensor-level step under `synthesize`: no validation or resizing of the inputs.
         `size` (H', W'): the output size, default the model's (the faithful network then
@@ -414,8 +487,12 @@ class Synthesizer:
             return self.engine.generate(lab, inst, z, size)
         from .networks import at_size
         G = at_size(self.G, size) if self.netG == "spade" else self.G
-        codes = LabelCodes.from_label(lab.to(self.device), None if inst is None else inst.to(self.device), self.opt)
-        seg = codes if use_sparse_spade(self.opt, self.device) else codes.semantics()
+        if self.image_label:
+            seg = lab.to(self.device, torch.float32)
+        else:
+            codes = LabelCodes.from_label(lab.to(self.device), None if inst is None else inst.to(self.device),
+                                          self.opt)
+            seg = codes if use_sparse_spade(self.opt, self.device) else codes.semantics()
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype or torch.float32,
                                                     enabled=dtype is not None):
@@ -430,13 +507,25 @@ class Synthesizer:
                          & (self.opt.dataset_mode != "ade20k"), DONTCARE, ids)
         return label_to_color(shown, self.palette)
 
+    def label_picture(self, label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """A read label (`read_label`) as an (H, W, 3) uint8 picture at `size`: palette colours, or the
+        label image itself."""
+        if self.image_label:
+            return image_to_numpy(self._label_tensor(label, size))[0]
+        return self.colorize(self._resize_ids(label, size).numpy())
+
 
 class AppBackend:
-    """The paint app's model adapter (`spadegan.app.server.SynthesisBackend`) over a Synthesizer."""
+    """The paint app's model adapter (`spadegan.app.server.SynthesisBackend`) over a Synthesizer.
+
+    For a --label_nc 0 model `label_nc` is 0, `classes` empty and `input_nc` the channels of
+    the label images the app sends ((H, W) or (H, W, 3) uint8 at the model size).
+    """
 
     def __init__(self, synthesizer: Synthesizer, name: str | None = None):
         self.synthesizer = synthesizer
         self.label_nc = synthesizer.label_channels  # ids the app may send: 0..label_nc-1
+        self.input_nc = synthesizer.input_nc
         self.width, self.height = synthesizer.width, synthesizer.height
         self.use_vae = synthesizer.use_vae
         self.name = name or synthesizer.name
@@ -445,19 +534,26 @@ class AppBackend:
 
     def synthesize_batch(self, labels: list[np.ndarray], seeds: list[int | None],
                          styles: list[np.ndarray | None]) -> list[np.ndarray]:
-        """(H, W) id maps + seeds + optional (H, W, 3) style photos -> (H, W, 3) uint8 images."""
-        # the app sends model ids: 255 means class 255 here, not dontcare
+        """(H, W) id maps (or label images) + seeds + optional (H, W, 3) style photos -> (H, W, 3) uint8 images."""
         syn = self.synthesizer
+        size = (self.height, self.width)
+        if syn.image_label:
+            lab = torch.stack([syn._label_tensor(syn.label_image(a, "label"), size) for a in labels])
+            inst = None
+        else:
+            lab, inst = self._id_batch(labels, size)
+        z = syn._z(seeds, styles, size, [None] * len(labels))
+        return list(image_to_numpy(syn.generate(lab, inst, z, size)))
+
+    def _id_batch(self, labels: list[np.ndarray], size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        # the app sends model ids: 255 means class 255 here, not dontcare
         for lab in labels:
             lab = np.asarray(lab)
             if lab.size and (lab.min() < 0 or lab.max() >= self.label_nc):
                 raise SpadeganError(f"label id {int(lab.max())} is outside 0..{self.label_nc - 1}")
         ids = [torch.from_numpy(np.asarray(lab).astype(np.int64)) for lab in labels]
-        size = (self.height, self.width)
         lab = torch.stack([Synthesizer._resize_ids(a.numpy(), size) for a in ids])
-        inst = lab.clone() if syn.needs_instance else None
-        z = syn._z(seeds, styles, size, [None] * len(labels))
-        return list(image_to_numpy(syn.generate(lab, inst, z, size)))
+        return lab, (lab.clone() if self.synthesizer.needs_instance else None)
 
 
 # ---- the command line ---------------------------------------------------------------------------
@@ -632,7 +728,7 @@ class _Job:
                 continue
             try:
                 if self._last[0] != lab:
-                    ids = self.syn.label_ids(lab)
+                    ids = self.syn.read_label(lab)
                     iid = self.syn.instance_ids(inst) if (inst is not None and self.syn.needs_instance) else None
                     self._last = (lab, (ids, iid))
                 ok.append((lab, k) + self._last[1])
@@ -646,7 +742,7 @@ class _Job:
         args, syn = self.args, self.syn
         groups: dict[tuple, list] = {}
         for item in self.read(batch):
-            size = syn.output_size(args.size, item[2].shape if args.size else None)
+            size = syn.output_size(args.size, item[2].shape[:2] if args.size else None)
             groups.setdefault(size, []).append(item)
         for size, items in groups.items():
             try:
@@ -667,8 +763,8 @@ class _Job:
         name = f"{stem}.png" if self.args.num_samples == 1 else f"{stem}_sample{k}.png"
         _save(img, self.out / name)
         if self.args.palette_labels and k == 0:
-            col = self.syn.colorize(Synthesizer._resize_ids(ids, (img.height, img.width)).numpy())
-            _save(Image.fromarray(col), self.out / f"{stem}_label.png")
+            _save(Image.fromarray(self.syn.label_picture(ids, (img.height, img.width))),
+                  self.out / f"{stem}_label.png")
         self.written += 1
         self.bar.update(1)
 

@@ -3,7 +3,8 @@
 - `to_uint8` / `image_to_numpy`: images in [-1, 1] -> uint8 levels / (B, H, W, 3) arrays;
   `from_uint8` back;
   `tile`: a batch as one picture;
-- `label_palette` / `label_to_numpy`: label maps in the dataset's palette colours;
+- `label_palette` / `label_to_numpy`: label maps in the dataset's palette colours (image
+  labels as they are);
 - `save_png`: an atomic PNG write;
 - `write_results_page`: the `index.html` grid of images (what `spadegan test` writes), built
   from `page` and `image_row`, which the training visualizer's web/ page uses too.
@@ -73,8 +74,11 @@ def label_palette(opt: Options) -> np.ndarray:
 
 
 def label_to_numpy(label: torch.Tensor, opt: Options) -> np.ndarray:
-    """Label maps (B,1,H,W) or (1,H,W) of ids -> (B,H,W,3) uint8 in the dataset's colours."""
+    """Label maps (B,1,H,W) or (1,H,W) of ids -> (B,H,W,3) uint8 in the dataset's colours; image
+    labels (--label_nc 0: (B,C,H,W) in [-1, 1]) as the pictures they are."""
     from .data.palettes import label_to_color
+    if opt.image_label:
+        return image_to_numpy(label)
     t = label.detach().cpu()
     if t.dim() == 3:
         t = t.unsqueeze(0)

@@ -39,6 +39,11 @@ class SynthesisBackend(Protocol):
         warning). Ids without an entry are valid but unnamed.
     use_vae: whether a style image is supported (``styles`` entries may be non-None).
     name: shown in the page header.
+    input_nc (optional, default 0): 1 or 3 for a model conditioned on label *images*
+        (``--label_nc 0``: greyscale or RGB sketches, edges, colour layouts). Then
+        ``label_nc`` may be 0, ``classes`` must be empty, and the labels passed to
+        ``synthesize_batch`` are ``(height, width, input_nc)`` float32 images in [0, 1];
+        the page offers a free colour (or grey) brush instead of the class palette.
 
     ``synthesize_batch(labels, seeds, styles)`` gets equally long lists: label maps of
     shape ``(height, width)`` (``uint8`` when ``label_nc <= 256``, else ``int64``), seeds
@@ -73,15 +78,30 @@ def _normalise_name(name: str) -> str:
     return n
 
 
+def label_image_channels(backend: SynthesisBackend) -> int:
+    """The backend's ``input_nc``: 0 for class-id labels, 1 or 3 for label images."""
+    value = getattr(backend, "input_nc", 0)
+    if value not in (0, 1, 3) or isinstance(value, bool):
+        raise SpadeganError(f"synthesis backend: input_nc must be 0 (class ids), 1 or 3 (label images), got {value!r}")
+    return int(value)
+
+
 def check_backend(backend: SynthesisBackend) -> list[dict]:
     """Validate the backend's static attributes; return a cleaned copy of ``classes``."""
     for attr in ("label_nc", "width", "height", "classes", "use_vae", "name", "synthesize_batch"):
         if not hasattr(backend, attr):
             raise SpadeganError(f"synthesis backend {type(backend).__name__} lacks attribute {attr!r}")
+    image = label_image_channels(backend) > 0
     for attr in ("label_nc", "width", "height"):
         value = getattr(backend, attr)
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        low = 0 if (image and attr == "label_nc") else 1
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
             raise SpadeganError(f"synthesis backend: {attr} must be a positive int, got {value!r}")
+    if image:
+        if backend.classes:
+            raise SpadeganError("synthesis backend: a backend reading label images (input_nc "
+                                f"{backend.input_nc}) has no palette classes, got {len(backend.classes)}")
+        return []
     classes: list[dict] = []
     seen: set[int] = set()
     for i, c in enumerate(backend.classes):

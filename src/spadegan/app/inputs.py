@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 from ..data.palettes import grey_ids
+from ..errors import SpadeganError
 
 
 #: Seeds are limited to 32 bits: every RNG (numpy legacy, torch) accepts them and they are
@@ -129,6 +130,24 @@ def decode_label(
             Image.fromarray(ids.astype(np.int32), mode="I").resize((width, height), Image.Resampling.NEAREST)
         ).astype(np.int64)
     return ids.astype(np.uint8 if label_nc <= 256 else np.int64)
+
+
+def decode_label_image(data: bytes, *, channels: int, width: int, height: int, max_pixels: int) -> np.ndarray:
+    """Decode a label image PNG for a --label_nc 0 model: greyscale for `channels` 1, RGB for 3.
+
+    Returns ``(height, width, channels)`` float32 in [0, 1], resized bilinearly to the model
+    size (as the datasets resize label images). Another channel count is a 400 naming both.
+    """
+    from ..data.transforms import label_image_array, resize_label_array
+
+    im = open_upload(data, "label", max_pixels=max_pixels, require_png=True)
+    try:
+        arr = label_image_array(im, "label", channels, source="this model's input_nc")
+    except SpadeganError as exc:
+        raise HTTPError(400, str(exc)) from None
+    if arr.shape[:2] != (height, width):
+        arr = np.clip(resize_label_array(arr, (height, width)), 0.0, 1.0)
+    return arr
 
 
 def decode_style(data: bytes, *, width: int, height: int, max_pixels: int) -> np.ndarray:

@@ -9,9 +9,12 @@ Endpoints
 ``GET /``                 the painting page (plain HTML/CSS/JS from ``static/``, no build step)
 ``GET /static/...``       the page's assets
 ``GET /healthz``          ``{"status": "ok"}``
-``GET /api/info``         model name, resolution, ``label_nc``, palette ``classes``,
-                          ``common`` (ids of common scene classes, most common first),
-                          ``background`` (id the eraser paints), ``use_vae``, limits
+``GET /api/info``         model name, resolution, ``label_kind`` (``classes``, or ``image`` for
+                          models conditioned on label images, ``--label_nc 0``), ``input_nc``
+                          (their channels: 1 greyscale, 3 RGB; 0 for class ids), ``label_nc``,
+                          palette ``classes``, ``common`` (ids of common scene classes, most
+                          common first), ``background`` (id the eraser paints; None for
+                          label images), ``use_vae``, limits
 ``GET /api/stats``        worker counters (pending, batches, rejected, ...) for debugging/benchmarks
 ``POST /api/synthesize``  multipart form -> ``image/png``; see below
 
@@ -26,6 +29,9 @@ Endpoints
           palette image and a valid gray-id image is read as palette colours; send mode
           ``L`` to be unambiguous -- the web page always does.)
         A label whose size differs from the model's is resized with nearest neighbour.
+        For a model conditioned on label images (``label_kind`` ``image``) the label is
+        instead a greyscale (``input_nc`` 1) or RGB (``input_nc`` 3) PNG, used as the image
+        it is and resized bilinearly; another channel count is a 400 naming both counts.
     ``style`` (file, optional)  any image Pillow reads; only for VAE models; resized
         (bicubic) to the model size.
     ``seed`` (optional)  integer in ``0..2**32-1``; a random one is drawn when absent.
@@ -83,8 +89,8 @@ except ImportError as _exc:  # pragma: no cover - depends on the install
 
 from ..errors import SpadeganError
 
-from .backend import SynthesisBackend, check_backend, common_class_ids, pick_background_id
-from .inputs import MAX_SEED, HTTPError, decode_label, decode_style, encode_png, parse_seed
+from .backend import SynthesisBackend, check_backend, common_class_ids, label_image_channels, pick_background_id
+from .inputs import MAX_SEED, HTTPError, decode_label, decode_label_image, decode_style, encode_png, parse_seed
 from .worker import InferenceWorker, QueueFullError
 
 log = logging.getLogger("spadegan.app")
@@ -237,8 +243,12 @@ async def _synthesize(request: Request) -> Any:
     info = st.info
     fields = await _parse_form(request, await _read_body(request, st.max_upload_bytes))
     label_data, seed, style_data = _check_fields(fields, info)
-    label = await run_in_threadpool(decode_label, label_data, label_nc=info["label_nc"], classes=st.classes,
-                                    width=info["width"], height=info["height"], max_pixels=st.max_pixels)
+    if info["input_nc"]:  # a label image
+        label = await run_in_threadpool(decode_label_image, label_data, channels=info["input_nc"],
+                                        width=info["width"], height=info["height"], max_pixels=st.max_pixels)
+    else:
+        label = await run_in_threadpool(decode_label, label_data, label_nc=info["label_nc"], classes=st.classes,
+                                        width=info["width"], height=info["height"], max_pixels=st.max_pixels)
     style = None
     if style_data is not None:
         style = await run_in_threadpool(decode_style, style_data, width=info["width"], height=info["height"],
@@ -301,15 +311,21 @@ def create_app(
 
     _check_settings(max_upload_bytes, max_pixels, queue_size, max_batch, batch_wait_ms, timeout_s)
     classes = check_backend(backend)
+    input_nc = label_image_channels(backend)
+    if input_nc and background_id is not None:
+        raise SpadeganError("background_id is a class id; this backend reads label images (input_nc "
+                            f"{input_nc}), where the page's eraser paints a background colour")
     info = {
         "name": str(backend.name),
         "width": int(backend.width),
         "height": int(backend.height),
+        "label_kind": "image" if input_nc else "classes",
+        "input_nc": input_nc,
         "label_nc": int(backend.label_nc),
         "classes": classes,
         "use_vae": bool(backend.use_vae),
         "common": common_class_ids(classes),
-        "background": pick_background_id(backend, classes, background_id),
+        "background": None if input_nc else pick_background_id(backend, classes, background_id),
         "max_upload_bytes": int(max_upload_bytes),
         "max_seed": MAX_SEED,
     }

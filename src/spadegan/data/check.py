@@ -4,8 +4,9 @@
 training would, reads every file once (:func:`~spadegan.data.validate.validate_dataset`)
 and prints a summary: pairs, sizes, photo modes, the classes present with pixel counts
 (and names, for the datasets spadegan has class tables for), whether dontcare (255)
-appears and the smallest ``--label_nc`` that fits. Problems are listed, then raised as one
-SpadeganError (exit code 2 from the CLI).
+appears and the smallest ``--label_nc`` that fits. For image labels (``--label_nc 0``) it
+checks sizes, channels (against ``--input_nc``) and pairing instead of ids. Problems are
+listed, then raised as one SpadeganError (exit code 2 from the CLI).
 
 ``spadegan convert-labels --palette PALETTE in_dir out_dir`` turns colour label images into
 8-bit id PNGs (:func:`spadegan.data.palettes.convert_labels`).
@@ -47,13 +48,33 @@ def _size_range(report: DatasetReport) -> str:
 
 def format_report(report: DatasetReport, opt, names: dict[int, str] | None = None) -> str:
     """The human-readable summary check-dataset prints."""
-    names = names or {}
-    total = report.total_pixels or 1
     lines = [f"dataset_mode {report.dataset_mode}: {report.pairs} pairs"
              + (f", {report.instances} instance maps" if report.instances else ", no instance maps")
              + f" (checked in {report.seconds:.1f} s)",
-             f"label map sizes: {_size_range(report)}",
+             f"label {'image' if opt.image_label else 'map'} sizes: {_size_range(report)}",
              "photos: " + (", ".join(f"{n} {m}" for m, n in report.photo_modes.most_common()) or "none readable")]
+    lines += _image_label_lines(report, opt) if opt.image_label else _class_lines(report, opt, names or {})
+    for w in report.warnings:
+        lines.append(f"warning: {w}")
+    for p in report.problems:
+        lines.append(f"problem: {p}")
+    lines.append("OK: the dataset is ready for training" if report.ok
+                 else f"{len(report.problems)} problem kind(s) found; fix them before training")
+    return "\n".join(lines)
+
+
+def _image_label_lines(report: DatasetReport, opt) -> list[str]:
+    """--label_nc 0: the label images' channels and modes (no ids to count)."""
+    chans = ", ".join(f"{n} with {c} channel(s)" for c, n in sorted(report.label_channels.items())) or "none readable"
+    modes = ", ".join(f"{n} {m}" for m, n in report.label_modes.most_common())
+    return [f"label images (--label_nc 0, read as float channels in [-1, 1]): {chans}"
+            + (f" ({modes})" if modes else "") + f"; the model reads --input_nc {opt.input_nc}"]
+
+
+def _class_lines(report: DatasetReport, opt, names: dict[int, str]) -> list[str]:
+    """Class-id labels: the classes present with pixel counts, dontcare, the smallest --label_nc."""
+    total = report.total_pixels or 1
+    lines = []
     classes = [i for i in report.label_pixels if i != 255]
     lines.append(f"classes present: {len(classes)}"
                  + (f" (ids {min(classes)}..{max(classes)})" if classes else ""))
@@ -75,23 +96,19 @@ def format_report(report: DatasetReport, opt, names: dict[int, str] | None = Non
             name = names.get(i, "dontcare" if i == 255 else "")
             lines.append(f"  {i:>5}  {name:<{width}}  {px:>13,}  {100 * px / total:>6.2f}%  "
                          f"{report.label_files.get(i, 0)}")
-    for w in report.warnings:
-        lines.append(f"warning: {w}")
-    for p in report.problems:
-        lines.append(f"problem: {p}")
-    lines.append("OK: the dataset is ready for training" if report.ok
-                 else f"{len(report.problems)} problem kind(s) found; fix them before training")
-    return "\n".join(lines)
+    return lines
 
 
 _CHECK_USAGE = """usage: spadegan check-dataset [the flags you pass to spadegan train]
 
 Finds, pairs and reads every file of the dataset as training would, checks label ids,
 sizes and file integrity, and prints a summary (classes with pixel counts, the smallest
---label_nc that fits). Exit code 0 when the data is usable.
+--label_nc that fits; with --label_nc 0, the label images' channels against --input_nc).
+Exit code 0 when the data is usable.
 Examples:
   spadegan check-dataset --dataset_mode coco --dataroot ./datasets/coco_stuff
   spadegan check-dataset --dataset_mode custom --label_dir L --image_dir I --label_nc 300 --contain_dontcare_label
+  spadegan check-dataset --dataset_mode custom --label_dir edges --image_dir photos --label_nc 0
 
 The accepted flags (those of spadegan train) follow.
 """

@@ -4,7 +4,9 @@
 ``torch.utils.data.Dataset`` whose items are the official dicts:
 
 * ``label``: float ``1xHxW`` class ids. With ``--contain_dontcare_label`` the dontcare
-  value 255 becomes ``label_nc`` (the extra one-hot channel).
+  value 255 becomes ``label_nc`` (the extra one-hot channel). With ``--label_nc 0`` the
+  label image itself: float ``input_nc x H x W`` in ``[-1, 1]``, resized bilinearly (see
+  ``transforms.transform_label_image``).
 * ``instance``: float ``1xHxW`` instance ids (8-bit maps as they are, Cityscapes' 32-bit
   ``*_instanceIds.png`` ids such as 26001 exactly), or a 0 tensor with ``--no_instance``.
 * ``image``: float ``3xHxW`` photo in ``[-1, 1]`` (grayscale/RGBA/palette photos are
@@ -81,17 +83,38 @@ def resolve_dataset_options(opt: "Options") -> "Options":
 
     The tutorial's custom command has neither ``--instance_dir`` nor ``--no_instance``:
     return ``opt.replace(no_instance=True)`` then (printing one line), so the networks,
-    the saved options, test and synthesize all agree. Otherwise ``opt`` is returned as is.
+    the saved options, test and synthesize all agree. ``--label_nc 0`` (image labels) implies
+    ``no_instance`` too, and ``--input_nc 0`` becomes the channel count of the first label
+    file (one printed line for both). Otherwise ``opt`` is returned as is.
     """
+    if opt.image_label:
+        return _resolve_image_label(opt)
     if opt.dataset_mode == "custom" and not opt.instance_dir and not opt.no_instance:
         print("spadegan: no --instance_dir given, so no instance maps are used "
               "(no_instance=True is saved with the options)", flush=True)
-        new = opt.replace(no_instance=True)
-        # keep the parse-time defaults that opt.txt's "[default: ...]" comments come from
-        if hasattr(opt, "_defaults"):
-            object.__setattr__(new, "_defaults", getattr(opt, "_defaults"))
-        return new
+        return opt.replace(no_instance=True)  # replace() keeps the defaults opt.txt compares against
     return opt
+
+
+def _resolve_image_label(opt: "Options") -> "Options":
+    """--label_nc 0: no instance maps; --input_nc from the first label file when it is 0."""
+    changes: dict[str, Any] = {}
+    said = []
+    if not opt.no_instance:
+        changes["no_instance"] = True
+        said.append("no instance maps (no_instance=True)")
+    if opt.input_nc == 0:
+        finder = FINDERS.get(opt.dataset_mode)
+        if finder is None:
+            raise SpadeganError(f"unknown --dataset_mode {opt.dataset_mode!r}; choose one of {', '.join(FINDERS)}")
+        first = finder(opt.replace(no_instance=True))[0][0]
+        changes["input_nc"] = T.label_image_channels(open_image(first), first)
+        said.append(f"input_nc={changes['input_nc']} detected from {first}")
+    if not changes:
+        return opt
+    print(f"spadegan: --label_nc 0: the label images are the generator's input; {', '.join(said)} "
+          "(saved with the options)", flush=True)
+    return opt.replace(**changes)
 
 
 # ---- the dataset -------------------------------------------------------------------------
@@ -139,8 +162,11 @@ class PairedDataset(Dataset):
         opt, s = self.opt, self.samples[index]
         label_img = open_image(s.label)
         params = T.get_params(opt, label_img.size, self.rng(index, epoch))
-        label = T.transform_label(label_img, opt, params, s.label,
-                                  dontcare_to=opt.label_nc if opt.contain_dontcare_label else None)
+        if opt.image_label:
+            label = T.transform_label_image(label_img, opt, params, s.label, channels=opt.input_nc)
+        else:
+            label = T.transform_label(label_img, opt, params, s.label,
+                                      dontcare_to=opt.label_nc if opt.contain_dontcare_label else None)
         photo = open_image(s.image)
         if photo.size != label_img.size:
             raise SpadeganError(f"{s.label} is {size_text(label_img.size)} but its photo {s.image} is "

@@ -24,6 +24,12 @@ the instance map and the photo, so they stay aligned. Nothing here touches globa
 state, which is what makes items reproducible for a seed whatever the number of workers.
 Label and instance maps are resized with nearest neighbour (no new ids), photos with
 bicubic; photos become ``3xHxW`` float tensors in ``[-1, 1]``.
+
+Image labels (``--label_nc 0``: sketches, edge maps, depth, colour layouts) are read as
+float channels (:func:`label_image_array`: 1 for greyscale files, 3 for colour ones; 8-bit
+values / 255, 16/32-bit ones / 65535, float images as they are, alpha dropped), resized
+bilinearly per channel with the same crop and flip as the photo and scaled to ``[-1, 1]``
+(:func:`transform_label_image`).
 """
 
 from __future__ import annotations
@@ -49,6 +55,12 @@ __all__ = [
     "label_to_tensor",
     "label_image_to_ids",
     "colour_label_message",
+    "label_image_channels",
+    "label_image_array",
+    "channels_message",
+    "transform_label_image",
+    "resize_label_array",
+    "resize_label_image",
 ]
 
 # The official 'none' mode rounds each side to a multiple of this.
@@ -219,3 +231,79 @@ def transform_image(img: Image.Image, opt, params: TransformParams) -> torch.Ten
     if img.mode != "RGB":
         img = img.convert("RGB")
     return image_to_tensor(apply_transform(img, opt, params, Image.BICUBIC))
+
+
+# ---- image labels (--label_nc 0) ---------------------------------------------------------------
+_GREY_MODES = ("1", "L", "LA", "I", "F")
+_COLOUR_MODES = ("RGB", "RGBA", "RGBX", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV")
+
+
+def label_image_channels(img: Image.Image, path: str = "<label>") -> int:
+    """The channels a label image gives: 1 for greyscale files (L, I, I;16, F, 1), 3 for colour ones."""
+    if img.mode in _GREY_MODES or img.mode.startswith("I;16"):
+        return 1
+    if img.mode in _COLOUR_MODES:
+        return 3
+    raise SpadeganError(f"{path}: unsupported image mode {img.mode} for a label image; save it as an 8-bit "
+                        "greyscale or RGB PNG")
+
+
+def channels_message(path: str, found: int, expected: int, source: str = "--input_nc") -> str:
+    """The error for a label image whose channel count differs from the model's."""
+    kind = {1: "greyscale", 3: "RGB"}
+    return (f"{path} has {found} channel(s) ({kind.get(found, '?')}) but {source} is {expected} "
+            f"({kind.get(expected, '?')}); save every label image with {expected} channel(s)")
+
+
+def label_image_array(img: Image.Image, path: str = "<label>", channels: int | None = None,
+                      source: str = "--input_nc") -> np.ndarray:
+    """A label image -> (H, W, C) float32 in [0, 1]; `channels` (1 or 3), if given, must match the
+    file (else the error names the file, both counts and `source`, where the expected count is from)."""
+    c = label_image_channels(img, path)
+    if channels is not None and c != channels:
+        raise SpadeganError(channels_message(path, c, channels, source))
+    mode = img.mode
+    if c == 3:
+        return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+    if mode in ("1", "LA"):
+        img = img.convert("L")
+    arr = np.asarray(img, dtype=np.float32)
+    if img.mode == "L":
+        arr = arr / 255.0
+    elif img.mode != "F":  # 16- and 32-bit integer greyscale: depth maps and the like
+        arr = np.clip(arr / 65535.0, 0.0, 1.0)
+    return arr[..., None]
+
+
+def _channels_to_tensor(chans: list[Image.Image]) -> torch.Tensor:
+    out = np.stack([np.asarray(ch, dtype=np.float32) for ch in chans])
+    out -= 0.5
+    out /= 0.5
+    return torch.from_numpy(out)
+
+
+def transform_label_image(img: Image.Image, opt, params: TransformParams, path: str = "<label>",
+                          channels: int | None = None) -> torch.Tensor:
+    """Image label -> ``CxHxW`` float in [-1, 1]: bilinear resize, the photo's crop and flip."""
+    arr = label_image_array(img, path, channels)
+    chans = [apply_transform(Image.fromarray(np.ascontiguousarray(arr[..., i])), opt, params,
+                             Image.BILINEAR) for i in range(arr.shape[-1])]
+    return _channels_to_tensor(chans)
+
+
+def _resized_channels(arr: np.ndarray, size: tuple[int, int]) -> list[Image.Image]:
+    chans = []
+    for i in range(arr.shape[-1]):
+        ch = Image.fromarray(np.ascontiguousarray(arr[..., i], dtype=np.float32))
+        chans.append(ch if ch.size == (size[1], size[0]) else ch.resize((size[1], size[0]), Image.BILINEAR))
+    return chans
+
+
+def resize_label_array(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W, C) float32 in [0, 1] -> (h, w, C) at (h, w) ``size``, bilinear per channel (as the datasets)."""
+    return np.stack([np.asarray(ch, dtype=np.float32) for ch in _resized_channels(arr, size)], -1)
+
+
+def resize_label_image(arr: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """(H, W, C) float32 in [0, 1] -> ``CxHxW`` in [-1, 1] at (h, w) ``size`` (bilinear, as the datasets)."""
+    return _channels_to_tensor(_resized_channels(arr, size))

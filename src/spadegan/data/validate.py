@@ -1,9 +1,12 @@
 """Checking a dataset before training: `validate_dataset` reads every label map, photo and
 instance map once and reports problems (unreadable files, colour label maps, size
-mismatches, ids the options do not allow) naming the file, the value and the fix."""
+mismatches, ids the options do not allow) naming the file, the value and the fix. For image
+labels (`--label_nc 0`) it checks sizes, channels (against `--input_nc`) and pairing instead
+of ids."""
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -38,6 +41,7 @@ class DatasetReport:
     label_sizes: Counter = field(default_factory=Counter)  # (w, h) -> count
     photo_modes: Counter = field(default_factory=Counter)  # PIL mode -> count
     label_modes: Counter = field(default_factory=Counter)
+    label_channels: Counter = field(default_factory=Counter)  # image labels: channels -> count
     instances: int = 0
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -70,6 +74,15 @@ def _read_label(path: str) -> tuple[np.ndarray | None, Image.Image | None, str |
     return np.asarray(ids), img, None
 
 
+def _read_label_image(path: str) -> tuple[int | None, Image.Image | None, str | None]:
+    """(channels, image, error) of an image label (`--label_nc 0`)."""
+    try:
+        img = open_image(path)
+        return T.label_image_channels(img, path), img, None
+    except SpadeganError as e:
+        return None, None, str(e)
+
+
 def _probe_photo(path: str) -> tuple[tuple[int, int] | None, str | None, str | None]:
     """Decode a photo (JPEGs at reduced scale: the whole stream is still read, so
     truncation is caught, at a fraction of the cost). Returns (size, mode, error)."""
@@ -86,10 +99,14 @@ def _probe_photo(path: str) -> tuple[tuple[int, int] | None, str | None, str | N
         return None, None, f"{path}: cannot read image ({e}); re-export or remove the file"
 
 
-def _check_sample(s: Sample) -> dict[str, Any]:
+def _check_sample(s: Sample, image_label: bool = False) -> dict[str, Any]:
     """Everything validate_dataset needs from one pair, read once (runs in a thread)."""
     out: dict[str, Any] = {"sample": s, "errors": []}
-    ids, img, err = _read_label(s.label)
+    if image_label:
+        ids = None
+        out["channels"], img, err = _read_label_image(s.label)
+    else:
+        ids, img, err = _read_label(s.label)
     if err:
         out["errors"].append(("colour" if "colour label map" in err else "read", err))
     if img is not None:
@@ -128,7 +145,8 @@ def validate_dataset(opt: "Options", dataset: PairedDataset, progress: bool = Tr
     Problems (raised together as one SpadeganError unless ``raise_on_error`` is False):
     unreadable/corrupt files, colour (RGB) label maps where ids are expected, label/photo
     (or instance) sizes that differ, label ids >= label_nc that are not dontcare (255), and
-    255 without ``--contain_dontcare_label``. Each names a file and the value, and the fix.
+    255 without ``--contain_dontcare_label``; for image labels (``--label_nc 0``), files whose
+    channel count is not ``--input_nc``. Each names a file and the value, and the fix.
     Non-RGB photos (converted when loaded) and crops that will be zero-padded are reported
     as warnings.
     """
@@ -142,7 +160,7 @@ def validate_dataset(opt: "Options", dataset: PairedDataset, progress: bool = Tr
     with ThreadPoolExecutor(max_workers=workers) as pool, \
             tqdm(total=len(samples), desc="checking dataset", unit="pair", disable=not progress,
                  file=sys.stderr) as bar:
-        for r in pool.map(_check_sample, samples):
+        for r in pool.map(functools.partial(_check_sample, image_label=opt.image_label), samples):
             bar.update(1)
             found.add(r, report)
     found.summarise(report)
@@ -185,6 +203,10 @@ class _Findings:
                     self.too_small.append(f"{s.label} ({size_text(r['label_size'])} -> {size_text((sw, sh))})")
         if s.instance is not None:
             report.instances += 1
+        if r.get("channels") is not None:
+            report.label_channels[r["channels"]] += 1
+            if r["channels"] != opt.input_nc:
+                self.kinds["channels"].append(T.channels_message(s.label, r["channels"], opt.input_nc))
         counts = r.get("counts")
         if counts is None:
             return
@@ -210,7 +232,7 @@ class _Findings:
         """One message per kind of problem, naming the first file and the fix."""
         opt = self.opt
         problems: list[str] = []
-        for kind in ("read", "colour", "size"):
+        for kind in ("read", "colour", "size", "channels"):
             msgs = self.kinds.get(kind, [])
             if msgs:
                 problems.append(msgs[0] + (f" (and {len(msgs) - 1} more file(s) like it)" if len(msgs) > 1 else ""))
@@ -245,5 +267,6 @@ class _Findings:
         if self.too_small:
             out.append(f"{len(self.too_small)} sample(s) are smaller than --crop_size {self.opt.crop_size} "
                        f"after {self.opt.preprocess_mode} scaling, e.g. {self.too_small[0]}; their crops "
-                       "are zero-padded (label 0, black photo)")
+                       "are zero-padded (" + ("black label image" if self.opt.image_label else "label 0")
+                       + ", black photo)")
         return out

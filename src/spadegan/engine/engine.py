@@ -474,6 +474,9 @@ class SynthesisEngine(nn.Module):
         if opt.use_3d_noise:
             raise SpadeganError("the synthesis engine does not serve 3D-noise (OASIS) generators; run the "
                                 "faithful network (Synthesizer does so by itself)")
+        if getattr(opt, "label_nc", None) == 0:
+            raise SpadeganError("the fast engine needs class-id label maps; this generator reads label images "
+                                "(--label_nc 0): use the faithful network (--no_engine, use_engine=False)")
         self.opt = opt
         self.precision = precision
         self.dtype = dtype = PRECISIONS[precision]

@@ -8,8 +8,14 @@ norm, no data-dependent shapes. Its inputs are class ids instead of one-hot maps
 * `instance`: float32 (B, H, W) instance ids (only for models trained with instance maps);
 * `z`: float32 (B, z_dim) style code (only for VAE models);
 
-and its output `image` is float32 (B, 3, H, W) in [-1, 1]. Batch size and image size are
-fixed at export time (`--batch_size`, `--size`). After writing, the file is loaded again
+and its output `image` is float32 (B, 3, H, W) in [-1, 1]. A generator trained on image
+labels (`--label_nc 0`) has no class ids for the engine's lookups: its faithful network is
+exported instead (spectral norm folded into the weights), with the input
+
+* `label`: float32 (B, input_nc, H, W), the label image scaled to [-1, 1];
+
+(and `z` for VAE models). Batch size and image size are fixed at export time
+(`--batch_size`, `--size`). After writing, the file is loaded again
 (onnxruntime for ONNX, torch.jit.load for TorchScript), run on a random label map and
 compared with the faithful network; the max abs error is printed and must be <= `--tol`.
 """
@@ -25,7 +31,10 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+import copy
+
 from ..errors import SpadeganError
+from ..layers.spectral import has_spectral_norm, remove_spectral_norm
 from ..networks import at_size
 from .engine import SynthesisEngine
 
@@ -44,6 +53,35 @@ class ExportModule(nn.Module):
         inst = rest.pop(0) if self.engine.instance else None
         z = rest.pop(0) if self.engine.use_vae else None
         return self.engine(label, inst, z, self.size)
+
+
+class FaithfulExportModule(nn.Module):
+    """A --label_nc 0 generator for tracing: (label image[, z]) -> image, spectral norm folded."""
+
+    def __init__(self, G: nn.Module, size: tuple[int, int]):
+        super().__init__()
+        plain = copy.deepcopy(at_size(G, size)).eval()
+        for m in plain.modules():
+            if has_spectral_norm(m):
+                remove_spectral_norm(m)
+        self.G = plain
+        self.use_vae = bool(G.use_vae)
+
+    def forward(self, label: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
+        return self.G(label, rest[0] if self.use_vae else None)
+
+
+def image_label_inputs(G: nn.Module, size: tuple[int, int], batch: int,
+                       seed: int = 0) -> tuple[list[str], list[torch.Tensor]]:
+    """Smooth random label images in [-1, 1] (+ z) for a --label_nc 0 generator."""
+    g = torch.Generator().manual_seed(seed)
+    h, w = size
+    coarse = torch.rand((batch, G.opt.input_nc, max(1, h // 8), max(1, w // 8)), generator=g) * 2 - 1
+    names, inputs = ["label"], [torch.nn.functional.interpolate(coarse, size=size, mode="bilinear")]
+    if G.use_vae:
+        names.append("z")
+        inputs.append(torch.randn(batch, G.z_dim, generator=g))
+    return names, inputs
 
 
 def example_inputs(engine: SynthesisEngine, size: tuple[int, int], batch: int,
@@ -69,9 +107,34 @@ def faithful_output(G: nn.Module, inputs: list[torch.Tensor], names: list[str]) 
     from ..data.semantics import to_semantics
     d = dict(zip(names, inputs))
     inst = d.get("instance")
-    sem = to_semantics(d["label"][:, None], None if inst is None else inst[:, None], G.opt)
+    if G.opt.image_label:
+        sem = d["label"]
+    else:
+        sem = to_semantics(d["label"][:, None], None if inst is None else inst[:, None], G.opt)
     with torch.no_grad():
         return G(sem, d.get("z"))
+
+
+def _export_module(G: nn.Module, size: int | None, batch: int
+                   ) -> tuple[nn.Module, tuple[int, int], list[str], list[torch.Tensor]]:
+    """(module to trace, its (H, W), input names, example inputs): the engine, or for image labels
+    (no class ids for the engine's lookups) the faithful network."""
+    num_up = G.opt.num_up_layers
+    default = (G.sh * 2 ** num_up, G.sw * 2 ** num_up)
+    hw = default
+    if size is not None:
+        m = 2 ** num_up
+        if size % m or size < m:
+            raise SpadeganError(f"--size {size} must be a multiple of {m}")
+        hw = (max(m, round(size * default[0] / default[1] / m) * m), size)
+    if G.opt.image_label:
+        if G.use_vae and hw != default:
+            raise SpadeganError(f"this VAE model's fc layer fixes the output at {default[1]}x{default[0]}; "
+                                f"got --size {size}")
+        return (FaithfulExportModule(G, hw).eval(), hw) + image_label_inputs(G, hw, batch)
+    engine = SynthesisEngine.from_generator(G, precision="fp32")
+    hw = engine.output_size(hw)
+    return (ExportModule(engine, hw).eval(), hw) + example_inputs(engine, hw, batch)
 
 
 def export(checkpoint: str | Path, fmt: str, out: str | Path, size: int | None = None,
@@ -85,17 +148,7 @@ def export(checkpoint: str | Path, fmt: str, out: str | Path, size: int | None =
     G = load_checkpoint(checkpoint, "G", which_epoch=which_epoch)
     if G.opt.netG != "spade":
         raise SpadeganError(f"export supports SPADE generators (--netG spade), not --netG {G.opt.netG}")
-    engine = SynthesisEngine.from_generator(G, precision="fp32")
-    if size is None:
-        hw = engine.default_size
-    else:
-        m = 2 ** engine.num_up
-        if size % m or size < m:
-            raise SpadeganError(f"--size {size} must be a multiple of {m}")
-        hw = (max(m, round(size * engine.default_size[0] / engine.default_size[1] / m) * m), size)
-    hw = engine.output_size(hw)
-    module = ExportModule(engine, hw).eval()
-    names, inputs = example_inputs(engine, hw, batch)
+    module, hw, names, inputs = _export_module(G, size, batch)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
@@ -113,7 +166,8 @@ def export(checkpoint: str | Path, fmt: str, out: str | Path, size: int | None =
             torch.onnx.export(module, tuple(inputs), str(tmp), input_names=names, output_names=["image"],
                               opset_version=opset, dynamo=False, do_constant_folding=True)
     tmp.replace(out)
-    result = {"path": str(out), "format": fmt, "size": list(hw), "batch": batch, "inputs": names}
+    result = {"path": str(out), "format": fmt, "size": list(hw), "batch": batch, "inputs": names,
+              "network": "faithful" if G.opt.image_label else "engine"}
     if check:
         ref = faithful_output(G if size is None else at_size(G, hw), inputs, names)
         t0 = time.perf_counter()
@@ -160,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
                  args.tol, not args.no_check, args.which_epoch)
     msg = f"spadegan export: wrote {res['path']} ({res['format']}, inputs {', '.join(res['inputs'])}, " \
           f"{res['size'][1]}x{res['size'][0]}, batch {res['batch']})"
+    if res["network"] == "faithful":
+        msg += " of the faithful network (the engine needs class-id label maps; this model reads label images)"
     if "max_abs_err" in res:
         runtime = "onnxruntime" if args.format == "onnx" else "torch.jit"
         msg += f"; {runtime} output vs the faithful network: max abs error {res['max_abs_err']:.2e}"

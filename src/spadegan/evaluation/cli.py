@@ -31,6 +31,11 @@ What it measures, on the eval split (``--phase val`` by default) at the model's 
 * ``--baseline``: the trivial baseline, each class painted with its mean colour over the
   train split, scored the same way (a model must beat it clearly to be worth anything).
 
+Models conditioned on label images (``--label_nc 0``: edges, sketches, colour layouts) have
+no class ids: mIoU and the baseline do not apply and the table and ``metrics.json``
+(``miou_status: "n/a"``) say so; FID/KID are computed as usual, and seg_fd/seg_kid with the
+features of the segmenter given by ``--seg_weights`` (there is no default one for them).
+
 Generated and baseline images are quantised to 8 bits before scoring, as if saved to PNG
 and read back (what the paper's protocol does). VAE models draw random styles
 (``--style random``, z ~ N(0, I), seeded): the score then depends on the label map alone,

@@ -25,6 +25,10 @@ from .split import (EvalSplit, class_mean_colours, load_networks, load_split, pa
 
 _PRETRAINED = Path(__file__).resolve().parents[1] / "pretrained"
 
+#: Why mIoU and the class-colour baseline do not apply to --label_nc 0 models.
+NO_CLASSES = ("the model is conditioned on label images (--label_nc 0), not class ids, so there is no "
+              "label map to compare a segmentation with")
+
 
 #: The landscapes segmenter shipped in the package (made with ``--train_segmenter``).
 BUILTIN_SEGMENTER = _PRETRAINED / "landscapes_segmenter.pt"
@@ -120,12 +124,14 @@ class _Scorer:
         self.model = None
         if seg_path is None:
             self.info.update(status="unavailable", reason=(
+                "no --seg_weights given (for image-label models only seg_fd would use its features)"
+                if run.model_opt.image_label else
                 "no --seg_weights given (a segmenter for this dataset's classes; train one with "
                 "`spadegan eval --train_segmenter`); only the landscapes dataset has a shipped default"))
         else:
             self.model = load_scorer(seg_path, run.device)
             n_seg = scorer_classes(self.model)
-            if n_seg is not None and n_seg != run.num_classes:
+            if n_seg is not None and n_seg != run.num_classes and not run.model_opt.image_label:
                 raise SpadeganError(f"--seg_weights {seg_path} segments {n_seg} classes but the model has "
                                     f"label_nc {run.num_classes}; use a segmenter trained on this dataset")
         # Objects must appear at the scale the segmenter learned: a 64 px model's images are
@@ -159,7 +165,9 @@ class _Scorer:
             sfd.update(status="unavailable", reason="the eval split is the train split, which seg_fd uses as "
                                                     "its reference photos; evaluate a held-out split")
         elif self.model is None:
-            sfd.update(status="unavailable", reason="no segmenter (see mIoU)")
+            sfd.update(status="unavailable", reason="no segmenter: seg_fd uses the features of the one given "
+                                                    "with --seg_weights" if self.run.model_opt.image_label
+                       else "no segmenter (see mIoU)")
         else:
             missing = feature_layers_missing(self.model)
             if missing:
@@ -192,12 +200,18 @@ class _Scorer:
                                 f"fewer than the {n} eval images")
 
     def seg(self, images_u8: torch.Tensor, what: str) -> tuple[dict[str, Any] | None, np.ndarray | None]:
-        """mIoU scores and, if seg_fd is on, the pooled features from the same forward passes."""
-        from .segfd import pooled_features
+        """mIoU scores and, if seg_fd is on, the pooled features from the same forward passes
+        (image-label models: no mIoU, only the features)."""
+        from .segfd import pooled_features, segmenter_features
 
         if self.model is None:
             return None, None
         run = self.run
+        if run.model_opt.image_label:
+            if self.sfd["status"] != "ok":
+                return None, None
+            return None, segmenter_features(self.model, images_u8, run.device, run.args.batch_size,
+                                            self.input_size, desc=f"seg_fd: {what}")
         ignore = run.model_opt.label_nc if run.model_opt.contain_dontcare_label else None
 
         def scores() -> dict[str, Any]:
@@ -225,6 +239,8 @@ class _Scorer:
 
 def _baseline(run: _Run, scorer: _Scorer, train: EvalSplit | str | None) -> tuple[dict[str, Any], torch.Tensor | None]:
     """The class-mean-colour baseline's row and images (None where it is unavailable)."""
+    if run.model_opt.image_label:
+        return {"status": "unavailable", "reason": f"the class-mean-colour baseline needs class ids: {NO_CLASSES}"}, None
     if isinstance(train, str):
         return {"status": "unavailable", "reason": train}, None
     assert train is not None
@@ -289,8 +305,9 @@ def evaluate(args: argparse.Namespace) -> int:
     scorer = _Scorer(run)
     # the train split: the baseline's class colours (all of it) and seg_fd's reference (N photos)
     train: EvalSplit | str | None = None
-    if args.baseline or scorer.sfd["status"] == "ok":
-        train = train_split(model_opt, args, eval_opt, 0 if args.baseline else len(split))
+    whole_train = args.baseline and not model_opt.image_label  # the baseline's class colours
+    if whole_train or scorer.sfd["status"] == "ok":
+        train = train_split(model_opt, args, eval_opt, 0 if whole_train else len(split))
     scorer.set_reference(train)
     scorer.fid = FIDScorer(args.fid_weights, split.images, run.device, args.batch_size, args.kid_subset_size)
     notes: list[str] = []
@@ -308,6 +325,8 @@ def evaluate(args: argparse.Namespace) -> int:
                     else eval_opt.label_dir, "phase": eval_opt.phase, "num_images": len(split), "size": [w, h]},
         "num_classes": run.num_classes, "class_names": run.names,
         "style": args.style if model_opt.use_vae else None, "seed": args.seed,
+        "miou_status": "n/a" if model_opt.image_label else scorer.info["status"],
+        "miou_reason": NO_CLASSES if model_opt.image_label else scorer.info["reason"],
         "segmenter": scorer.info, "fid_status": "ok" if scorer.fid.available else "unavailable",
         "fid_reason": scorer.fid.reason, "fid_weights": args.fid_weights or None, "seg_fd": scorer.sfd,
         "synthesized": scorer.row(fake, "synthesized", "FID: synthesized"),

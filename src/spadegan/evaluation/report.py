@@ -63,6 +63,8 @@ def weights_epoch(weights: Path, folder: Path) -> float | None:
 def class_names(opt: Any, n: int) -> list[str]:
     from ..data.palettes import classes_for_dataset_mode
 
+    if n == 0:  # image labels (--label_nc 0): no classes
+        return []
     try:
         classes = classes_for_dataset_mode(opt.dataset_mode, opt.label_nc)
     except SpadeganError:
@@ -114,7 +116,9 @@ def format_table(metrics: dict[str, Any]) -> str:
         lines.append(f"{title:30} {_fmt(r['miou'], True):>6} {_fmt(r['pixel_accuracy'], True):>6} "
                      f"{_fmt(r['mean_accuracy'], True):>6} {fid:>8} {kid:>9} {sfd_v:>7} {skid_v:>11}")
     notes = []
-    if metrics["segmenter"]["status"] != "ok":
+    if metrics.get("miou_status") == "n/a":
+        notes.append(f"mIoU n/a: {metrics['miou_reason']}")
+    elif metrics["segmenter"]["status"] != "ok":
         notes.append(f"mIoU unavailable: {metrics['segmenter']['reason']}")
     if not fid_ok:
         notes.append(f"FID/KID unavailable: {metrics['fid_reason']}")
@@ -133,19 +137,21 @@ def format_table(metrics: dict[str, Any]) -> str:
 
 def samples_png(path: Path, split: EvalSplit, fake: torch.Tensor, baseline: torch.Tensor | None,
                  opt: Any, n: int) -> str:
-    """A grid: one row per example with label (colours), real photo, synthesized, baseline."""
-    from ..visuals import label_palette, save_png
+    """A grid: one row per example with label (colours, or the label image), real photo, synthesized, baseline."""
+    from ..visuals import label_palette, label_to_numpy, save_png
 
     n = min(n, len(split))
-    pal = label_palette(opt)
     cols = []
-    ids = split.labels[:n].clamp(0, pal.shape[0] - 1).numpy()
-    cols.append(pal[ids])
+    if opt.image_label:
+        cols.append(label_to_numpy(split.labels[:n], opt))
+    else:
+        pal = label_palette(opt)
+        cols.append(pal[split.labels[:n].clamp(0, pal.shape[0] - 1).numpy()])
     cols.append(split.images[:n].permute(0, 2, 3, 1).numpy())
     cols.append(fake[:n].permute(0, 2, 3, 1).numpy())
     if baseline is not None:
         cols.append(baseline[:n].permute(0, 2, 3, 1).numpy())
-    h, w = ids.shape[1:]
+    h, w = cols[0].shape[1:3]
     gap = 2
     grid = np.full((n * (h + gap) - gap, len(cols) * (w + gap) - gap, 3), 255, np.uint8)
     for i in range(n):

@@ -27,7 +27,8 @@ from ..visuals import from_uint8, to_uint8
 class EvalSplit:
     """An evaluation split in memory: N label maps, their photos (and instance maps).
 
-    ``labels``: N x H x W long class ids (dontcare already mapped to ``label_nc``);
+    ``labels``: N x H x W long class ids (dontcare already mapped to ``label_nc``), or for
+    image labels (``--label_nc 0``) the N x input_nc x H x W label images in [-1, 1];
     ``images``: N x 3 x H x W uint8; ``instances``: N x 1 x H x W float or None;
     ``names``: file stems.
     """
@@ -54,7 +55,7 @@ def load_split(opt: Any, how_many: int = 0, desc: str = "loading eval split") ->
     shape = None
     for i in tqdm(range(n), desc=desc, unit="img"):
         item = dataset[(i, 0)]
-        lab = item["label"][0].round().long()
+        lab = item["label"] if opt.image_label else item["label"][0].round().long()
         if shape is None:
             shape = tuple(lab.shape)
         elif tuple(lab.shape) != shape:  # only with preprocess modes that keep each image's size
@@ -145,12 +146,15 @@ def synthesize_split(G: nn.Module, split: EvalSplit, opt: Any, device: torch.dev
     with tqdm(total=n, desc=desc, unit="img", leave=False) as bar:
         for start in range(0, n, batch_size):
             sl = slice(start, min(n, start + batch_size))
-            label = split.labels[sl].unsqueeze(1).to(device)
-            inst = split.instances[sl].to(device) if split.instances is not None else None
-            if not opt.no_instance and inst is None:
-                raise SpadeganError("this model uses instance maps (trained without --no_instance) but the "
-                                    "eval split has none; pass --instance_dir or a dataset with instance maps")
-            sem = to_semantics(label, inst, opt)
+            if opt.image_label:  # the label image is the generator's input
+                sem = split.labels[sl].to(device)
+            else:
+                label = split.labels[sl].unsqueeze(1).to(device)
+                inst = split.instances[sl].to(device) if split.instances is not None else None
+                if not opt.no_instance and inst is None:
+                    raise SpadeganError("this model uses instance maps (trained without --no_instance) but the "
+                                        "eval split has none; pass --instance_dir or a dataset with instance maps")
+                sem = to_semantics(label, inst, opt)
             z = None
             if opt.use_vae:
                 b = sem.shape[0]

@@ -66,9 +66,10 @@ def resize_nearest(code: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def use_sparse_spade(opt: Any, device: torch.device) -> bool:
     """Whether the SPADE generator of `opt` runs sparse on `device` (--spade_impl; auto:
     sparse on the CPU, where it measured fastest, dense on CUDA, where cuDNN's dense
-    convolutions have not been measured against it)."""
+    convolutions have not been measured against it). Image labels (--label_nc 0) have no
+    codes: always dense."""
     impl = getattr(opt, "spade_impl", "auto")
-    if opt.netG != "spade" or impl == "dense":
+    if opt.netG != "spade" or impl == "dense" or getattr(opt, "label_nc", None) == 0:
         return False
     return impl == "sparse" or torch.device(device).type == "cpu"
 

@@ -183,7 +183,8 @@ def test_main(argv: list[str]) -> int:
     used: set[str] = set()
     with tqdm(total=n_total, desc="test", unit="img") as bar:
         for data in loader:
-            label = data["label"][:, 0].long()
+            # class ids, or the label image itself (--label_nc 0)
+            label = data["label"].float() if opt.image_label else data["label"][:, 0].long()
             inst = instance_map(data, opt)
             inst = None if inst is None else inst[:, 0]
             real = data["image"].float()

@@ -7,7 +7,8 @@ go through D as one batch. With `--netD oasis` (OASIS): D segments the image alo
 the classes + "fake"; the class-balanced N+1 cross-entropy for G and D, LabelMix for D.
 
 The label map travels as `LabelCodes`: G reads it as codes (sparse SPADE) or as the one-hot
-tensor (`--spade_impl dense`, the reference), D reads the one-hot tensor.
+tensor (`--spade_impl dense`, the reference), D reads the one-hot tensor. An image label
+(`--label_nc 0`) travels as `ImageLabel`, the image tensor itself, which G and D read as it is.
 """
 
 from __future__ import annotations
@@ -36,6 +37,17 @@ def _floatify(pred: Any) -> Any:
     if isinstance(pred, list):
         return [_floatify(p) for p in pred]
     return _full_precision(pred)
+
+
+class ImageLabel:
+    """An image label batch (`--label_nc 0`): the (B, input_nc, H, W) tensor in [-1, 1] that G and D
+    read where a class map gives its one-hot tensor (`LabelCodes.semantics`)."""
+
+    def __init__(self, image: torch.Tensor):
+        self.image = image
+
+    def semantics(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        return self.image if dtype is None else self.image.to(dtype)
 
 
 @contextlib.contextmanager
@@ -84,8 +96,9 @@ class Pix2PixModel(nn.Module):
         self.kld_scale = kld_scale
         self.noise = noise or (lambda shape: torch.randn(shape))
 
-    def preprocess_input(self, data: Mapping[str, Any], device: torch.device) -> tuple[LabelCodes, torch.Tensor]:
-        """(label codes, real image) on `device` from a batch of the dataset."""
+    def preprocess_input(self, data: Mapping[str, Any], device: torch.device
+                         ) -> tuple[LabelCodes | ImageLabel, torch.Tensor]:
+        """(label codes, or the image label for --label_nc 0; real image) on `device` from a batch of the dataset."""
         nb = device.type == "cuda"
         label = data["label"].to(device, non_blocking=nb)
         inst = instance_map(data, self.opt)
@@ -93,11 +106,13 @@ class Pix2PixModel(nn.Module):
         # the networks' dtype: float32 (autocast lowers it under --amp), float64 in the DDP test
         dtype = next(self.netG.parameters()).dtype
         image = data["image"].to(device, non_blocking=nb).to(dtype)
-        self.sparse = use_sparse_spade(self.opt, device)
+        self.sparse = use_sparse_spade(self.opt, device)  # never for image labels
+        if self.opt.image_label:
+            return ImageLabel(label.to(dtype)), image
         return LabelCodes.from_label(label, inst, self.opt), image
 
-    def g_input(self, codes: LabelCodes) -> torch.Tensor | LabelCodes:
-        """What G reads: the codes themselves (sparse SPADE) or the one-hot tensor."""
+    def g_input(self, codes: LabelCodes | ImageLabel) -> torch.Tensor | LabelCodes:
+        """What G reads: the codes themselves (sparse SPADE) or the one-hot tensor (image labels: the image)."""
         if getattr(self, "sparse", False):
             return codes
         return codes.semantics(next(self.netG.parameters()).dtype)
@@ -118,7 +133,7 @@ class Pix2PixModel(nn.Module):
         mu, logvar = _full_precision(mu), _full_precision(logvar)
         return networks.sample_z(mu, logvar, eps=self.noise(mu.shape)), mu, logvar
 
-    def generate_fake(self, codes: LabelCodes, real: torch.Tensor, compute_kld: bool = False,
+    def generate_fake(self, codes: LabelCodes | ImageLabel, real: torch.Tensor, compute_kld: bool = False,
                       G: nn.Module | None = None, E: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         G = G if G is not None else self.netG
         z, kld = None, None
@@ -130,7 +145,7 @@ class Pix2PixModel(nn.Module):
             z = self.noise(torch.Size((real.shape[0], self.opt.z_dim))).to(real.device, real.dtype)
         return G(self.g_input(codes), z=z), kld
 
-    def discriminate(self, codes: LabelCodes, fake: torch.Tensor, real: torch.Tensor, D: nn.Module):
+    def discriminate(self, codes: LabelCodes | ImageLabel, fake: torch.Tensor, real: torch.Tensor, D: nn.Module):
         # fake and real go through D as one batch (the same statistics for both with batch norm)
         sem = codes.semantics(real.dtype)
         fake_and_real = torch.cat([torch.cat([sem, fake.to(sem.dtype)], 1),
@@ -141,7 +156,7 @@ class Pix2PixModel(nn.Module):
             return ([[t[:b] for t in p] for p in out], [[t[b:] for t in p] for p in out])
         return out[:b], out[b:]
 
-    def compute_generator_loss(self, codes: LabelCodes, real: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    def compute_generator_loss(self, codes: LabelCodes | ImageLabel, real: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         opt = self.opt
         losses: dict[str, torch.Tensor] = {}
         with requires_grad(self.netD, False):
@@ -161,7 +176,7 @@ class Pix2PixModel(nn.Module):
             losses["VGG"] = self.criterionVGG(fake, real).float() * opt.lambda_vgg
         return losses, fake
 
-    def compute_discriminator_loss(self, codes: LabelCodes, real: torch.Tensor) -> dict[str, torch.Tensor]:
+    def compute_discriminator_loss(self, codes: LabelCodes | ImageLabel, real: torch.Tensor) -> dict[str, torch.Tensor]:
         with torch.no_grad():
             fake, _ = self.generate_fake(codes, real)
         if self.opt.netD == "oasis":

@@ -9,6 +9,11 @@
 // * At most one synthesis request is in flight; edits during it mark the label dirty and a
 //   new request goes out when it returns ("latest wins"), so fast painting never floods
 //   the server's bounded queue.
+// * Models conditioned on a label *image* (--label_nc 0; /api/info says label_kind "image"
+//   and input_nc 1 or 3) get a free colour brush (a grey one for 1-channel models) instead
+//   of the class palette: `state.ids` is then a Uint32Array of packed 0xRRGGBB colours, which
+//   the same brush, fill, eraser (background colour) and undo code paint, and the label is
+//   sent as an 8-bit grey or RGB PNG of those pixels.
 // * window.spadegan exposes state and counters for debugging and the browser test.
 "use strict";
 
@@ -22,11 +27,13 @@
     info: null,
     W: 0,
     H: 0,
-    ids: null,          // Uint8Array | Uint16Array, row-major, length W*H
+    kind: "classes",    // or "image": a label image of `channels` channels (packed colours in `ids`)
+    channels: 0,
+    ids: null,          // Uint8Array | Uint16Array (label images: Uint32Array of 0xRRGGBB), length W*H
     colors: null,       // Uint8Array, 3 bytes per id
     classById: new Map(),
-    current: 0,         // selected class id
-    background: 0,
+    current: 0,         // selected class id (label images: the brush colour)
+    background: 0,      // the eraser's class id (label images: the background colour)
     tool: "brush",
     size: 16,
     undo: [],
@@ -55,6 +62,8 @@
     get ids() { return state.ids; },
     get tool() { return state.tool; },
     get currentClass() { return state.current; },
+    get kind() { return state.kind; },
+    get background() { return state.background; },
     idCounts: () => countIds(state.ids),
     selectClass: (id) => selectClass(id),
     setTool: (t) => setTool(t),
@@ -170,15 +179,24 @@
     return out;
   }
 
-  // Grayscale PNG whose gray value is the class id (8-bit, or 16-bit when ids may exceed 255).
-  async function encodeIdPng(ids, w, h) {
+  // The label as a PNG: grayscale whose gray value is the class id (8-bit, or 16-bit when ids
+  // may exceed 255); for label images the pixels themselves, 8-bit gray or RGB.
+  async function encodeLabelPng(ids, w, h) {
+    const image = state.kind === "image";
     const sixteen = ids instanceof Uint16Array;
-    const bpp = sixteen ? 2 : 1;
+    const bpp = image ? state.channels : sixteen ? 2 : 1;
     const stride = 1 + w * bpp;
     const raw = new Uint8Array(h * stride); // filter byte 0 (None) per row
     for (let y = 0; y < h; y++) {
       const row = y * stride + 1, src = y * w;
-      if (sixteen) {
+      if (image && bpp === 3) {
+        for (let x = 0; x < w; x++) {
+          const v = ids[src + x], o = row + 3 * x;
+          raw[o] = (v >>> 16) & 0xff; raw[o + 1] = (v >>> 8) & 0xff; raw[o + 2] = v & 0xff;
+        }
+      } else if (image) {
+        for (let x = 0; x < w; x++) raw[row + x] = ids[src + x] & 0xff;
+      } else if (sixteen) {
         for (let x = 0; x < w; x++) { const v = ids[src + x]; raw[row + 2 * x] = v >>> 8; raw[row + 2 * x + 1] = v & 0xff; }
       } else {
         raw.set(ids.subarray(src, src + w), row);
@@ -187,7 +205,8 @@
     const ihdr = new Uint8Array(13);
     const dv = new DataView(ihdr.buffer);
     dv.setUint32(0, w); dv.setUint32(4, h);
-    ihdr[8] = sixteen ? 16 : 8; ihdr[9] = 0; // colour type 0 = grayscale
+    ihdr[8] = sixteen && !image ? 16 : 8;
+    ihdr[9] = bpp === 3 && image ? 2 : 0; // colour type 0 = grayscale, 2 = RGB
     const sig = Uint8Array.of(0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a);
     const parts = [sig, pngChunk("IHDR", ihdr), pngChunk("IDAT", await zlibCompress(raw)), pngChunk("IEND", new Uint8Array(0))];
     return new Blob(parts, { type: "image/png" });
@@ -202,10 +221,18 @@
     x1 = Math.min(state.W, Math.ceil(x1)); y1 = Math.min(state.H, Math.ceil(y1));
     if (x1 <= x0 || y1 <= y0) return;
     const px = state.image.data, ids = state.ids, col = state.colors, W = state.W;
+    const image = state.kind === "image";
     for (let y = y0; y < y1; y++) {
       for (let x = x0; x < x1; x++) {
-        const i = y * W + x, c = 3 * ids[i], o = 4 * i;
-        px[o] = col[c]; px[o + 1] = col[c + 1]; px[o + 2] = col[c + 2]; px[o + 3] = 255;
+        const i = y * W + x, o = 4 * i;
+        if (image) {
+          const v = ids[i];
+          px[o] = (v >>> 16) & 0xff; px[o + 1] = (v >>> 8) & 0xff; px[o + 2] = v & 0xff;
+        } else {
+          const c = 3 * ids[i];
+          px[o] = col[c]; px[o + 1] = col[c + 1]; px[o + 2] = col[c + 2];
+        }
+        px[o + 3] = 255;
       }
     }
     ctx.putImageData(state.image, 0, 0, x0, y0, x1 - x0, y1 - y0);
@@ -469,6 +496,72 @@
     cur.replaceChildren(chip, label);
   }
 
+  // ------------------------------------------------------------------ free colours (label images)
+  const packGrey = (g) => ((g << 16) | (g << 8) | g) >>> 0;
+  const packHex = (hex) => parseInt(hex.slice(1), 16) >>> 0;
+  const hexOf = (v) => "#" + v.toString(16).padStart(6, "0");
+
+  // which: "brush" | "background"; value: packed 0xRRGGBB (1-channel models keep R = G = B)
+  function setColour(which, value) {
+    value = state.channels === 1 ? packGrey(value & 0xff) : value >>> 0;
+    if (which === "brush") {
+      state.current = value;
+      if (state.tool === "eraser") setTool("brush"); // picking a colour means "paint with it"
+    } else {
+      state.background = value;
+    }
+    $(`${which}-colour`).value = hexOf(value);
+    $(`${which}-grey`).value = String(value & 0xff);
+    $(`${which}-grey-value`).textContent = String(value & 0xff);
+    const chip = document.createElement("span");
+    chip.className = "chip";
+    chip.style.background = hexOf(state.current);
+    const label = document.createElement("span");
+    label.textContent = state.channels === 1 ? `grey ${state.current & 0xff}` : hexOf(state.current);
+    $("current-colour").replaceChildren(chip, label);
+  }
+
+  function setupColours() {
+    for (const id of ["class-search", "current-class", "common-heading", "common-classes", "all-heading", "all-classes"]) {
+      $(id).hidden = true;
+    }
+    $("colour-controls").hidden = false;
+    for (const el of document.querySelectorAll(".colours .pick")) el.hidden = Number(el.dataset.channels) !== state.channels;
+    $("colour-note").textContent = state.channels === 1
+      ? "This model reads a greyscale label image (edges, a sketch, depth): paint with any grey."
+      : "This model reads an RGB label image (a sketch, a colour layout): paint with any colour.";
+    document.querySelector(".tool[data-tool='eraser']").title = "Eraser: paints the background colour (E)";
+    $("clear").title = "Fill everything with the background colour";
+    $("load-label").title = `Load a label image (${state.channels === 1 ? "greyscale" : "RGB"} PNG)`;
+    $("download-label").title = "Save the label image as a PNG";
+    const grey = state.channels === 1;
+    setColour("background", grey ? packGrey(Number($("background-grey").value)) : packHex($("background-colour").value));
+    setColour("brush", grey ? packGrey(Number($("brush-grey").value)) : packHex($("brush-colour").value));
+    $("brush-colour").addEventListener("input", (e) => setColour("brush", packHex(e.target.value)));
+    $("background-colour").addEventListener("input", (e) => setColour("background", packHex(e.target.value)));
+    $("brush-grey").addEventListener("input", (e) => setColour("brush", packGrey(Number(e.target.value))));
+    $("background-grey").addEventListener("input", (e) => setColour("background", packGrey(Number(e.target.value))));
+  }
+
+  // A loaded label image at the model size (the browser's smooth scaling), as packed colours.
+  function imageValues(bmp, name) {
+    const c = document.createElement("canvas");
+    c.width = state.W; c.height = state.H;
+    const cx = c.getContext("2d", { willReadFrequently: true });
+    cx.imageSmoothingQuality = "high";
+    cx.drawImage(bmp, 0, 0, state.W, state.H);
+    const px = cx.getImageData(0, 0, state.W, state.H).data;
+    const out = new Uint32Array(state.W * state.H);
+    for (let i = 0; i < out.length; i++) {
+      const r = px[4 * i], g = px[4 * i + 1], b = px[4 * i + 2];
+      if (state.channels === 1 && (r !== g || g !== b)) {
+        throw new Error(`${name} has colours (e.g. rgb(${r},${g},${b})), but this model reads greyscale label images (1 channel)`);
+      }
+      out[i] = ((r << 16) | (g << 8) | b) >>> 0;
+    }
+    return out;
+  }
+
   // ------------------------------------------------------------------ label upload / download
   // Map decoded RGBA pixels to ids with the same rules as the server: palette colours first,
   // then gray value = id (grayscale id PNGs decode to R == G == B in a canvas).
@@ -510,11 +603,25 @@
     }
     const w = bmp.width, h = bmp.height;
     if (w * h > MAX_UPLOAD_PIXELS) throw new Error(`${file.name} is ${w}x${h}, too large`);
+    let next;
+    try {
+      next = state.kind === "image" ? imageValues(bmp, file.name) : idsAtModelSize(bmp);
+    } finally {
+      bmp.close();
+    }
+    pushUndo();
+    state.ids.set(next);
+    render();
+    generate();
+    return { w, h };
+  }
+
+  function idsAtModelSize(bmp) {
+    const w = bmp.width, h = bmp.height;
     const c = document.createElement("canvas");
     c.width = w; c.height = h;
     const cx = c.getContext("2d", { willReadFrequently: true });
     cx.drawImage(bmp, 0, 0);
-    bmp.close();
     const src = pixelsToIds(cx.getImageData(0, 0, w, h).data, w * h);
     // Nearest-neighbour resize to the model resolution (never invents ids).
     const next = new state.ids.constructor(state.W * state.H);
@@ -525,15 +632,11 @@
         next[y * state.W + x] = src[sy * w + sx];
       }
     }
-    pushUndo();
-    state.ids.set(next);
-    render();
-    generate();
-    return { w, h };
+    return next;
   }
 
   async function downloadLabel() {
-    const blob = await encodeIdPng(state.ids, state.W, state.H);
+    const blob = await encodeLabelPng(state.ids, state.W, state.H);
     const a = document.createElement("a");
     a.href = URL.createObjectURL(blob);
     a.download = "label.png";
@@ -566,7 +669,7 @@
     try {
       const ids = state.ids.slice(); // snapshot: painting may continue meanwhile
       const form = new FormData();
-      form.append("label", await encodeIdPng(ids, state.W, state.H), "label.png");
+      form.append("label", await encodeLabelPng(ids, state.W, state.H), "label.png");
       if (state.seed !== null) form.append("seed", String(state.seed));
       if (state.styleFile && state.info.use_vae) form.append("style", state.styleFile, state.styleFile.name);
       debug.lastSentLabel = { width: state.W, height: state.H, counts: countIds(ids), seed: state.seed };
@@ -744,25 +847,35 @@
     state.info = debug.info = info;
     state.W = info.width;
     state.H = info.height;
-    state.background = info.background;
-    state.colors = new Uint8Array(3 * Math.max(1, info.label_nc));
-    for (let id = 0; id < info.label_nc; id++) state.colors.set(fallbackColor(id), 3 * id);
-    for (const c of info.classes) { state.classById.set(c.id, c); state.colors.set(c.color, 3 * c.id); }
-    state.ids = info.label_nc > 256 ? new Uint16Array(state.W * state.H) : new Uint8Array(state.W * state.H);
+    state.kind = info.label_kind === "image" ? "image" : "classes";
+    state.channels = info.input_nc || 0;
+    if (state.kind === "image") {
+      state.ids = new Uint32Array(state.W * state.H);
+    } else {
+      state.background = info.background;
+      state.colors = new Uint8Array(3 * Math.max(1, info.label_nc));
+      for (let id = 0; id < info.label_nc; id++) state.colors.set(fallbackColor(id), 3 * id);
+      for (const c of info.classes) { state.classById.set(c.id, c); state.colors.set(c.color, 3 * c.id); }
+      state.ids = info.label_nc > 256 ? new Uint16Array(state.W * state.H) : new Uint8Array(state.W * state.H);
+    }
     canvas.width = state.W;
     canvas.height = state.H;
     state.image = ctx.createImageData(state.W, state.H);
 
-    $("model-name").textContent = `${info.name} · ${info.width}×${info.height} · ${info.label_nc} classes`;
+    const what = state.kind === "image" ? `${state.channels === 1 ? "greyscale" : "RGB"} label image` : `${info.label_nc} classes`;
+    $("model-name").textContent = `${info.name} · ${info.width}×${info.height} · ${what}`;
     $("style-controls").hidden = !info.use_vae;
     $("seed").max = String(info.max_seed);
     const sizeInput = $("brush-size");
     sizeInput.max = String(Math.max(8, Math.floor(Math.min(state.W, state.H) / 2)));
     setBrushSize(Math.max(3, Math.round(Math.min(state.W, state.H) / 16)));
     setTool("brush");
-    buildPalette();
-    const first = info.common.length ? info.common[0] : info.classes.length ? info.classes[0].id : 0;
-    selectClass(first);
+    if (state.kind === "image") {
+      setupColours();
+    } else {
+      buildPalette();
+      selectClass(info.common.length ? info.common[0] : info.classes.length ? info.classes[0].id : 0);
+    }
     initialLabel();
     render();
     updateHistoryButtons();
