@@ -21,7 +21,8 @@ What spadegan adds:
   return normally;
 - --amp with the precision policy of `spadegan.device` (bf16 autocast on AMX CPUs and CUDA
   GPUs of compute capability >= 8.0, fp16 + GradScaler on older GPUs, fp32 with a warning
-  elsewhere), --seed, one device (`opt.torch_device`), DistributedDataParallel under torchrun.
+  elsewhere), --seed, one device (`opt.torch_device`), DistributedDataParallel under torchrun
+  or the `--gpu_ids 0,1,...` launcher (`launch.py`).
 """
 
 from __future__ import annotations
