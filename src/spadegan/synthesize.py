@@ -514,7 +514,7 @@ def _load_synthesizer(args, extra: list[str]) -> Synthesizer:
     opt = None
     if extra:
         try:
-            base = checkpoint_options(path)
+            base = checkpoint_options(path, which_epoch=args.which_epoch)
         except UnsafeFileError:
             raise
         except SpadeganError:  # no options file: the flags given must say it all
