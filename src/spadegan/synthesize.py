@@ -67,6 +67,8 @@ def _open_image(path: Path, what: str) -> Image.Image:
     try:
         im = Image.open(path)
         im.load()
+    except Image.DecompressionBombError as e:  # Pillow's pixel limit: a tiny file may declare a huge image
+        raise SpadeganError(f"{what} {path} is refused: {e}") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise SpadeganError(f"{what} {path} cannot be read as an image ({e}); is it a PNG?") from None
     return im
