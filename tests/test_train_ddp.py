@@ -307,14 +307,24 @@ def test_hidden_cpu_processes_variable(cuda4, monkeypatch):
         _devices("--gpu_ids", "-1")
 
 
-def test_a_launched_process_takes_the_device_it_was_given(monkeypatch):
-    from spadegan.train.distributed import launched_device, setup_distributed
-    monkeypatch.delenv("WORLD_SIZE", raising=False)
-    monkeypatch.setenv("SPADEGAN_RANK_DEVICE", "cuda:3")
-    assert launched_device() == torch.device("cuda", 3)
+def test_each_process_gets_its_device(cuda4, monkeypatch):
+    import warnings
+
+    import spadegan.device
+    from spadegan.options import parse
+    from spadegan.train.distributed import launched_device, rank_device, setup_distributed
+    opt = parse(["--gpu_ids", "0,1", "--batchSize", "2"], train=True)
+    monkeypatch.setenv("SPADEGAN_RANK_DEVICE", "cuda:3")  # started by the launcher
+    assert launched_device() == torch.device("cuda", 3) == rank_device(opt)
     assert setup_distributed(torch.device("cpu")).device == torch.device("cpu")  # one process: as given
     monkeypatch.delenv("SPADEGAN_RANK_DEVICE")
     assert launched_device() is None
+    monkeypatch.setenv("WORLD_SIZE", "2")  # under torchrun: cuda:LOCAL_RANK later, no "first id only" message
+    monkeypatch.setattr(spadegan.device, "_SAID", set())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert rank_device(opt) == torch.device("cuda")
+    assert rank_device(parse(["--gpu_ids", "-1"], train=True)) == torch.device("cpu")
 
 
 if __name__ == "__main__":

@@ -62,7 +62,7 @@ def _prepare_dataset(opt: Options, show: bool):
 def train_main(argv: list[str]) -> int:
     """`spadegan train [official train.py flags]`; returns the exit code (0 also after Ctrl-C)."""
     from .. import networks
-    from .distributed import cleanup_distributed, launched_device, setup_distributed
+    from .distributed import cleanup_distributed, rank_device, setup_distributed
     from .launch import launch, launch_devices
     from .trainer import Trainer
 
@@ -72,7 +72,7 @@ def train_main(argv: list[str]) -> int:
         print(f"spadegan train: starting {len(devices)} DistributedDataParallel processes, one per device: "
               + ", ".join(str(d) for d in devices), flush=True)
         return launch(train_main, argv, devices)
-    info = setup_distributed(launched_device() or opt.torch_device)
+    info = setup_distributed(rank_device(opt))
     try:
         show = info.is_main
         # the VGG weights first: nothing should be written when training cannot start

@@ -29,6 +29,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from ..errors import SpadeganError
+from ..options import Options
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,18 @@ def launched_device() -> torch.device | None:
     """The device spadegan's launcher gave this process, None when it did not start it."""
     value = os.environ.get(RANK_DEVICE_ENV)
     return torch.device(value) if value else None
+
+
+def rank_device(opt: Options) -> torch.device:
+    """The device to give `setup_distributed`: the launcher's for its processes; under torchrun
+    with several --gpu_ids "cuda" (each process then takes cuda:LOCAL_RANK, so the ids do not
+    pick it and "runs on the first id only" would be wrong); else `opt.torch_device`."""
+    given = launched_device()
+    if given is not None:
+        return given
+    if env_world_size() > 1 and not opt.device and len(opt.gpu_id_list) > 1 and torch.cuda.is_available():
+        return torch.device("cuda")
+    return opt.torch_device
 
 
 def env_world_size() -> int:
