@@ -30,12 +30,12 @@ import signal
 import socket
 import sys
 import tempfile
-import threading
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import torch
 
+from ..data.loader import handling_stop_signals
 from ..errors import SpadeganError, run_command
 from ..options import Options
 from .distributed import RANK_DEVICE_ENV, env_world_size, launched_device
@@ -122,27 +122,14 @@ def _child(rank: int, entry: Callable[[list[str]], int], argv: list[str], device
         sys.exit(code)
 
 
-@contextlib.contextmanager
-def _forwarding_signals(processes: Sequence) -> Iterator[None]:
+def _forwarding_signals(processes: Sequence):
     """While the processes run, pass SIGINT / SIGTERM on to each of them (every time)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
     def forward(signum, frame):
         for p in processes:
             if p.is_alive() and p.pid:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(p.pid, signum)
-
-    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    for s in old:
-        signal.signal(s, forward)
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+    return handling_stop_signals(forward)
 
 
 def _reported_errors(error_dir: Path, devices: list[str]) -> str | None:
