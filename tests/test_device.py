@@ -167,6 +167,20 @@ def test_several_gpu_ids_use_the_first_saying_so_once(monkeypatch):
         dev.resolve_device(None, gpu_ids="5")
 
 
+def test_test_and_synthesize_with_several_gpu_ids_use_the_first_saying_so_once(monkeypatch):
+    from spadegan.options import parse
+    from spadegan.synthesize import _flag_device
+    fake_cuda(monkeypatch, count=2)
+    opt = parse(["--gpu_ids", "1,0", "--batchSize", "2"], train=False)  # `spadegan test`'s options
+    with pytest.warns(SpadeganWarning, match="--gpu_ids 1,0: this process runs on cuda:1 only") as seen:
+        assert opt.torch_device == torch.device("cuda", 1)
+        assert _flag_device(None, ["--gpu_ids", "1,0"], opt) == torch.device("cuda", 1)  # synthesize
+    assert len(seen) == 1
+    # synthesize: --device wins; without --gpu_ids on its command line the default device rule
+    assert _flag_device("cpu", ["--gpu_ids", "1,0"], opt) == "cpu"
+    assert _flag_device(None, ["--ngf", "8"], opt) is None
+
+
 def test_nothing_given_means_cuda_if_there_is_one(monkeypatch):
     no_cuda(monkeypatch)
     assert dev.resolve_device() == torch.device("cpu") == dev.resolve_device("auto")

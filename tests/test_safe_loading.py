@@ -184,3 +184,21 @@ def test_unreadable_safetensors_names_the_file(tmp_path):
         read_state_dict(bad)
     with pytest.raises(SpadeganError, match="does not exist"):
         read_state_dict(tmp_path / "missing.safetensors")
+
+
+# ---- images and palette files ----------------------------------------------------------------------
+def test_oversized_label_image_and_palette_file_are_refused(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from spadegan.data.palettes import load_palette_file
+    from spadegan.fileio import MAX_OPTIONS_BYTES
+    from spadegan.synthesize import _open_image
+
+    Image.new("L", (100, 100)).save(tmp_path / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow refuses more than twice this
+    with pytest.raises(SpadeganError, match=r"label map .*bomb.png is refused: .*decompression bomb"):
+        _open_image(tmp_path / "bomb.png", "label map")
+    big = tmp_path / "classes.json"
+    big.write_bytes(b"[" + b" " * MAX_OPTIONS_BYTES + b"]")
+    with pytest.raises(SpadeganError, match=r"palette file .*classes.json is larger than"):
+        load_palette_file(big)

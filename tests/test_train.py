@@ -45,12 +45,16 @@ class SynthPairs(Dataset):
         return {"label": label, "instance": torch.zeros(()), "image": image, "path": f"synth{i}.png"}
 
 
-def tiny_opt(tmp_path: Path, *extra: str, name: str = "run"):
-    argv = ["--name", name, "--checkpoints_dir", str(tmp_path / "ck"), "--dataset_mode", "landscapes",
+def tiny_argv(tmp_path: Path, *extra: str, name: str = "run") -> list[str]:
+    """`spadegan train` flags of a tiny run (checkpoints in tmp_path/ck/<name>)."""
+    return ["--name", name, "--checkpoints_dir", str(tmp_path / "ck"), "--dataset_mode", "landscapes",
             "--ngf", "8", "--ndf", "8", "--crop_size", "32", "--load_size", "32", "--no_vgg_loss",
             "--batchSize", "2", "--nThreads", "0", "--seed", "3", "--niter", "1", "--niter_decay", "2",
             "--print_freq", "1000", "--display_freq", "1000", "--save_latest_freq", "1000", *extra]
-    return parse(argv, train=True)
+
+
+def tiny_opt(tmp_path: Path, *extra: str, name: str = "run"):
+    return parse(tiny_argv(tmp_path, *extra, name=name), train=True)
 
 
 def _weights(folder: Path, nets=("G", "D")) -> dict:

@@ -4,11 +4,14 @@ Networks are stored exactly as the official code stores them (`<epoch>_net_<G|D|
 a plain state_dict), so files move freely between spadegan and the official code. A
 checkpoint folder (`checkpoints/<name>/`) also holds the options (`opt.txt`/`opt.pkl` from
 the official code, plus `opt.json` from spadegan), which `load_checkpoint` reads so users
-need not repeat `--label_nc` and friends.
+need not repeat `--label_nc` and friends. `.safetensors` weights written by
+`spadegan export --format safetensors` (`save_network_safetensors`) carry the options in their
+metadata, used when no options file is beside them.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -18,11 +21,14 @@ import torch.nn as nn
 
 from .device import say_once
 from .errors import SpadeganError, UnsafeFileError
-from .fileio import atomic_torch_save, read_state_dict
+from .fileio import (MAX_OPTIONS_BYTES, atomic_torch_save, read_safetensors_metadata, read_state_dict,
+                     write_safetensors)
 from .options import Options, load_options_file, options_from_dict
 
 #: Weight file suffixes in lookup order (see `weights_file`).
 WEIGHT_SUFFIXES = (".pth", ".safetensors")
+#: The metadata key of the options (JSON of `Options.to_dict()`) in our .safetensors files.
+OPTIONS_METADATA_KEY = "spadegan_options"
 
 
 def unwrap(net: nn.Module) -> nn.Module:
@@ -45,6 +51,31 @@ def save_network(net: nn.Module, which: str, epoch: str | int, folder: str | os.
     path = Path(folder) / f"{epoch}_net_{which}.pth"
     atomic_torch_save(network_state_dict(net), path)
     return path
+
+
+def save_network_safetensors(net: nn.Module, which: str, path: str | os.PathLike) -> Path:
+    """Write `net`'s state_dict as .safetensors with its options (`net.opt`) as metadata."""
+    opt = unwrap(net).opt
+    meta = {OPTIONS_METADATA_KEY: json.dumps(opt.to_dict(), sort_keys=True), "spadegan_network": which}
+    write_safetensors(path, network_state_dict(net), meta)
+    return Path(path)
+
+
+def safetensors_options(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The options stored in a .safetensors file's metadata (see `save_network_safetensors`),
+    None when it has none; a SpadeganError naming the file when they are not a JSON object."""
+    text = read_safetensors_metadata(path).get(OPTIONS_METADATA_KEY)
+    if text is None:
+        return None
+    try:
+        if len(text) > MAX_OPTIONS_BYTES:
+            raise ValueError(f"{len(text)} characters, more than options ever take")
+        saved = json.loads(text)
+        if not isinstance(saved, dict):
+            raise ValueError(f"a JSON {type(saved).__name__}, not an object")
+    except (ValueError, RecursionError) as e:
+        raise SpadeganError(f"cannot read the options in {path} (metadata {OPTIONS_METADATA_KEY!r}): {e}") from None
+    return saved
 
 
 # ---- diagnostics ---------------------------------------------------------------------------
@@ -187,8 +218,11 @@ def resolve_checkpoint(path_or_dir: str | os.PathLike, which: str = "G",
     raise SpadeganError(f"checkpoint {p} does not exist")
 
 
-def checkpoint_options(path_or_dir: str | os.PathLike, train: bool = False, **overrides: Any) -> Options:
-    """Options saved with a checkpoint (ours: opt.json; official: opt.pkl / opt.txt)."""
+def checkpoint_options(path_or_dir: str | os.PathLike, train: bool = False, which_epoch: str = "latest",
+                       **overrides: Any) -> Options:
+    """Options saved with a checkpoint (ours: opt.json; official: opt.pkl / opt.txt), else those
+    in the metadata of its .safetensors weights (the file given, or the folder's
+    `<which_epoch>_net_G` file)."""
     p = Path(path_or_dir)
     folder = p if p.is_dir() else p.parent
     try:
@@ -196,8 +230,11 @@ def checkpoint_options(path_or_dir: str | os.PathLike, train: bool = False, **ov
     except UnsafeFileError:
         raise
     except SpadeganError as e:
-        raise SpadeganError(f"{e}: pass the training flags (--label_nc, --contain_dontcare_label, "
-                            "--no_instance, --ngf, ...) or keep opt.txt beside the weights") from None
+        weights = weights_file(p, "G", which_epoch) if p.is_dir() else p
+        saved = safetensors_options(weights) if weights is not None and weights.suffix == ".safetensors" else None
+        if saved is None:
+            raise SpadeganError(f"{e}: pass the training flags (--label_nc, --contain_dontcare_label, "
+                                "--no_instance, --ngf, ...) or keep opt.txt beside the weights") from None
     return options_from_dict(saved, train=train, **overrides)
 
 
@@ -208,8 +245,9 @@ def load_checkpoint(path_or_dir: str | os.PathLike, which: str = "G", opt: Optio
 
     `path_or_dir` is a checkpoint folder (reads `<which_epoch>_net_<which>.pth`, or
     `.safetensors`, and the options saved there) or a weights file (options from its
-    folder unless `opt` is given). For G from a folder of a run trained with --ema_decay,
-    the moving average `<which_epoch>_net_EMA.pth` is loaded instead, saying so once
+    folder unless `opt` is given; without an options file there, from the metadata of
+    a .safetensors file). For G from a folder of a run trained with --ema_decay, the
+    moving average `<which_epoch>_net_EMA.pth` is loaded instead, saying so once
     (`ema=False`: G itself; `ema=True`: the average or an error).
     Returns the network in eval mode; the options used are `net.opt` (as for every network
     `networks.define_*` builds).
@@ -227,7 +265,7 @@ def load_checkpoint(path_or_dir: str | os.PathLike, which: str = "G", opt: Optio
             raise SpadeganError(f"no {which_epoch}_net_EMA.pth in {folder}: that run kept no moving average "
                                 "(--ema_decay)")
     if opt is None:
-        opt = checkpoint_options(folder, train=(which == "D"))
+        opt = checkpoint_options(weights, train=(which == "D"))
     elif which == "D" and not opt.isTrain:
         opt = opt.replace(isTrain=True)
     build = {"G": networks.define_G, "D": networks.define_D, "E": networks.define_E}

@@ -65,7 +65,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "synthesize": (_synthesize, "turn label maps into images with a checkpoint or the built-in model"),
     "paint": (_paint, "the GauGAN painting app in your browser"),
     "eval": (_eval, "mIoU / accuracy / FID / KID of a trained model"),
-    "export": (_export, "export a generator to ONNX or TorchScript"),
+    "export": (_export, "export a generator to ONNX, TorchScript or safetensors"),
     "check-dataset": (_check_dataset, "validate a dataset and summarise its classes"),
     "convert-labels": (_convert_labels, "turn colour label maps into id maps"),
     "make-landscapes": (_make_landscapes, "write the procedural landscapes dataset"),

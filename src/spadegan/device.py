@@ -7,7 +7,7 @@ Devices (`resolve_device`):
    where there is none, or for a GPU index the machine does not have, is a SpadeganError.
 2. Otherwise the official `--gpu_ids`: `-1` (or nothing) is the CPU; ids without CUDA fall
    back to the CPU, saying so once; several ids run this process on the first one, saying
-   so once (multi-GPU training runs one process per GPU under torchrun).
+   so once (`spadegan train` instead starts one process per GPU: `train/launch.py`).
 3. With neither, CUDA when there is a GPU, else the CPU.
 
 Reduced precision (`precision_policy`), chosen where it is known to be faster than fp32:
@@ -99,8 +99,8 @@ def resolve_device(device: str | torch.device | None = None,
     dev = torch.device("cuda", ids[0])
     _check_cuda_index(dev, f"--gpu_ids {shown}")
     if len(ids) > 1:
-        say_once(f"--gpu_ids {shown}: this process runs on cuda:{ids[0]} only (for several GPUs in "
-                 "training, launch one process per GPU with torchrun)")
+        say_once(f"--gpu_ids {shown}: this process runs on cuda:{ids[0]} only (`spadegan train` is the "
+                 "command that uses several GPUs, one process per GPU)")
     return dev
 
 

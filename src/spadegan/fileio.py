@@ -8,7 +8,8 @@ other module writes and reads files the same way:
 - `save_file_set`: several `torch.save` files replaced all together or not at all;
 - `load_torch_file` / `read_state_dict`: torch files (weights, training states) read with
   `weights_only=True`, `.safetensors` weights with safetensors, onto the CPU, with a clear
-  error naming the file;
+  error naming the file; `write_safetensors` / `read_safetensors_metadata`: a .safetensors
+  file with string metadata, and that metadata read back alone with a size bound;
 - `read_limited`: a small file (options, JSON) read whole, refused when over a size bound;
 - `load_options_pickle`: the official `opt.pkl` (a pickled argparse.Namespace) read by a
   restricted unpickler that refuses any other object *before* anything is created or
@@ -21,6 +22,7 @@ import argparse
 import contextlib
 import copyreg
 import io
+import json
 import os
 import pickle
 import tempfile
@@ -33,6 +35,8 @@ from .errors import SpadeganError, UnsafeFileError
 
 #: Options files (opt.txt / opt.json / opt.pkl) are a few kB; anything larger is not one.
 MAX_OPTIONS_BYTES = 4 * 2 ** 20
+#: A .safetensors header (names, shapes, offsets, metadata) is a few hundred bytes per tensor.
+MAX_SAFETENSORS_HEADER_BYTES = 16 * 2 ** 20
 
 
 # ---- writing ---------------------------------------------------------------------------------
@@ -120,6 +124,51 @@ def _load_safetensors(path: Path, what: str) -> dict[str, torch.Tensor]:
         return load_file(str(path), device="cpu")
     except Exception as e:
         raise SpadeganError(f"cannot read {what} {path}: {e}") from None
+
+
+def write_safetensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Write `tensors` (copied to contiguous CPU tensors) as a .safetensors file, atomically.
+
+    `metadata` values must be strings (the format's rule); read them with `read_safetensors_metadata`.
+    """
+    try:
+        from safetensors.torch import save
+    except ImportError:
+        raise SpadeganError(f"writing {path} needs the safetensors package: pip install safetensors") from None
+    bad = [k for k, v in metadata.items() if not isinstance(k, str) or not isinstance(v, str)]
+    if bad:
+        raise SpadeganError(f"safetensors metadata values must be strings; {bad[0]!r} is not")
+    data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
+    atomic_write_bytes(path, data)
+
+
+def read_safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The `__metadata__` (str -> str) of a .safetensors file, without reading any tensor.
+
+    The header is an 8-byte little-endian length and that many bytes of JSON; headers over
+    MAX_SAFETENSORS_HEADER_BYTES, truncated files, non-JSON headers and non-string metadata
+    raise a SpadeganError naming the file. A file without metadata gives {}.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            size = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if not 0 <= size <= MAX_SAFETENSORS_HEADER_BYTES:
+                raise ValueError("no safetensors header" if size < 0 else
+                                 f"a header of {size} bytes (more than {MAX_SAFETENSORS_HEADER_BYTES})")
+            raw = fh.read(size)
+        if len(raw) != size:
+            raise ValueError(f"the header is cut short ({len(raw)} of {size} bytes)")
+        header = json.loads(raw)
+        meta = header.get("__metadata__", {}) if isinstance(header, dict) else None
+        if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+            raise ValueError("its metadata is not a table of strings")
+    except OSError as e:
+        raise SpadeganError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
+    except (ValueError, RecursionError) as e:  # json.JSONDecodeError is a ValueError
+        raise SpadeganError(f"cannot read checkpoint {path}: {e}") from None
+    return meta
 
 
 def read_state_dict(path: str | os.PathLike, what: str = "checkpoint") -> dict[str, torch.Tensor]:

@@ -76,6 +76,8 @@ def _open_image(path: Path, what: str) -> Image.Image:
     try:
         im = Image.open(path)
         im.load()
+    except Image.DecompressionBombError as e:  # Pillow's pixel limit: a tiny file may declare a huge image
+        raise SpadeganError(f"{what} {path} is refused: {e}") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise SpadeganError(f"{what} {path} cannot be read as an image ({e}); is it a PNG?") from None
     return im
@@ -631,6 +633,13 @@ def _override_options(opt, extra: list[str]):
     return opt.replace(**{g: getattr(parsed, g) for g in given})
 
 
+def _flag_device(device: str | None, extra: list[str], opt) -> str | torch.device | None:
+    """--device, else the official --gpu_ids when given (several ids: the first, saying so once)."""
+    if device or opt is None or not any(t == "--gpu_ids" or t.startswith("--gpu_ids=") for t in extra):
+        return device
+    return resolve_device(None, opt.gpu_ids)
+
+
 def _load_synthesizer(args, extra: list[str]) -> Synthesizer:
     from .checkpoint import checkpoint_options, load_checkpoint
 
@@ -638,14 +647,15 @@ def _load_synthesizer(args, extra: list[str]) -> Synthesizer:
     opt = None
     if extra:
         try:
-            base = checkpoint_options(path)
+            base = checkpoint_options(path, which_epoch=args.which_epoch)
         except UnsafeFileError:
             raise
         except SpadeganError:  # no options file: the flags given must say it all
             base = None
         opt = _override_options(base, extra)
     G = load_checkpoint(path, "G", opt=opt, which_epoch=args.which_epoch)
-    syn = Synthesizer(G, device=args.device, precision=args.precision, use_engine=args.engine,
+    device = _flag_device(args.device, extra, opt)
+    syn = Synthesizer(G, device=device, precision=args.precision, use_engine=args.engine,
                       name="built-in landscapes" if args.checkpoint is None else "", checkpoint=path, consume=True)
     syn._which_epoch = args.which_epoch
     return syn

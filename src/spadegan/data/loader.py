@@ -1,11 +1,15 @@
 """DataLoader worker processes that leave SIGINT/SIGTERM to the trainer (see
-`SignalSafeDataLoader`), so Ctrl-C or `kill` on the process group still saves `latest`."""
+`SignalSafeDataLoader`), so Ctrl-C or `kill` on the process group still saves `latest`;
+`handling_stop_signals`, how the trainer (and the multi-GPU launcher) take them."""
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import signal
+import threading
 import weakref
+from typing import Callable, Iterator
 
 from torch.utils.data import DataLoader
 from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter  # subclassed: see SignalSafeDataLoader
@@ -15,6 +19,23 @@ _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 _LIVE_ITERS: "weakref.WeakSet[_SignalSafeIter]" = weakref.WeakSet()  # for the exit hook
+
+
+@contextlib.contextmanager
+def handling_stop_signals(handler: Callable[[int, object], None]) -> Iterator[None]:
+    """`handler(signum, frame)` for SIGINT and SIGTERM inside the block, the previous handlers
+    after it. Python takes signals in the main thread only: elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {s: signal.getsignal(s) for s in sorted(_STOP_SIGNALS)}
+    for s in old:
+        signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 def ignore_stop_signals(worker_id: int = 0) -> None:

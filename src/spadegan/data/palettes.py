@@ -36,6 +36,7 @@ from typing import Sequence, Union
 import numpy as np
 
 from ..errors import SpadeganError
+from ..fileio import MAX_OPTIONS_BYTES, read_limited
 
 __all__ = [
     "ClassInfo",
@@ -160,7 +161,10 @@ def load_palette_file(path: str | os.PathLike) -> list[ClassInfo]:
     p = Path(path)
     if not p.is_file():
         raise SpadeganError(f"palette file {p} does not exist; pass a classes.json or an 'R G B' text file")
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = read_limited(p, MAX_OPTIONS_BYTES, "palette file").decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SpadeganError(f"palette file {p} is not UTF-8 text ({e})") from None
     if p.suffix.lower() == ".json" or text.lstrip().startswith(("[", "{")):
         try:
             obj = json.loads(text)

@@ -3,7 +3,7 @@
 `SynthesisEngine.from_generator(G, precision)` gives a module computing what the faithful
 `networks.SPADEGenerator` computes in eval mode (max abs error <= 1e-4 in fp32), from class
 ids instead of one-hot maps, several times faster on CPU; `spadegan export` writes it as
-ONNX or TorchScript. See `engine.py` for how.
+ONNX or TorchScript (or the generator's weights as safetensors). See `engine.py` for how.
 """
 
 from .engine import SynthesisEngine, count_flops

@@ -1,4 +1,11 @@
-"""`spadegan export`: write a trained generator's engine as ONNX or TorchScript, and check it.
+"""`spadegan export`: write a trained generator's engine as ONNX or TorchScript, and check it;
+or its weights as .safetensors.
+
+`--format safetensors` writes the generator's state_dict (and the style encoder E's, when the
+run has one) as `.safetensors` files, which hold tensors only (no code, unlike pickles and
+TorchScript), with the options as metadata (`checkpoint.save_network_safetensors`): such a
+file, or a folder holding `<epoch>_net_G.safetensors`, loads wherever a `.pth` does, with its
+options, and the check reloads it and compares every tensor.
 
 The exported graph is the engine in its dense mode (`SynthesisEngine.dense_only`): the
 gather-and-sum first SPADE convolution, fused gamma/beta convolutions, folded spectral
@@ -137,14 +144,62 @@ def _export_module(G: nn.Module, size: int | None, batch: int
     return (ExportModule(engine, hw).eval(), hw) + example_inputs(engine, hw, batch)
 
 
+def _safetensors_targets(out: Path, which_epoch: str, with_E: bool) -> tuple[Path, Path | None]:
+    """(G file, E file or None) for --out: a `.safetensors` file, or a folder."""
+    if out.suffix != ".safetensors":
+        return out / f"{which_epoch}_net_G.safetensors", (out / f"{which_epoch}_net_E.safetensors" if with_E else None)
+    if not with_E:
+        return out, None
+    if not out.name.endswith("_net_G.safetensors"):
+        raise SpadeganError(f"--out {out}: this run has a style encoder (E), written beside G by the checkpoint "
+                            "naming rule: name the file <epoch>_net_G.safetensors (E goes to <epoch>_net_E"
+                            ".safetensors) or give a folder")
+    return out, out.with_name(out.name[:-len("_net_G.safetensors")] + "_net_E.safetensors")
+
+
+def _encoder_weights(checkpoint: Path, which_epoch: str) -> Path | None:
+    from ..checkpoint import companion_weights, weights_file
+    return weights_file(checkpoint, "E", which_epoch) if checkpoint.is_dir() else companion_weights(checkpoint, "E")
+
+
+def export_safetensors(checkpoint: str | Path, out: str | Path, which_epoch: str = "latest",
+                       check: bool = True) -> dict:
+    """G (and E) as .safetensors with the options as metadata; returns {"path", "format", "files", "nets"}."""
+    from ..checkpoint import load_checkpoint, network_state_dict, save_network_safetensors
+    from ..device import say_once
+
+    checkpoint = Path(checkpoint)
+    nets = {"G": load_checkpoint(checkpoint, "G", which_epoch=which_epoch)}
+    e_file = _encoder_weights(checkpoint, which_epoch) if nets["G"].opt.use_vae else None
+    if e_file is not None:
+        nets["E"] = load_checkpoint(e_file, "E", opt=nets["G"].opt)
+    elif nets["G"].opt.use_vae:
+        say_once(f"{checkpoint} holds no {which_epoch}_net_E weights: exporting G alone (styles then come "
+                 "from random codes, not from style images)")
+    g_path, e_path = _safetensors_targets(Path(out), which_epoch, "E" in nets)
+    files = {"G": g_path, **({"E": e_path} if e_path is not None else {})}
+    for k, path in files.items():
+        save_network_safetensors(nets[k], k, path)
+    if check:
+        for k, path in files.items():
+            back = network_state_dict(load_checkpoint(path, k))
+            want = network_state_dict(nets[k])
+            if back.keys() != want.keys() or any(not torch.equal(back[n], want[n]) for n in want):
+                raise SpadeganError(f"{path} does not read back as the {k} it was written from; do not use it")
+    return {"path": str(g_path), "format": "safetensors", "files": [str(p) for p in files.values()],
+            "nets": list(files), "checked": check}
+
+
 def export(checkpoint: str | Path, fmt: str, out: str | Path, size: int | None = None,
            batch: int = 1, opset: int = 17, tol: float = 1e-4, check: bool = True,
            which_epoch: str = "latest") -> dict:
     """Export and check; returns {"path", "format", "max_abs_err", "ms"}."""
     from ..checkpoint import load_checkpoint
 
+    if fmt == "safetensors":
+        return export_safetensors(checkpoint, out, which_epoch, check)
     if fmt not in ("onnx", "torchscript"):
-        raise SpadeganError(f"--format must be onnx or torchscript, not {fmt!r}")
+        raise SpadeganError(f"--format must be onnx, torchscript or safetensors, not {fmt!r}")
     G = load_checkpoint(checkpoint, "G", which_epoch=which_epoch)
     if G.opt.netG != "spade":
         raise SpadeganError(f"export supports SPADE generators (--netG spade), not --netG {G.opt.netG}")
@@ -200,18 +255,26 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="checkpoint folder or _net_G.pth file")
     p.add_argument("--which_epoch", default="latest")
-    p.add_argument("--format", required=True, choices=("onnx", "torchscript"))
-    p.add_argument("--out", required=True, help="output file (.onnx / .pt)")
+    p.add_argument("--format", required=True, choices=("onnx", "torchscript", "safetensors"))
+    p.add_argument("--out", required=True,
+                   help="output file (.onnx / .pt / .safetensors); for safetensors also a folder")
     p.add_argument("--size", type=int, default=None, help="output width (default: the training size)")
     p.add_argument("--batch_size", type=int, default=1, help="batch size baked into the graph")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset")
     p.add_argument("--tol", type=float, default=1e-4, help="max abs error allowed by the check")
     p.add_argument("--no_check", action="store_true", help="skip the onnxruntime / torch.jit check")
     args = p.parse_args(argv)
+    if args.format == "safetensors" and args.size is not None:
+        raise SpadeganError("--size applies to onnx and torchscript graphs; safetensors files hold the weights, "
+                            "which work at any size")
     if args.batch_size < 1:
         raise SpadeganError(f"--batch_size must be at least 1, got {args.batch_size}")
     res = export(args.checkpoint, args.format, args.out, args.size, args.batch_size, args.opset,
                  args.tol, not args.no_check, args.which_epoch)
+    if res["format"] == "safetensors":
+        print(f"spadegan export: wrote {', '.join(res['files'])} (safetensors: the {' and '.join(res['nets'])} "
+              "weights, the options as metadata" + ("; read back identical)" if res["checked"] else ")"))
+        return 0
     msg = f"spadegan export: wrote {res['path']} ({res['format']}, inputs {', '.join(res['inputs'])}, " \
           f"{res['size'][1]}x{res['size'][0]}, batch {res['batch']})"
     if res["network"] == "faithful":

@@ -102,7 +102,7 @@ def _setup(args: argparse.Namespace) -> _Run:
 
     device = resolve_device(args.device or None)
     weights, folder, desc = resolve_model(args)
-    model_opt = checkpoint_options(folder, train=False).replace(device=str(device))
+    model_opt = checkpoint_options(weights, train=False).replace(device=str(device))
     eval_opt = split_options(model_opt, args, args.phase)
     out = Path(args.out) if args.out else (Path("eval_builtin") if args.builtin else folder)
     out.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@
 - `state.py`: seeds, RNG states and iter.txt for exact resume.
 - `visualizer.py`: loss_log.txt, web/index.html samples, TensorBoard.
 - `distributed.py`: torchrun / DistributedDataParallel setup (gloo on CPU, nccl on CUDA).
+- `launch.py`: `spadegan train --gpu_ids 0,1,...` without torchrun: one process per GPU.
 - `cli.py`: `spadegan train` and `spadegan test`.
 """
 

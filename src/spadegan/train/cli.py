@@ -6,8 +6,10 @@
 train: parse -> dataset options resolved (e.g. custom without --instance_dir trains with
 no_instance) -> dataset listed and validated -> VGG weights found (or a message saying how
 to provide them / pass --no_vgg_loss) -> options printed and saved -> Trainer.run().
-Under torchrun (`torchrun --nproc_per_node 2 -m spadegan.train.cli ...`) each process joins
-the group and rank 0 alone prints and writes; --batchSize stays the global batch.
+Several --gpu_ids (`--gpu_ids 0,1`) start one DistributedDataParallel process per GPU
+(`launch.py`); under torchrun (`torchrun --nproc_per_node 2 -m spadegan.train.cli ...`)
+torchrun starts them. Either way each process joins the group and rank 0 alone prints and
+writes; --batchSize stays the global batch.
 
 test: like the official test.py, options come from the command line (official checkpoint
 folders hold opt.txt too, for reference); `checkpoints/<name>/<which_epoch>_net_G.pth` is
@@ -60,11 +62,17 @@ def _prepare_dataset(opt: Options, show: bool):
 def train_main(argv: list[str]) -> int:
     """`spadegan train [official train.py flags]`; returns the exit code (0 also after Ctrl-C)."""
     from .. import networks
-    from .distributed import cleanup_distributed, setup_distributed
+    from .distributed import cleanup_distributed, rank_device, setup_distributed
+    from .launch import launch, launch_devices
     from .trainer import Trainer
 
     opt = parse(argv, train=True)
-    info = setup_distributed(opt.torch_device)
+    devices = launch_devices(opt)
+    if devices is not None:
+        print(f"spadegan train: starting {len(devices)} DistributedDataParallel processes, one per device: "
+              + ", ".join(str(d) for d in devices), flush=True)
+        return launch(train_main, argv, devices)
+    info = setup_distributed(rank_device(opt))
     try:
         show = info.is_main
         # the VGG weights first: nothing should be written when training cannot start

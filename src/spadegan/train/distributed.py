@@ -1,8 +1,11 @@
-"""Multi-process training with DistributedDataParallel, launched by `torchrun`.
+"""Multi-process training with DistributedDataParallel, launched by `torchrun` or by
+`spadegan train --gpu_ids 0,1,...` (`launch.py`).
 
 `torchrun --nproc_per_node N -m spadegan.train.cli ...` (or `spadegan train ...` under
 torchrun) sets RANK / WORLD_SIZE / LOCAL_RANK; `setup_distributed` reads them and joins the
-process group: gloo on CPU, nccl on CUDA (one GPU per process, cuda:LOCAL_RANK).
+process group: gloo on CPU, nccl on CUDA (one GPU per process, cuda:LOCAL_RANK). Processes
+started by spadegan's own launcher get the same variables plus SPADEGAN_RANK_DEVICE, their
+device (the GPU of their --gpu_ids entry, or the CPU).
 
 `--batchSize` stays the *global* batch, as with the official DataParallel training: each of
 the N processes takes batchSize/N samples of every global batch, so a 2-process run sees the
@@ -26,6 +29,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from ..errors import SpadeganError
+from ..options import Options
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,28 @@ class DistInfo:
         return self.rank == 0
 
 
+#: Set by spadegan's launcher (`launch.py`) in each process it starts: that process's device.
+RANK_DEVICE_ENV = "SPADEGAN_RANK_DEVICE"
+
+
+def launched_device() -> torch.device | None:
+    """The device spadegan's launcher gave this process, None when it did not start it."""
+    value = os.environ.get(RANK_DEVICE_ENV)
+    return torch.device(value) if value else None
+
+
+def rank_device(opt: Options) -> torch.device:
+    """The device to give `setup_distributed`: the launcher's for its processes; under torchrun
+    with several --gpu_ids "cuda" (each process then takes cuda:LOCAL_RANK, so the ids do not
+    pick it and "runs on the first id only" would be wrong); else `opt.torch_device`."""
+    given = launched_device()
+    if given is not None:
+        return given
+    if env_world_size() > 1 and not opt.device and len(opt.gpu_id_list) > 1 and torch.cuda.is_available():
+        return torch.device("cuda")
+    return opt.torch_device
+
+
 def env_world_size() -> int:
     """WORLD_SIZE as set by torchrun (1 when not launched by it)."""
     try:
@@ -58,17 +84,21 @@ def setup_distributed(device: torch.device) -> DistInfo:
     """Join the process group described by torchrun's environment, or return a 1-process info.
 
     `device` is the device the options ask for; under DDP on CUDA each process takes
-    cuda:LOCAL_RANK instead.
+    cuda:LOCAL_RANK instead, or, when spadegan's launcher started it, the device it was given.
     """
     world = env_world_size()
     if world <= 1:
         return DistInfo(device=device)
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
+    given = launched_device()
+    if given is not None:
+        device = given
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise SpadeganError("--device cuda under torchrun, but CUDA is not available")
-        device = torch.device("cuda", local_rank)
+        if given is None:
+            device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
         backend = "nccl"
     else:

@@ -21,7 +21,8 @@ What spadegan adds:
   return normally;
 - --amp with the precision policy of `spadegan.device` (bf16 autocast on AMX CPUs and CUDA
   GPUs of compute capability >= 8.0, fp16 + GradScaler on older GPUs, fp32 with a warning
-  elsewhere), --seed, one device (`opt.torch_device`), DistributedDataParallel under torchrun;
+  elsewhere), --seed, one device (`opt.torch_device`), DistributedDataParallel under torchrun
+  or the `--gpu_ids 0,1,...` launcher (`launch.py`);
 - --ema_decay: a moving average of G (`ema.py`), saved as `<epoch>_net_EMA.pth` with fresh
   batch-norm statistics, and continued exactly on resume.
 """
@@ -31,9 +32,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import threading
 import time
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import torch
 import torch.nn as nn
@@ -42,6 +42,7 @@ from torch.utils.data import Dataset
 from .. import networks
 from ..checkpoint import load_network_weights, network_state_dict, weights_file
 from ..data.datasets import create_dataset
+from ..data.loader import handling_stop_signals
 from ..device import precision_policy
 from ..errors import SpadeganError
 from ..fileio import load_torch_file, save_file_set
@@ -419,27 +420,14 @@ class Trainer:
         """Ask the loop to stop after the current step (what Ctrl-C does)."""
         self._stop_signal = signum
 
-    @contextlib.contextmanager
-    def _signal_handlers(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
+    def _signal_handlers(self):
         def handler(signum, frame):
             if self._stop_signal is not None:  # a second Ctrl-C: stop now, without saving
                 raise KeyboardInterrupt
             self._stop_signal = signum
             self._say(f"\n{signal.Signals(signum).name} received: finishing the current step, then saving "
                       "'latest' (press Ctrl-C again to quit without saving)")
-
-        old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-        for s in old:
-            signal.signal(s, handler)
-        try:
-            yield
-        finally:
-            for s, h in old.items():
-                signal.signal(s, h)
+        return handling_stop_signals(handler)
 
     # ---- the loop --------------------------------------------------------------------------------------
     def _say(self, msg: str) -> None:
