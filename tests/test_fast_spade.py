@@ -200,3 +200,38 @@ def test_bad_ids_and_missing_instance_are_clear_errors():
         LabelCodes.from_label(torch.full((1, 4, 4), 4), None, opt)
     with pytest.raises(SpadeganError, match="needs an instance map"):
         LabelCodes.from_label(torch.zeros(1, 4, 4), None, _Opt(4, False, True))
+
+
+@pytest.mark.parametrize("instance", [False, True], ids=["plain", "instance edges"])
+def test_discriminator_from_codes_matches_the_one_hot_input_in_float64(instance):
+    """D's first conv by lookups of the codes and the image's own conv, and the coarser
+    scales from the average-pooled one-hot map built from the codes: the same features and
+    gradients as D on cat(semantics, image), for three scales and an odd-sized map."""
+    from spadegan.networks.discriminator import LabelAndImage, MultiscaleDiscriminator, pooled_one_hot
+    argv = ["--dataset_mode", "custom", "--label_dir", ".", "--image_dir", ".", "--label_nc", "5",
+            "--contain_dontcare_label", "--ndf", "8", "--gpu_ids", "-1", "--crop_size", "32", "--num_D", "3"]
+    argv += ["--instance_dir", "."] if instance else ["--no_instance"]
+    opt = parse(argv, train=True)
+    torch.manual_seed(0)
+    D = networks.define_D(opt).double()
+    state = {k: v.clone() for k, v in D.state_dict().items()}
+    label = blocky((2, 31, 33), 4, 6, seed=1)
+    inst = blocky((2, 31, 33), 8, 3, seed=2) if instance else None
+    codes = LabelCodes.from_label(label, inst, opt)
+    sem = codes.semantics(torch.float64)
+    assert torch.allclose(pooled_one_hot(codes, torch.float64), MultiscaleDiscriminator.downsample(sem), atol=1e-15)
+    results = []
+    for make in (lambda img: torch.cat([sem, img], 1), lambda img: LabelAndImage(img, codes)):
+        D.load_state_dict(state)  # the same spectral-norm vectors
+        D.zero_grad()
+        image = torch.randn(2, 3, 31, 33, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+        image.requires_grad_(True)
+        out = D(make(image))
+        sum((t * t).sum() for scale in out for t in scale).backward()
+        grads = {n: p.grad.clone() for n, p in D.named_parameters()}
+        grads["image"] = image.grad.clone()
+        results.append(([t.detach() for scale in out for t in scale], grads))
+    (ref_out, ref_g), (out, g) = results
+    assert len(ref_out) == len(out) == 3 * (opt.n_layers_D + 1)
+    assert max(float((a - b).abs().max()) for a, b in zip(ref_out, out)) < 1e-10
+    _compare_grads(ref_g, g, tol=1e-10)

@@ -32,7 +32,7 @@ from .norms import param_free_norm
 NHIDDEN = 128  # fixed in the paper and the official checkpoints
 
 #: fraction of near-boundary pixels above which a level's gamma/beta are computed densely
-SPARSE_THRESHOLD = 0.5
+SPARSE_THRESHOLD = 0.6
 
 
 def parse_spade_config(config_text: str) -> tuple[str, int]:

@@ -1,7 +1,11 @@
-"""Discriminators: MultiscaleDiscriminator of NLayerDiscriminator PatchGANs.
+"""Discriminators: MultiscaleDiscriminator of NLayerDiscriminator PatchGANs, and OASIS' U-Net.
 
 `D(cat([semantics, image], 1))` returns one list per scale of the intermediate features
 (the last entry is the patch prediction), used for the GAN and feature-matching losses.
+`D(LabelAndImage(codes, image))` computes the same: the first conv is linear in its input,
+so its label part is a sum of lookups of the codes (no one-hot tensor, no gradient for it)
+and only the image's 3 channels are convolved; the coarser scales read the average-pooled
+one-hot map, built from the codes directly.
 """
 
 from __future__ import annotations
@@ -13,8 +17,58 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..layers import nonspade_norm_layer
+from ..layers.label_codes import LabelCodes, code_embedding
 from ..options import Options
 from .base import BaseNetwork
+
+
+class LabelAndImage:
+    """A multiscale discriminator's input kept in two parts: the label map as codes (scale 0)
+    or as its average-pooled one-hot tensor (`soft`, coarser scales), and the image."""
+
+    def __init__(self, image: torch.Tensor, codes: LabelCodes | None = None, soft: torch.Tensor | None = None):
+        self.image, self.codes, self.soft = image, codes, soft
+
+    def downsample(self) -> "LabelAndImage":
+        """The input of the next scale: both parts average-pooled (3x3, stride 2, as `downsample`)."""
+        image = MultiscaleDiscriminator.downsample(self.image)
+        if self.soft is not None:
+            return LabelAndImage(image, soft=MultiscaleDiscriminator.downsample(self.soft))
+        return LabelAndImage(image, soft=pooled_one_hot(self.codes, self.image.dtype))
+
+
+def pooled_one_hot(codes: LabelCodes, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """`MultiscaleDiscriminator.downsample(codes.semantics())` without building the full-size
+    one-hot tensor: each pooled pixel adds 1/count to the channel of each code in its window."""
+    b, h, w = codes.code.shape
+    ho, wo = (h - 1) // 2 + 1, (w - 1) // 2 + 1
+    L, nc = codes.label_channels, codes.label_channels + int(codes.instance)
+    ones = torch.ones(1, 1, h, w, dtype=dtype, device=codes.device)
+    count = F.avg_pool2d(ones, 3, 2, 1, count_include_pad=True) * 9  # valid cells per window
+    cp = F.pad(codes.code, (1, 1, 1, 1), value=-1)
+    out = torch.zeros(b, nc + 1, ho, wo, dtype=dtype, device=codes.device)  # channel nc takes the padding
+    for dy in range(3):
+        for dx in range(3):
+            c = cp[:, dy:dy + 2 * ho - 1:2, dx:dx + 2 * wo - 1:2]
+            pad = c < 0
+            out.scatter_add_(1, torch.where(pad, nc, c % L)[:, None], (~pad)[:, None].to(dtype))
+            if codes.instance:
+                out[:, L] += (c >= L).to(dtype)
+    return out[:, :nc] / count
+
+
+def first_conv_by_lookup(conv: nn.Conv2d, codes: LabelCodes, image: torch.Tensor) -> torch.Tensor:
+    """`conv(cat([codes.semantics(), image]))` for a k x k conv with stride s and padding p:
+    the image part convolved, the label part summed from per-tap lookups of the codes."""
+    k, s, p = conv.kernel_size[0], conv.stride[0], conv.padding[0]
+    nsem = codes.label_channels + int(codes.instance)
+    out = F.conv2d(image, conv.weight[:, nsem:], conv.bias, s, p)
+    table = code_embedding(conv.weight[:, :nsem], codes.label_channels, codes.instance)  # (T, V + 1, C)
+    windows = F.pad(codes.code, (p, p, p, p), value=codes.V).unfold(1, k, s).unfold(2, k, s)
+    b, ho, wo = windows.shape[:3]
+    idx = windows.reshape(-1, k * k) + torch.arange(k * k, device=image.device) * (codes.V + 1)
+    sem = F.embedding_bag(idx, table.reshape(-1, table.shape[-1]).to(out.dtype), mode="sum")
+    return out + sem.view(b, ho, wo, -1).permute(0, 3, 1, 2)
 
 
 class NLayerDiscriminator(BaseNetwork):
@@ -38,10 +92,23 @@ class NLayerDiscriminator(BaseNetwork):
         for n, layers in enumerate(sequence):  # groups named model0.. as in the checkpoints
             self.add_module("model" + str(n), nn.Sequential(*layers))
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor] | torch.Tensor:
-        results = [x]
-        for submodel in self.children():
+    def forward(self, x: torch.Tensor | LabelAndImage) -> list[torch.Tensor] | torch.Tensor:
+        layers = list(self.children())
+        if isinstance(x, LabelAndImage):  # the first conv from its two parts (see the module doc)
+            conv, act = self.model0[0], self.model0[1]
+            if x.codes is not None:
+                results = [act(first_conv_by_lookup(conv, x.codes, x.image))]
+            else:
+                nsem = x.soft.shape[1]
+                pre = F.conv2d(x.image, conv.weight[:, nsem:], conv.bias, conv.stride, conv.padding)
+                results = [act(pre + F.conv2d(x.soft, conv.weight[:, :nsem], None, conv.stride, conv.padding))]
+            layers = layers[1:]
+        else:
+            results = [x]
+        for submodel in layers:
             results.append(submodel(results[-1]))
+        if isinstance(x, LabelAndImage):
+            return results if self.get_intermediate_features else results[-1]
         return results[1:] if self.get_intermediate_features else results[-1]
 
 
@@ -58,12 +125,12 @@ class MultiscaleDiscriminator(BaseNetwork):
     def downsample(x: torch.Tensor) -> torch.Tensor:
         return F.avg_pool2d(x, kernel_size=3, stride=2, padding=[1, 1], count_include_pad=False)
 
-    def forward(self, x: torch.Tensor) -> list[list[torch.Tensor]]:
+    def forward(self, x: torch.Tensor | LabelAndImage) -> list[list[torch.Tensor]]:
         result = []
         for D in self.children():
             out = D(x)
             result.append(out if self.get_intermediate_features else [out])
-            x = self.downsample(x)
+            x = x.downsample() if isinstance(x, LabelAndImage) else self.downsample(x)
         return result
 
 

@@ -22,6 +22,7 @@ import torch.nn as nn
 from .. import networks
 from ..data.semantics import instance_map
 from ..layers.label_codes import LabelCodes, use_sparse_spade
+from ..networks.discriminator import LabelAndImage
 from ..losses import (GANLoss, VGGLoss, feature_matching_loss, kld_loss, labelmix_loss, labelmix_mask,
                       oasis_loss)
 from ..options import Options
@@ -147,11 +148,13 @@ class Pix2PixModel(nn.Module):
 
     def discriminate(self, codes: LabelCodes | ImageLabel, fake: torch.Tensor, real: torch.Tensor, D: nn.Module):
         # fake and real go through D as one batch (the same statistics for both with batch norm)
-        sem = codes.semantics(real.dtype)
-        fake_and_real = torch.cat([torch.cat([sem, fake.to(sem.dtype)], 1),
-                                   torch.cat([sem, real.to(sem.dtype)], 1)], 0)
-        out = D(fake_and_real)
-        b = sem.size(0)
+        b = real.shape[0]
+        if getattr(self, "sparse", False):  # the label part of D's first conv by lookups
+            both = LabelCodes(torch.cat([codes.code, codes.code]), codes.label_channels, codes.instance)
+            out = D(LabelAndImage(torch.cat([fake.to(real.dtype), real]), both))
+        else:
+            sem = codes.semantics(real.dtype)
+            out = D(torch.cat([torch.cat([sem, fake.to(sem.dtype)], 1), torch.cat([sem, real], 1)], 0))
         if isinstance(out, list):
             return ([[t[:b] for t in p] for p in out], [[t[b:] for t in p] for p in out])
         return out[:b], out[b:]
