@@ -1,23 +1,34 @@
-"""Seconds per training iteration (G step + D step), fp32 against --amp, and peak memory.
+"""Seconds per training iteration (G step + D step): dense against sparse SPADE, and --amp.
 
-    python benchmarks/bench_train.py            # both configurations, fp32 and --amp
-    python benchmarks/bench_train.py --quick    # fewer iterations
+    python benchmarks/bench_train.py                 # every configuration, 5 timed rounds
+    python benchmarks/bench_train.py --quick         # 2 timed rounds
+    python benchmarks/bench_train.py --configs builtin,builtin128
 
-Configurations:
-- `ade20k`: the official ADE20K setup: label_nc 150 + dontcare (151 one-hot channels, no
-  instance maps), ngf 64, ndf 64, 256x256, batch 1, all default losses (hinge GAN, feature
-  matching, VGG19 perceptual loss with *random* weights: the speed is the same), the default
-  norms (spectralspadesyncbatch3x3 for G, spectralinstance for D).
-- `small`: the same at ngf 32, 128x128, batch 4.
+Each configuration runs in its own subprocess, which builds one trainer per variant
+(`--spade_impl dense` fp32, `--spade_impl sparse` fp32, sparse with `--amp`) on the same
+batch and times their iterations round-robin (one warm-up round first), so every ratio
+compares iterations measured under the same conditions; the median and the minimum of the
+rounds are reported. Variants whose losses are not finite are flagged.
 
-Each (configuration, precision) runs in its own subprocess, so the peak resident memory
-(CPU) or peak allocated memory (CUDA) is that run's alone. One iteration is warm-up; the
-median of the timed ones is reported. Prints a table and, last, one JSON line.
+Configurations (the VGG loss off everywhere, as the issue's comparison with the official code):
+- `ade20k`: label_nc 150 + dontcare, no instance, ngf/ndf 64, 256x256, batch 1, the default
+  norms (spectralspadesyncbatch3x3, spectralinstance), fed with the real ADE20K annotations
+  of ../shared/data/ade20k_sample resized to 256 (nearest).
+- `ade20k_worst`: the same fed with random 2x2-pixel blocks of all 151 classes, where every
+  pixel is near a class boundary (the worst case for the sparse path).
+- `small`: the same at ngf/ndf 32, 128x128, batch 4, real ADE20K maps.
+- `builtin`: the built-in model's setup: landscapes label maps (`spadegan.data.landscapes`),
+  64x64, ngf/ndf 16, spectralspadesyncbatch1x1, --use_vae, batch 8.
+- `builtin128`: the same at 128x128.
+- `oasis128`: builtin128 with --netD oasis (3D noise, LabelMix, EMA 0.999), no VAE.
+
+Prints a table, then one JSON line with the CPU, torch and every measurement.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import math
 import os
@@ -29,135 +40,149 @@ import sys
 import tempfile
 import time
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+SHARED = os.environ.get("SPADEGAN_SHARED", os.path.join(HERE, "..", "..", "shared"))
+
 CONFIGS = {
-    "ade20k": dict(label_nc=150, ngf=64, size=256, batch=1),
-    "small": dict(label_nc=150, ngf=32, size=128, batch=4),
+    "ade20k": dict(mode="ade20k", size=256, ngf=64, batch=1, maps="ade"),
+    "ade20k_worst": dict(mode="ade20k", size=256, ngf=64, batch=1, maps="worst"),
+    "small": dict(mode="ade20k", size=128, ngf=32, batch=4, maps="ade"),
+    "builtin": dict(mode="landscapes", size=64, ngf=16, batch=8, maps="landscapes", vae=True, norm="1x1"),
+    "builtin128": dict(mode="landscapes", size=128, ngf=16, batch=8, maps="landscapes", vae=True, norm="1x1"),
+    "oasis128": dict(mode="landscapes", size=128, ngf=16, batch=8, maps="landscapes", norm="1x1", oasis=True),
 }
+VARIANTS = [("dense", False), ("sparse", False), ("sparse", True)]
 
 
-def _worker(config: str, amp: bool, iters: int, device: str, threads: int, force_bf16: bool = False) -> dict:
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _label_maps(c: dict, n: int):
+    """(n, 1, S, S) float label maps of the configuration's kind."""
+    import numpy as np
+    import torch
+    from PIL import Image
+    s = c["size"]
+    if c["maps"] == "ade":
+        files = sorted(glob.glob(os.path.join(SHARED, "data", "ade20k_sample", "annotations", "*.png")))
+        if not files:
+            raise SystemExit(f"no ADE20K annotations under {SHARED}/data/ade20k_sample (set SPADEGAN_SHARED)")
+        maps = [np.array(Image.open(f).resize((s, s), Image.NEAREST)) for f in files]
+        return torch.stack([torch.from_numpy(maps[i % len(maps)]).float()[None] for i in range(n)])
+    if c["maps"] == "worst":
+        g = torch.Generator().manual_seed(0)
+        small = torch.randint(0, 151, (n, 1, s // 2, s // 2), generator=g).float()
+        return torch.nn.functional.interpolate(small, size=(s, s), mode="nearest")
+    from spadegan.data.landscapes import generate_scene
+    return torch.stack([torch.from_numpy(generate_scene(i, size=s)[0]).float()[None] for i in range(n)])
+
+
+def _argv(c: dict, impl: str, amp: bool, tmp: str) -> list[str]:
+    argv = ["--name", f"{impl}{int(amp)}", "--checkpoints_dir", tmp, "--dataset_mode", c["mode"],
+            "--ngf", str(c["ngf"]), "--ndf", str(c["ngf"]), "--crop_size", str(c["size"]),
+            "--load_size", str(c["size"]), "--batchSize", str(c["batch"]), "--seed", "0", "--nThreads", "0",
+            "--no_vgg_loss", "--gpu_ids", "-1", "--spade_impl", impl]
+    if c.get("norm") == "1x1":
+        argv += ["--norm_G", "spectralspadesyncbatch1x1"]
+    if c.get("vae"):
+        argv.append("--use_vae")
+    if c.get("oasis"):
+        argv += ["--netD", "oasis", "--ema_decay", "0.999"]
+    return argv + (["--amp"] if amp else [])
+
+
+def _worker(config: str, rounds: int) -> dict:
     import torch
     from torch.utils.data import Dataset
 
-    from spadegan import networks
     from spadegan.options import parse
     from spadegan.train.trainer import Trainer
 
-    if force_bf16:  # measure CPU bf16 even where the precision policy would use fp32
-        torch.cpu._is_amx_tile_supported = lambda: True
-
-    if threads > 0:
-        torch.set_num_threads(threads)
     c = CONFIGS[config]
+    labels = _label_maps(c, c["batch"])
+    images = torch.rand(c["batch"], 3, c["size"], c["size"], generator=torch.Generator().manual_seed(1)) * 2 - 1
 
-    class Blocks(Dataset):
-        """Random blocky label maps (all 151 ids possible) and random photos."""
-
+    class Batch(Dataset):
         def __len__(self) -> int:
-            return 8
+            return c["batch"]
 
         def __getitem__(self, i: int) -> dict:
-            g = torch.Generator().manual_seed(i)
-            s = c["size"]
-            lab = torch.randint(0, c["label_nc"] + 1, (1, 1, s // 16, s // 16), generator=g).float()
-            lab = torch.nn.functional.interpolate(lab, size=(s, s), mode="nearest")[0]
-            img = torch.rand(3, s, s, generator=g) * 2 - 1
-            return {"label": lab, "instance": torch.zeros(()), "image": img, "path": f"{i}.png"}
+            return {"label": labels[i], "instance": torch.zeros(()), "image": images[i], "path": f"{i}.png"}
 
     with tempfile.TemporaryDirectory() as tmp:
-        argv = ["--name", "bench", "--checkpoints_dir", tmp, "--dataset_mode", "ade20k",
-                "--ngf", str(c["ngf"]), "--crop_size", str(c["size"]), "--load_size", str(c["size"]),
-                "--batchSize", str(c["batch"]), "--seed", "0", "--nThreads", "0"]
-        if device:
-            argv += ["--device", device]
-        if amp:
-            argv.append("--amp")
-        opt = parse(argv, train=True)
-        vgg = networks.load_vgg19(None, required=False)  # random weights: same cost as ImageNet's
-        t = Trainer(opt, dataset=Blocks(), vgg=vgg, progress=False, log=False)
-        dev = t.device
-        batches = [next(iter(t.loader)) for _ in range(2)]
-
-        def sync() -> None:
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-
-        times = []
-        for i in range(iters + 1):  # the first is warm-up (allocator, oneDNN kernel selection)
-            sync()
-            t0 = time.perf_counter()
-            t.train_one_step(i, batches[i % 2])
-            sync()
-            times.append(time.perf_counter() - t0)
-        losses = {k: float(v.float().mean()) for k, v in {**t.g_losses, **t.d_losses}.items()}
-    if dev.type == "cuda":
-        peak_mb = torch.cuda.max_memory_allocated(dev) / 2 ** 20
-    else:
-        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    timed = times[1:]
-    return {"config": config, "amp": amp, "amp_dtype": str(t.amp_dtype).replace("torch.", "") if t.amp_dtype else None,
-            "sec_per_iter": statistics.median(timed), "sec_min": min(timed), "iters": len(timed),
-            "warmup_sec": times[0], "peak_mb": round(peak_mb, 1), "losses": losses,
-            "finite": all(math.isfinite(v) for v in losses.values()),
-            "device": str(dev), "threads": torch.get_num_threads()}
+        runs = []
+        for impl, amp in VARIANTS:
+            t = Trainer(parse(_argv(c, impl, amp, tmp), train=True), dataset=Batch(), progress=False, log=False)
+            runs.append({"impl": impl, "amp": amp, "trainer": t, "data": next(iter(t.loader)), "times": []})
+        for r in range(rounds + 1):  # round 0 is warm-up (allocator, oneDNN kernel selection)
+            for run in runs:
+                t0 = time.perf_counter()
+                run["trainer"].train_one_step(0, run["data"])
+                if r:
+                    run["times"].append(time.perf_counter() - t0)
+        rows = []
+        for run in runs:
+            t = run["trainer"]
+            losses = {k: float(v.float().mean()) for k, v in {**t.g_losses, **t.d_losses}.items()}
+            rows.append({"config": config, "impl": run["impl"], "amp": run["amp"],
+                         "precision": str(t.amp_dtype).replace("torch.", "") if t.amp_dtype else "fp32",
+                         "sec_per_iter": statistics.median(run["times"]), "sec_min": min(run["times"]),
+                         "rounds": len(run["times"]), "finite": all(math.isfinite(v) for v in losses.values())})
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"config": config, "rows": rows, "peak_mb": round(peak_mb), "threads": torch.get_num_threads()}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="2 timed iterations instead of 5")
-    ap.add_argument("--iters", type=int, default=None, help="timed iterations per run")
-    ap.add_argument("--configs", default="ade20k,small", help="comma-separated: ade20k, small")
-    ap.add_argument("--device", default="", help="cpu, cuda, cuda:N (default: cpu / the options' default)")
+    ap.add_argument("--quick", action="store_true", help="2 timed rounds instead of 5")
+    ap.add_argument("--rounds", type=int, default=None, help="timed rounds per configuration")
+    ap.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated: " + ", ".join(CONFIGS))
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    ap.add_argument("--force-bf16", action="store_true",
-                    help="use bf16 autocast on CPUs without bf16 units too (slow reference kernels)")
-    ap.add_argument("--worker", nargs=2, metavar=("CONFIG", "AMP"), help=argparse.SUPPRESS)
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    iters = args.iters or (2 if args.quick else 5)
+    rounds = args.rounds or (2 if args.quick else 5)
     if args.worker:
-        res = _worker(args.worker[0], args.worker[1] == "1", iters, args.device, args.threads, args.force_bf16)
-        print("RESULT " + json.dumps(res), flush=True)
+        import torch
+        if args.threads > 0:
+            torch.set_num_threads(args.threads)
+        print("RESULT " + json.dumps(_worker(args.worker, rounds)), flush=True)
         return 0
 
     results = []
-    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
-    for config in configs:
-        for amp in (False, True):
-            cmd = [sys.executable, os.path.abspath(__file__), "--worker", config, "1" if amp else "0",
-                   "--iters", str(iters), "--threads", str(args.threads)]
-            if args.device:
-                cmd += ["--device", args.device]
-            if args.force_bf16:
-                cmd.append("--force-bf16")
-            print(f"running {config} {'amp' if amp else 'fp32'} ...", file=sys.stderr, flush=True)
-            r = subprocess.run(cmd, capture_output=True, text=True)
-            line = next((ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")), None)
-            if r.returncode != 0 or line is None:
-                print(r.stdout[-2000:], r.stderr[-4000:], file=sys.stderr)
-                return 1
-            results.append(json.loads(line[len("RESULT "):]))
+    for config in [c.strip() for c in args.configs.split(",") if c.strip()]:
+        print(f"running {config} ...", file=sys.stderr, flush=True)
+        cmd = [sys.executable, os.path.abspath(__file__), "--worker", config, "--rounds", str(rounds),
+               "--threads", str(args.threads)]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        line = next((ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")), None)
+        if r.returncode != 0 or line is None:
+            print(r.stdout[-2000:], r.stderr[-4000:], file=sys.stderr)
+            return 1
+        results.append(json.loads(line[len("RESULT "):]))
 
-    print(f"\n{'config':<8} {'precision':<10} {'s/iter':>8} {'min':>8} {'peak MB':>9} {'finite':>7}  losses")
-    for r in results:
-        prec = r["amp_dtype"] or ("fp32 (amp*)" if r["amp"] else "fp32")
-        losses = " ".join(f"{k} {v:.3f}" for k, v in r["losses"].items())
-        print(f"{r['config']:<8} {prec:<10} {r['sec_per_iter']:>8.3f} {r['sec_min']:>8.3f} {r['peak_mb']:>9.0f} "
-              f"{str(r['finite']):>7}  {losses}")
-    speedups = {}
-    for config in configs:
-        f = next(r for r in results if r["config"] == config and not r["amp"])
-        a = next(r for r in results if r["config"] == config and r["amp"])
-        speedups[config] = f["sec_per_iter"] / a["sec_per_iter"]
-        print(f"{config}: --amp speed-up {speedups[config]:.2f}x")
-    if any(r["amp"] and not r["amp_dtype"] for r in results):
-        print("* --amp fell back to fp32: this CPU has no bf16 units (AVX512-BF16 / AMX); "
-              "--force-bf16 measures the emulated path")
     import torch
-    summary = {"bench": "train", "iters": iters, "results": results,
-               "amp_speedup": {k: round(v, 3) for k, v in speedups.items()},
-               "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-               "machine": platform.machine(), "cpus": os.cpu_count()}
-    print(json.dumps(summary))
+    cpu = cpu_name()
+    print(f"\nCPU: {cpu} ({torch.backends.cpu.get_cpu_capability()}), torch {torch.__version__}, "
+          f"{results[0]['threads'] if results else '?'} threads")
+    print(f"{'config':<13} {'variant':<16} {'s/iter':>8} {'min':>8} {'vs dense':>9} {'finite':>7}")
+    for res in results:
+        dense = next(r for r in res["rows"] if r["impl"] == "dense")
+        for r in res["rows"]:
+            r["speedup_vs_dense"] = round(dense["sec_per_iter"] / r["sec_per_iter"], 3)
+            name = f"{r['impl']} {r['precision']}" + (" (--amp)" if r["amp"] else "")
+            print(f"{r['config']:<13} {name:<16} {r['sec_per_iter']:>8.3f} {r['sec_min']:>8.3f} "
+                  f"{r['speedup_vs_dense']:>8.2f}x {str(r['finite']):>7}")
+    print(json.dumps({"bench": "train", "rounds": rounds, "cpu": cpu,
+                      "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
+                      "machine": platform.machine(), "cpus": os.cpu_count(), "results": results}))
     return 0
 
 
