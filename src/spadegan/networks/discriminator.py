@@ -202,6 +202,17 @@ class OASISDiscriminator(BaseNetwork):
         self.up = nn.ModuleList(ups)
         self.classifier = nn.Conv2d(nf, opt.label_nc + int(opt.contain_dontcare_label) + 1, 1)
 
+    def init_weights(self, init_type: str = "xavier", gain: float = 0.02) -> None:
+        """The official initialisation, except the classifier: PyTorch's default for it.
+
+        The official code gives every conv xavier-normal weights with gain 0.02; the spectral
+        norm of the other layers undoes that scale, but the plain 1x1 classifier keeps it, so
+        its logits start ~100x too small and D barely learns for hundreds of iterations (on
+        the landscapes at 64 px, segmenting real images: loss 2.40 -> 2.35 in 100 Adam steps,
+        against 2.46 -> 1.70 with the default initialisation)."""
+        super().init_weights(init_type, gain)
+        self.classifier.reset_parameters()
+
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         skips = []
         x = image
