@@ -84,12 +84,6 @@ def kld_loss(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
 
 
-def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    std = torch.exp(0.5 * logvar)
-    eps = torch.randn(std.shape, dtype=std.dtype, device=std.device, generator=generator)
-    return eps * std + mu
-
-
 # ---- OASIS (Schönfeld et al., ICLR 2021): N+1-class segmentation loss and LabelMix --------------
 def class_balance_weights(label: torch.Tensor, num_classes: int, ignore_index: int | None = None) -> torch.Tensor:
     """Per-pixel weights (B, H, W) inverse to the batch's class frequencies.

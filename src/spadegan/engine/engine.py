@@ -10,7 +10,7 @@ one-hot semantics tensor, and it computes the same function as G in eval mode:
   Winograd F(2x2, 3x3) (fp32 on CPU, `_Conv3x3`); the 1x1 shortcut is a matrix product.
 * SPADE's first convolution over the one-hot map is a gather-and-sum: at every pixel, the
   sum over the k*k taps of a table row chosen by the class id (and instance-edge bit)
-  found at that tap (`fold.code_embedding`), done by one `embedding_bag` for the three
+  found at that tap (`layers.label_codes.code_embedding`), done by one `embedding_bag` for the three
   SPADE layers of a block together (3 x 128 hidden channels per lookup).
 * gamma and beta are one convolution with 2C outputs, with the "1 +" folded in, so a
   SPADE layer is `x_hat * G + B`; spectral norm is folded into plain weights.
@@ -43,12 +43,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..data.semantics import instance_edges
+from ..layers.label_codes import CodeLevel, code_embedding, instance_edges, resize_nearest
 from ..device import PRECISIONS
 from ..errors import SpadeganError
 from ..layers.blocks import SPADEResnetBlock
 from ..layers.spade import NHIDDEN
-from .fold import FoldedSpade, code_embedding, code_tables, conv_bias, conv_weight, fold_spade
+from .fold import FoldedSpade, code_tables, conv_bias, conv_weight, fold_spade
 
 _EPS = 1e-5  # InstanceNorm2d's default eps, which the faithful SPADE uses
 _SLOPE = 0.2
@@ -76,71 +76,16 @@ def _cl(w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return w.to(dtype).contiguous(memory_format=torch.channels_last)
 
 
-def _resize_nearest(code: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(B,H,W) long -> (B,h,w), picking the same source pixels as F.interpolate(nearest)."""
-    if tuple(code.shape[1:]) == tuple(size):
-        return code
-    return F.interpolate(code[:, None].float(), size=size, mode="nearest")[:, 0].long()
+class _Level(CodeLevel):
+    """One resolution of the code map (`layers.label_codes.CodeLevel`: windows, pixels near a
+    code boundary), plus the engine's choice of the sparse path for each kernel radius.
 
-
-class _Level:
-    """One resolution of the code map and the index arithmetic its SPADE layers share.
-
-    Codes are `label + L * edge`; code V (one past the last) marks the zero padding.
     Built once per resolution per forward call and reused by every block at that size.
     """
 
     def __init__(self, code: torch.Tensor, num_codes: int):
-        self.code = code  # (B, H, W) long
-        self.B, self.H, self.W = code.shape
-        self.V = num_codes
-        self._padded: dict[int, tuple[torch.Tensor, torch.Tensor, int]] = {}
+        super().__init__(code, num_codes)
         self.sparse: dict[int, tuple | None] = {}
-
-    @property
-    def n(self) -> int:
-        return self.B * self.H * self.W
-
-    def padded(self, pw: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """(flat padded code map, tap offsets (T,), padded width) for kernel radius pw."""
-        if pw not in self._padded:
-            cp = F.pad(self.code, (pw, pw, pw, pw), value=self.V)
-            wp = self.W + 2 * pw
-            k = 2 * pw + 1
-            dy, dx = torch.meshgrid(torch.arange(k), torch.arange(k), indexing="ij")
-            offs = (dy * wp + dx).reshape(-1).to(self.code.device)
-            self._padded[pw] = (cp.reshape(-1), offs, wp)
-        return self._padded[pw]
-
-    def window_base(self, flat: torch.Tensor | None, pw: int) -> torch.Tensor:
-        """Flat padded index of the top-left tap of each pixel's window (all pixels if None)."""
-        hp, wp = self.H + 2 * pw, self.W + 2 * pw
-        if flat is None:
-            b = torch.arange(self.B, device=self.code.device).view(-1, 1, 1) * (hp * wp)
-            y = torch.arange(self.H, device=self.code.device).view(1, -1, 1) * wp
-            x = torch.arange(self.W, device=self.code.device).view(1, 1, -1)
-            return (b + y + x).reshape(-1)
-        b, rem = flat // (self.H * self.W), flat % (self.H * self.W)
-        return b * (hp * wp) + (rem // self.W) * wp + rem % self.W
-
-    def window_codes(self, flat: torch.Tensor | None, pw: int) -> torch.Tensor:
-        """(Q, T) codes of each pixel's k x k window, tap-major (tap = dy * k + dx)."""
-        cp, offs, _ = self.padded(pw)
-        return cp[self.window_base(flat, pw)[:, None] + offs[None, :]]
-
-    def _nonuniform(self, r: int) -> torch.Tensor:
-        """(B,1,H,W) bool: another code, or the zero padding, within radius r (Chebyshev)."""
-        if r == 0:  # 1x1 kernels: every value is a per-code constant
-            return torch.zeros((self.B, 1, self.H, self.W), dtype=torch.bool, device=self.code.device)
-        c = self.code[:, None].float()
-        hi = F.max_pool2d(c, 2 * r + 1, 1, r)
-        lo = -F.max_pool2d(-c, 2 * r + 1, 1, r)
-        m = hi != lo
-        m[:, :, :r] = True
-        m[:, :, -r:] = True
-        m[:, :, :, :r] = True
-        m[:, :, :, -r:] = True
-        return m
 
     def irregular(self, pw: int, threshold: float, min_pixels: int) -> tuple | None:
         """Pixels whose gamma/beta, and those whose hidden vector, are not per-code constants.
@@ -155,9 +100,9 @@ class _Level:
             return self.sparse[pw]
         result = None
         if self.n >= min_pixels and self.H > 4 * pw and self.W > 4 * pw:
-            p = self._nonuniform(2 * pw).reshape(-1).nonzero().squeeze(1)
+            p = self.nonuniform(2 * pw).reshape(-1).nonzero().squeeze(1)
             if p.numel() <= threshold * self.n:
-                q = self._nonuniform(pw).reshape(-1).nonzero().squeeze(1)
+                q = self.nonuniform(pw).reshape(-1).nonzero().squeeze(1)
                 result = (p, q)
         self.sparse[pw] = result
         return result
@@ -576,7 +521,7 @@ class SynthesisEngine(nn.Module):
 
         def level(h: int, w: int) -> _Level:
             if (h, w) not in levels:
-                levels[(h, w)] = _Level(_resize_nearest(code, (h, w)), self.V)
+                levels[(h, w)] = _Level(resize_nearest(code, (h, w)), self.V)
             return levels[(h, w)]
 
         h, w = h_out // 2 ** self.num_up, w_out // 2 ** self.num_up

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from ..layers.label_codes import code_embedding
 from ..layers.spade import SPADE, parse_spade_config
 from ..layers.spectral import has_spectral_norm, spectral_weight
 
@@ -39,23 +40,6 @@ def conv_weight(conv: nn.Module) -> torch.Tensor:
 
 def conv_bias(conv: nn.Module) -> torch.Tensor | None:
     return None if getattr(conv, "bias", None) is None else conv.bias.detach()
-
-
-def code_embedding(w: torch.Tensor, label_channels: int, instance: bool) -> torch.Tensor:
-    """Per-tap lookup table of a conv over [one-hot(label_channels), edge] input channels.
-
-    `w`: (out, label_channels [+1 edge], k, k). Returns (k*k, V + 1, out) with
-    V = label_channels * (2 if instance else 1) codes `label + L * edge`; the extra last
-    row of each tap is zero, used for taps that fall in the zero padding.
-    """
-    out, cin, k, _ = w.shape
-    taps = w.permute(2, 3, 1, 0).reshape(k * k, cin, out)  # tap = dy * k + dx
-    cls = taps[:, :label_channels]
-    rows = [cls]
-    if instance:
-        rows.append(cls + taps[:, label_channels:label_channels + 1])  # code with edge bit set
-    rows.append(torch.zeros(k * k, 1, out, dtype=w.dtype))
-    return torch.cat(rows, dim=1)
 
 
 @dataclass

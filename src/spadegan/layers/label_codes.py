@@ -44,23 +44,25 @@ def code_embedding(weight: torch.Tensor, label_channels: int, instance: bool) ->
 
 
 def instance_edges(instance: torch.Tensor) -> torch.Tensor:
-    """(B, H, W) instance ids -> (B, H, W) long 0/1: another id among the 4-neighbours."""
-    dx = instance[:, :, 1:] != instance[:, :, :-1]
-    dy = instance[:, 1:, :] != instance[:, :-1, :]
-    edge = torch.zeros(instance.shape, dtype=torch.bool, device=instance.device)
-    edge[:, :, 1:] |= dx
-    edge[:, :, :-1] |= dx
-    edge[:, 1:, :] |= dy
-    edge[:, :-1, :] |= dy
-    return edge.long()
+    """(..., H, W) instance ids -> (..., H, W) uint8, 1 where a 4-neighbour has another id.
+
+    Written with pads instead of in-place slice updates, so that it also traces to ONNX
+    (the synthesis engine computes its codes with it).
+    """
+    dx = (instance[..., :, 1:] != instance[..., :, :-1]).to(torch.uint8)
+    dy = (instance[..., 1:, :] != instance[..., :-1, :]).to(torch.uint8)
+    e = torch.maximum(F.pad(dx, (1, 0)), F.pad(dx, (0, 1)))
+    return torch.maximum(e, torch.maximum(F.pad(dy, (0, 0, 1, 0)), F.pad(dy, (0, 0, 0, 1))))
 
 
 def resize_nearest(code: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(B, H, W) integer map -> (B, h, w), picking the pixels F.interpolate(nearest) picks."""
+    """(B, H, W) code map -> (B, h, w), picking the pixels F.interpolate(nearest) picks.
+
+    Codes are class ids (+ an edge bit): small integers, exact in float32 (which also
+    traces to ONNX's Resize)."""
     if tuple(code.shape[1:]) == tuple(size):
         return code
-    # float64 holds any code exactly
-    return F.interpolate(code[:, None].double(), size=size, mode="nearest")[:, 0].long()
+    return F.interpolate(code[:, None].float(), size=size, mode="nearest")[:, 0].long()
 
 
 def use_sparse_spade(opt: Any, device: torch.device) -> bool:
@@ -192,7 +194,7 @@ class LabelCodes:
                 raise SpadeganError("this model needs an instance map (trained without --no_instance)")
             if instance.dim() == 4:
                 instance = instance[:, 0]
-            label = label + nc * instance_edges(instance)
+            label = label + nc * instance_edges(instance).long()
         return cls(label, nc, with_instance)
 
     def with_noise(self, noise: torch.Tensor) -> "LabelCodes":
