@@ -23,12 +23,23 @@ def shared() -> Path:
     return d
 
 
+def _fixture(shared: Path, kind: str, name: str) -> Path:
+    d = shared / "fixtures" / kind / name
+    if not d.is_dir():
+        pytest.skip(f"{kind} fixture not found at {d}")
+    return d
+
+
 @pytest.fixture(scope="session")
 def parity_dir(shared: Path) -> Path:
-    d = shared / "fixtures" / "official_parity" / "ade_small"
-    if not d.is_dir():
-        pytest.skip(f"official parity fixture not found at {d}")
-    return d
+    """The official implementation's outputs on tiny networks (../shared/README.md)."""
+    return _fixture(shared, "official_parity", "ade_small")
+
+
+@pytest.fixture(scope="session")
+def train_fixture_dir(shared: Path) -> Path:
+    """Two iterations of the official trainer (../shared/README.md)."""
+    return _fixture(shared, "official_train", "ade_tiny")
 
 
 @pytest.fixture(autouse=True)

@@ -21,14 +21,6 @@ from spadegan.options import parse
 from spadegan.train.trainer import Trainer
 
 
-@pytest.fixture(scope="module")
-def fixture_dir(shared: Path) -> Path:
-    d = shared / "fixtures" / "official_train" / "ade_tiny"
-    if not d.is_dir():
-        pytest.skip(f"official training fixture not found at {d}")
-    return d
-
-
 class _Batch(Dataset):
     def __init__(self, inputs: dict):
         self.inputs = inputs
@@ -41,14 +33,14 @@ class _Batch(Dataset):
                 "instance": torch.zeros(()), "path": f"{i}.png"}
 
 
-def _trainer(fixture_dir: Path, tmp_path: Path, impl: str) -> Trainer:
-    flags = (fixture_dir / "flags.txt").read_text().split()
+def _trainer(train_fixture_dir: Path, tmp_path: Path, impl: str) -> Trainer:
+    flags = (train_fixture_dir / "flags.txt").read_text().split()
     flags[flags.index("--checkpoints_dir") + 1] = str(tmp_path)
     opt = parse(flags + ["--seed", "0", "--spade_impl", impl], train=True)
-    inputs = torch.load(fixture_dir / "input.pt", weights_only=True)
+    inputs = torch.load(train_fixture_dir / "input.pt", weights_only=True)
     t = Trainer(opt, dataset=_Batch(inputs), progress=False, log=False)
     for which, net in (("G", t.model.netG), ("D", t.model.netD)):
-        net.load_state_dict(torch.load(fixture_dir / f"latest_net_{which}.pth", weights_only=True))
+        net.load_state_dict(torch.load(train_fixture_dir / f"latest_net_{which}.pth", weights_only=True))
     return t
 
 
@@ -79,13 +71,13 @@ def _two_iterations(t: Trainer, inputs: dict, record) -> list[dict]:
     return losses
 
 
-def test_dense_step_matches_the_official_trainer(fixture_dir, tmp_path):
+def test_dense_step_matches_the_official_trainer(train_fixture_dir, tmp_path):
     """The dense path runs the official operations in the official order: it reproduces the
     losses, the first iteration's gradients and, within Adam's rounding, the weights."""
     torch.set_num_threads(1)
-    expected = torch.load(fixture_dir / "expected.pt", weights_only=True)
-    inputs = torch.load(fixture_dir / "input.pt", weights_only=True)
-    t = _trainer(fixture_dir, tmp_path, "dense")
+    expected = torch.load(train_fixture_dir / "expected.pt", weights_only=True)
+    inputs = torch.load(train_fixture_dir / "input.pt", weights_only=True)
+    t = _trainer(train_fixture_dir, tmp_path, "dense")
     grads = {}
 
     def record(stage: str) -> None:
@@ -108,18 +100,18 @@ def test_dense_step_matches_the_official_trainer(fixture_dir, tmp_path):
             assert float((mine[k].float() - v.float()).abs().max()) <= 4 * lr, f"{which} {k} after two steps"
 
 
-def test_sparse_step_equals_the_dense_step_in_float64(fixture_dir, tmp_path):
+def test_sparse_step_equals_the_dense_step_in_float64(train_fixture_dir, tmp_path):
     """Sparse and dense SPADE in the whole training step (G step, D step, Adam, twice) from
     the fixture's weights: in float64 every loss, gradient and weight agrees to ~1e-12, so
     the sparse path reproduces the official trainer wherever the dense one does."""
     torch.set_num_threads(1)
-    inputs = torch.load(fixture_dir / "input.pt", weights_only=True)
+    inputs = torch.load(train_fixture_dir / "input.pt", weights_only=True)
     runs = {}
     dtype = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     try:
         for impl in ("dense", "sparse"):
-            t = _trainer(fixture_dir, tmp_path / impl, impl)
+            t = _trainer(train_fixture_dir, tmp_path / impl, impl)
             seen: dict = {}
 
             def record(stage: str, t=t, seen=seen) -> None:
@@ -142,7 +134,7 @@ def test_sparse_step_equals_the_dense_step_in_float64(fixture_dir, tmp_path):
             assert float((got[k].double() - v.double()).abs().max()) <= 1e-9 * max(1.0, float(v.abs().max())), k
 
 
-def test_sparse_first_step_matches_the_official_trainer(fixture_dir, tmp_path):
+def test_sparse_first_step_matches_the_official_trainer(train_fixture_dir, tmp_path):
     """The sparse path in float32 against the official G step: the same losses; the
     gradients within a tolerance set by one rounding tie. The sparse path sums in another
     order (~1e-6 relative in the forward pass), which on this fixture moves one of the 0.3M
@@ -150,9 +142,9 @@ def test_sparse_first_step_matches_the_official_trainer(fixture_dir, tmp_path):
     its slope flips (0.2 <-> 1) and every gradient upstream moves by 2e-4 .. 2e-3. (After
     Adam's sign-like first step that reaches D's gradients too, hence the float64 test.)"""
     torch.set_num_threads(1)
-    expected = torch.load(fixture_dir / "expected.pt", weights_only=True)
-    inputs = torch.load(fixture_dir / "input.pt", weights_only=True)
-    t = _trainer(fixture_dir, tmp_path, "sparse")
+    expected = torch.load(train_fixture_dir / "expected.pt", weights_only=True)
+    inputs = torch.load(train_fixture_dir / "input.pt", weights_only=True)
+    t = _trainer(train_fixture_dir, tmp_path, "sparse")
     data = {"label": inputs["label"].float(), "image": inputs["image"],
             "instance": torch.zeros(()), "path": ["0.png", "1.png"]}
     codes, real = t.model.preprocess_input(data, t.device)
