@@ -201,13 +201,41 @@ def test_amp_bf16_on_cpu(tmp_path, monkeypatch, capsys):
     t = Trainer(tiny_opt(tmp_path, "--amp", name="nobf16"), dataset=SynthPairs(), progress=False)
     out = capsys.readouterr().out
     assert t.amp_dtype is None and "--amp ignored" in out and "AVX512-BF16 but no AMX" in out
-    # with AMX (forced here: on CPUs without it this path is slow but correct)
+    # with AMX (forced here: on CPUs without it this path is slow but correct), and bf16
+    # measured faster (the timing replaced): bf16 autocast, weights stay fp32
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    monkeypatch.setattr(Trainer, "_time_generator_steps", lambda self, dtypes, rounds=4: [[2.0] * 4, [1.0] * 4])
     t = Trainer(tiny_opt(tmp_path, "--amp"), dataset=SynthPairs(), progress=False)
     assert t.amp_dtype == torch.bfloat16 and not t.scaler_G.is_enabled()
+    assert "training in bfloat16" in capsys.readouterr().out
     out = t.run(max_steps=2)
     assert out["losses"] and all(np.isfinite(v) for v in out["losses"].values())
     assert all(p.dtype == torch.float32 for p in t.model.netG.parameters())  # weights stay fp32
+    # a resumed run keeps the recorded choice without measuring again
+    monkeypatch.setattr(Trainer, "_time_generator_steps", lambda *a, **k: pytest.fail("measured again"))
+    t = Trainer(tiny_opt(tmp_path, "--amp", "--continue_train"), dataset=SynthPairs(), progress=False)
+    assert t.amp_dtype == torch.bfloat16
+
+
+def test_amp_falls_back_to_fp32_where_bf16_measures_slower(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    monkeypatch.setattr(Trainer, "_time_generator_steps", lambda self, dtypes, rounds=4: [[1.0] * 4, [1.5] * 4])
+    t = Trainer(tiny_opt(tmp_path, "--amp"), dataset=SynthPairs(), progress=False)
+    assert t.amp_dtype is None
+    assert "training in fp32, which is faster here" in capsys.readouterr().out
+
+
+def test_measuring_amp_leaves_the_run_unchanged(tmp_path, monkeypatch):
+    """The timed generator steps restore every buffer and RNG state: a run that measured
+    trains exactly like one that did not."""
+    a = Trainer(tiny_opt(tmp_path, "--use_vae", name="a"), dataset=SynthPairs(), progress=False)
+    times = a._time_generator_steps([None, None], rounds=2)
+    assert len(times) == 2 and all(len(t) == 2 for t in times)
+    a.run(max_steps=2)
+    b = Trainer(tiny_opt(tmp_path, "--use_vae", name="b"), dataset=SynthPairs(), progress=False)
+    b.run(max_steps=2)
+    nets = ("G", "D", "E")  # the VAE noise comes from the trainer's seeded stream
+    _assert_same(_weights(tmp_path / "ck" / "a", nets), _weights(tmp_path / "ck" / "b", nets))
 
 
 def test_missing_vgg_weights_stop_before_anything_is_written(tmp_path, monkeypatch):

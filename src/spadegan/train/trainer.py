@@ -33,7 +33,7 @@ import contextlib
 import os
 import signal
 import time
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import torch
 import torch.nn as nn
@@ -111,6 +111,7 @@ class Trainer:
         self.sampler, self.loader = make_train_loader(self.dataset, opt, self.seed, self.dist)
         self.dataset_size = self.sampler.batches_per_epoch * opt.batchSize  # samples per epoch
         self._set_position(resume_pos)
+        self._check_amp_speed()
         self.g_losses: dict[str, torch.Tensor] = {}
         self.d_losses: dict[str, torch.Tensor] = {}
         self.generated: torch.Tensor | None = None
@@ -271,10 +272,58 @@ class Trainer:
         self.scaler_G = torch.amp.GradScaler(dev, enabled=use_scaler)
         self.scaler_D = torch.amp.GradScaler(dev, enabled=use_scaler)
 
-    def autocast(self):
-        if self.amp_dtype is None:
+    def autocast(self, dtype: torch.dtype | None | str = "run"):
+        """The run's autocast (or `dtype`'s: None for fp32)."""
+        dtype = self.amp_dtype if dtype == "run" else dtype
+        if dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def _check_amp_speed(self) -> None:
+        """--amp on a CPU: keep bf16 only if it measures faster than fp32 for this model.
+
+        AMX makes bf16 matrix products fast, but on small networks the conversions cost more
+        than they save (the built-in model's 64 px configuration is slower in bf16). Three
+        timed generator steps (forward + backward, no update) of each, after one warm-up,
+        decide; every buffer (batch-norm statistics, spectral-norm vectors) and RNG state is
+        restored afterwards, so the run is as if nothing happened. A resumed run keeps the
+        choice its training state recorded."""
+        if self.amp_dtype is None or self.device.type != "cpu":
+            return
+        decided = (self.resume_state or {}).get("amp_dtype", "unknown")
+        if decided != "unknown":
+            self.amp_dtype = getattr(torch, decided) if decided else None
+            return
+        times = self._time_generator_steps([None, self.amp_dtype])
+        keep = broadcast_object(min(times[1][1:]) < min(times[0][1:]), self.dist)
+        name = str(self.amp_dtype).replace("torch.", "")
+        ms = f"{1000 * min(times[1][1:]):.0f} ms against {1000 * min(times[0][1:]):.0f} ms in fp32"
+        if self.is_main:
+            print(f"--amp: a generator step in {name} takes {ms}: "
+                  + ("training in " + name if keep else "training in fp32, which is faster here"), flush=True)
+        if not keep:
+            self.amp_dtype = None
+
+    def _time_generator_steps(self, dtypes: list, rounds: int = 4) -> list[list[float]]:
+        """Seconds of `rounds` G steps (no optimizer update) per autocast dtype, interleaved;
+        the networks' buffers and every RNG state are restored afterwards."""
+        nets = list(self._nets().values())
+        buffers = [{k: v.clone() for k, v in net.state_dict().items()} for net in nets]
+        rng = rng_state({"noise": self.noise_gen})
+        codes, real = self.model.preprocess_input(next(iter(self._fixed_batches(1))), self.device)
+        times: list[list[float]] = [[] for _ in dtypes]
+        for _ in range(rounds):
+            for i, dtype in enumerate(dtypes):
+                t0 = time.perf_counter()
+                with self.autocast(dtype):
+                    losses, _ = self.model.compute_generator_loss(codes, real)
+                sum(losses.values()).mean().backward()
+                times[i].append(time.perf_counter() - t0)
+                self.optimizer_G.zero_grad(set_to_none=True)
+        for net, saved in zip(nets, buffers):
+            net.load_state_dict(saved)
+        set_rng_state(rng, {"noise": self.noise_gen})
+        return times
 
     # ---- learning rate (the official update_learning_rate) -----------------------------------------
     def _set_lr(self, new_lr: float) -> None:
@@ -357,6 +406,7 @@ class Trainer:
             "optimizer_G": self.optimizer_G.state_dict(), "optimizer_D": self.optimizer_D.state_dict(),
             "scaler_G": self.scaler_G.state_dict(), "scaler_D": self.scaler_D.state_dict(),
             "rng": rng_state({"noise": self.noise_gen}),
+            "amp_dtype": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else None,
             **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
         }
 
@@ -394,11 +444,7 @@ class Trainer:
         """The average with batch-norm statistics of its own, measured on the first
         STAT_BATCHES batches of the data in index order (the same at every save, and drawing
         nothing from the training RNG streams, so saving never changes the run)."""
-        items = SeededItems(self.dataset, self.seed)
-        local = self.opt.batchSize // self.dist.world_size
-        count = min(STAT_BATCHES, len(self.dataset) // local)
-        batches = (torch.utils.data.default_collate([items[(i * local + j, 0)] for j in range(local)])
-                   for i in range(count))
+        batches = self._fixed_batches(STAT_BATCHES)
         noise = torch.Generator().manual_seed(mix_seed(self.seed, 5))
 
         def run(net: nn.Module, data: Mapping[str, Any]) -> None:
@@ -408,6 +454,15 @@ class Trainer:
                 z = torch.randn(real.shape[0], self.opt.z_dim, generator=noise).to(real)
             net(self.model.g_input(codes), z=z)
         return self.ema.for_synthesis(self.model.netG, batches, run)
+
+    def _fixed_batches(self, count: int) -> Iterator[Mapping[str, Any]]:
+        """Up to `count` batches of this process's size, the data in index order with epoch-0
+        augmentation: the same every time, and drawing nothing from the training RNG streams."""
+        items = SeededItems(self.dataset, self.seed)
+        local = self.opt.batchSize // self.dist.world_size
+        count = min(count, len(self.dataset) // local)
+        return (torch.utils.data.default_collate([items[(i * local + j, 0)] for j in range(local)])
+                for i in range(count))
 
     def save_latest(self, epoch: int, epoch_iter: int) -> None:
         """`latest` networks + training state + iter.txt for position (epoch, epoch_iter)."""

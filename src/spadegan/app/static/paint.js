@@ -251,7 +251,10 @@
     const stacked = Math.min(availW / state.W, Math.max(120, (availH - 40) / 2) / state.H);
     const stack = window.innerWidth <= 860 || stacked > side * 1.15;
     stage.classList.toggle("stacked", stack);
-    const scale = Math.max(0.1, stack ? stacked : side);
+    // Show the model's own pixels at 1x or a clean 2x, never a blurry fractional stretch;
+    // shrink (fractionally) only when even 1x does not fit.
+    const fit = Math.max(0.1, stack ? stacked : side);
+    const scale = fit >= 2 ? 2 : fit >= 1 ? 1 : fit;
     state.scale = scale;
     const w = Math.floor(state.W * scale) + "px", h = Math.floor(state.H * scale) + "px";
     // Size the frames (not the canvas) so both panels match exactly, borders included.
