@@ -180,6 +180,12 @@ def test_oasis_checkpoint_synthesizes_with_ema_and_seeded_3d_noise(tmp_path):
     assert all(torch.equal(G.state_dict()[k], ema[k]) for k in ema)
     raw = load_checkpoint(folder, ema=False)
     assert not torch.equal(raw.state_dict()["fc.weight"], ema["fc.weight"])
+    # spadegan eval (every <epoch>_net_G it evaluates) takes the average too, unless --no_ema
+    from spadegan.evaluation.split import load_networks
+    G_eval, _ = load_networks(folder / "latest_net_G.pth", G.opt, torch.device("cpu"), "random")
+    assert torch.equal(G_eval.state_dict()["fc.weight"], ema["fc.weight"])
+    G_raw, _ = load_networks(folder / "latest_net_G.pth", G.opt, torch.device("cpu"), "random", ema=False)
+    assert torch.equal(G_raw.state_dict()["fc.weight"], raw.state_dict()["fc.weight"])
     with pytest.warns(UserWarning, match="fast engine"):
         syn = Synthesizer.from_checkpoint(folder)
     label = SynthPairs()[0]["label"][0].long().numpy()

@@ -197,6 +197,21 @@ def companion_weights(weights: str | os.PathLike, which: str) -> Path | None:
     return weights_file(weights.parent, which, epoch)
 
 
+def averaged_generator(weights: Path, required: bool = False, hint: str = "") -> Path:
+    """The moving average `<epoch>_net_EMA` beside the generator weights `<epoch>_net_G`, if
+    the run kept one (--ema_decay), saying so once; else `weights` itself (or, `required`,
+    an error)."""
+    averaged = companion_weights(weights, "EMA")
+    if averaged is not None:
+        say_once(f"using the moving average of the generator's weights ({averaged})"
+                 + (f"; {hint} for the last weights" if hint else ""))
+        return averaged
+    if required:
+        raise SpadeganError(f"no {weights.name.replace('_net_G', '_net_EMA')} beside {weights}: that run kept no "
+                            "moving average (--ema_decay)")
+    return weights
+
+
 def resolve_checkpoint(path_or_dir: str | os.PathLike, which: str = "G",
                        which_epoch: str = "latest") -> tuple[Path, Path]:
     """(weights file, folder with options) for a checkpoint folder or a weights file."""
@@ -256,14 +271,7 @@ def load_checkpoint(path_or_dir: str | os.PathLike, which: str = "G", opt: Optio
 
     weights, folder = resolve_checkpoint(path_or_dir, which, which_epoch)
     if which == "G" and ema is not False and Path(path_or_dir).is_dir():
-        averaged = weights_file(folder, "EMA", which_epoch)
-        if averaged is not None:
-            say_once(f"using the moving average of the generator's weights ({averaged}); pass the "
-                     f"{weights.name} file itself for the last weights")
-            weights = averaged
-        elif ema:
-            raise SpadeganError(f"no {which_epoch}_net_EMA.pth in {folder}: that run kept no moving average "
-                                "(--ema_decay)")
+        weights = averaged_generator(weights, required=bool(ema), hint=f"pass the {weights.name} file itself")
     if opt is None:
         opt = checkpoint_options(weights, train=(which == "D"))
     elif which == "D" and not opt.isTrain:

@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--which_epoch", default="latest", help="which <epoch>_net_G.pth of a folder to evaluate")
     m.add_argument("--all_epochs", action="store_true",
                    help="also evaluate every saved <epoch>_net_G.pth and plot metrics against epoch")
+    m.add_argument("--no_ema", action="store_true",
+                   help="runs trained with --ema_decay: evaluate G's last weights, not their moving average")
     m.add_argument("--style", choices=("random", "encode"), default="random",
                    help="VAE models: random styles z ~ N(0, I), or encode each real photo (official test.py)")
     d = ap.add_argument_group("data (default: the dataset the model was trained on)")

@@ -267,7 +267,7 @@ def _epoch_history(run: _Run, scorer: _Scorer, synthesized: dict[str, Any], note
         if not todo:
             notes.append(f"--all_epochs: no <epoch>_net_G.pth files in {folder} besides the evaluated one")
         for epoch, p in tqdm(todo, desc="epochs", unit="ckpt"):
-            G, E = load_networks(p, run.model_opt, run.device, args.style)
+            G, E = load_networks(p, run.model_opt, run.device, args.style, not args.no_ema)
             images = synthesize_split(G, run.split, run.model_opt, run.device, args.batch_size, args.seed, E,
                                       desc=f"synthesizing (epoch {epoch})")
             row = scorer.row(images, f"epoch {epoch}", f"FID: epoch {epoch}")
@@ -316,7 +316,7 @@ def evaluate(args: argparse.Namespace) -> int:
                      "the same number of images")
     if scorer.sfd.get("note"):
         notes.append(scorer.sfd["note"])
-    G, E = load_networks(run.weights, model_opt, run.device, args.style)
+    G, E = load_networks(run.weights, model_opt, run.device, args.style, not args.no_ema)
     fake = synthesize_split(G, split, model_opt, run.device, args.batch_size, args.seed, E)
     del G, E
     metrics: dict[str, Any] = {

@@ -111,11 +111,14 @@ def train_split(model_opt: Any, args: argparse.Namespace, eval_opt: Any,
     return load_split(opt, how_many, desc="loading train split")
 
 
-def load_networks(weights: Path, model_opt: Any, device: torch.device, style: str
+def load_networks(weights: Path, model_opt: Any, device: torch.device, style: str, ema: bool = True
                    ) -> tuple[nn.Module, nn.Module | None]:
-    from ..checkpoint import companion_weights, load_checkpoint
+    """G (its moving average when the run kept one, unless `ema` is False) and, for
+    `style == "encode"`, E of the same epoch."""
+    from ..checkpoint import averaged_generator, companion_weights, load_checkpoint
 
-    G = load_checkpoint(weights, "G", opt=model_opt, device=device)
+    G = load_checkpoint(averaged_generator(weights, hint="--no_ema") if ema else weights, "G",
+                        opt=model_opt, device=device)
     E = None
     if model_opt.use_vae and style == "encode":
         e_path = companion_weights(weights, "E") or weights.parent / weights.name.replace("_net_G", "_net_E")
