@@ -71,13 +71,30 @@ def _two_iterations(t: Trainer, inputs: dict, record) -> list[dict]:
     return losses
 
 
-def test_dense_step_matches_the_official_trainer(train_fixture_dir, tmp_path):
-    """The dense path runs the official operations in the official order: it reproduces the
-    losses, the first iteration's gradients and, within Adam's rounding, the weights."""
+# Tolerances, and why. The first iteration's losses are computed before any update: they
+# agree to float rounding on every CPU (measured <= 6e-6 relative). The gradients of a GAN step
+# are piecewise linear in the activations, each LeakyReLU/ReLU input picking its slope by its
+# sign: rounding that differs from the official run's (another summation order, as in the
+# sparse path, or another CPU's kernels: AVX2 against the AVX-512 ones the fixture was made
+# with) moves one of this fixture's ~0.3 M LeakyReLU inputs in up_3 across 0 (-2.2e-7 against
+# +1.4e-6; median |x| 0.65), and every gradient upstream of it moves by up to 2e-3 relative.
+# Adam with beta1 = 0 then moves each weight by about +-lr whatever its gradient's size, so
+# weights whose gradients are near zero step differently, and the D step (on the fake of the
+# updated G) and the second iteration inherit that: D's gradients up to 5.5e-2, the second
+# iteration's losses up to 1.3e-3, the weights after two steps up to 2.8 lr (measured with
+# ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2; with AVX-512 the dense path matches to
+# 1e-6). Dropping the feature-matching weight, doubling a loss or a wrong sign is off by 100 %
+# or more. That the sparse path is the dense path's function is tested without any of this
+# noise in float64 below.
+FIRST_LOSS_RTOL, G_GRAD_RTOL, D_GRAD_RTOL, SECOND_LOSS_RTOL, WEIGHT_LRS = 2e-5, 5e-3, 0.1, 5e-3, 4
+
+
+@pytest.mark.parametrize("impl", ["dense", "sparse"])
+def test_two_iterations_match_the_official_trainer(train_fixture_dir, tmp_path, impl):
     torch.set_num_threads(1)
     expected = torch.load(train_fixture_dir / "expected.pt", weights_only=True)
     inputs = torch.load(train_fixture_dir / "input.pt", weights_only=True)
-    t = _trainer(train_fixture_dir, tmp_path, "dense")
+    t = _trainer(train_fixture_dir, tmp_path, impl)
     grads = {}
 
     def record(stage: str) -> None:
@@ -86,18 +103,18 @@ def test_dense_step_matches_the_official_trainer(train_fixture_dir, tmp_path):
         elif stage == "D0":
             grads["D"] = _grads(t.model.netD)
     losses = _two_iterations(t, inputs, record)
-    _close(grads["G"], expected["G_grads"], 1e-4, "G gradient")
-    _close(grads["D"], expected["D_grads"], 1e-4, "D gradient")
-    for it, (got, want) in enumerate(zip(losses, expected["losses"])):
+    _close(grads["G"], expected["G_grads"], G_GRAD_RTOL, "G gradient")
+    _close(grads["D"], expected["D_grads"], D_GRAD_RTOL, "D gradient")
+    for it, (got, want, rtol) in enumerate(zip(losses, expected["losses"], (FIRST_LOSS_RTOL, SECOND_LOSS_RTOL))):
         assert got.keys() == want.keys()
         for k in want:
-            assert got[k] == pytest.approx(want[k], rel=1e-5, abs=1e-6), f"iteration {it + 1} loss {k}"
+            assert got[k] == pytest.approx(want[k], rel=rtol, abs=1e-6), f"iteration {it + 1} loss {k}"
     lr = max(t.learning_rates.values())
     for which, net in (("G", t.model.netG), ("D", t.model.netD)):
         mine = net.state_dict()
         for k, v in expected[f"{which}_after"].items():
             assert mine[k].shape == v.shape
-            assert float((mine[k].float() - v.float()).abs().max()) <= 4 * lr, f"{which} {k} after two steps"
+            assert float((mine[k].float() - v.float()).abs().max()) <= WEIGHT_LRS * lr, f"{which} {k} after two steps"
 
 
 def test_sparse_step_equals_the_dense_step_in_float64(train_fixture_dir, tmp_path):
@@ -132,24 +149,3 @@ def test_sparse_step_equals_the_dense_step_in_float64(train_fixture_dir, tmp_pat
     for ref, got in ((dG, sG), (dD, sD)):
         for k, v in ref.items():
             assert float((got[k].double() - v.double()).abs().max()) <= 1e-9 * max(1.0, float(v.abs().max())), k
-
-
-def test_sparse_first_step_matches_the_official_trainer(train_fixture_dir, tmp_path):
-    """The sparse path in float32 against the official G step: the same losses; the
-    gradients within a tolerance set by one rounding tie. The sparse path sums in another
-    order (~1e-6 relative in the forward pass), which on this fixture moves one of the 0.3M
-    inputs of up_3's LeakyReLU across 0 (-2.2e-7 dense, +1.4e-6 sparse; median |x| 0.65):
-    its slope flips (0.2 <-> 1) and every gradient upstream moves by 2e-4 .. 2e-3. (After
-    Adam's sign-like first step that reaches D's gradients too, hence the float64 test.)"""
-    torch.set_num_threads(1)
-    expected = torch.load(train_fixture_dir / "expected.pt", weights_only=True)
-    inputs = torch.load(train_fixture_dir / "input.pt", weights_only=True)
-    t = _trainer(train_fixture_dir, tmp_path, "sparse")
-    data = {"label": inputs["label"].float(), "image": inputs["image"],
-            "instance": torch.zeros(()), "path": ["0.png", "1.png"]}
-    codes, real = t.model.preprocess_input(data, t.device)
-    t.run_generator_one_step(codes, real)
-    _close(_grads(t.model.netG), expected["G_grads"], 5e-3, "G gradient")
-    got = t.latest_losses()
-    for k in ("GAN", "GAN_Feat"):
-        assert got[k] == pytest.approx(expected["losses"][0][k], rel=1e-5), k
