@@ -136,11 +136,13 @@ def synthesize_split(G: nn.Module, split: EvalSplit, opt: Any, device: torch.dev
 
     VAE generators get z ~ N(0, I) from a generator seeded with ``seed`` (the same codes
     for every checkpoint, so epochs are compared on equal terms), or, when ``E`` is given,
-    z sampled around the encoding of the real photo.
+    z sampled around the encoding of the real photo; 3D-noise (OASIS) generators get their
+    noise vectors from the same seeded generator. Class maps run the sparse SPADE where
+    --spade_impl chooses it (the CPU by default).
     """
     from tqdm.auto import tqdm
 
-    from ..data.semantics import to_semantics
+    from ..layers.label_codes import LabelCodes, use_sparse_spade
     from ..networks import sample_z
 
     gen = torch.Generator().manual_seed(int(seed))
@@ -157,10 +159,13 @@ def synthesize_split(G: nn.Module, split: EvalSplit, opt: Any, device: torch.dev
                 if not opt.no_instance and inst is None:
                     raise SpadeganError("this model uses instance maps (trained without --no_instance) but the "
                                         "eval split has none; pass --instance_dir or a dataset with instance maps")
-                sem = to_semantics(label, inst, opt)
+                codes = LabelCodes.from_label(label, inst, opt)
+                sem = codes if use_sparse_spade(opt, device) else codes.semantics()
             z = None
-            if opt.use_vae:
-                b = sem.shape[0]
+            if opt.use_3d_noise:
+                z = torch.randn(sem.size(0), opt.z_dim, generator=gen).to(device)
+            elif opt.use_vae:
+                b = sem.size(0)
                 eps = torch.randn(b, opt.z_dim, generator=gen)
                 if E is not None:
                     mu, logvar = E(from_uint8(split.images[sl]).to(device))
