@@ -17,6 +17,7 @@ Client and server share one process (and the GIL), so absolute latencies are pes
 compare runs with the same settings.
 
     python benchmarks/bench_app.py --clients 8 --requests 200
+    python benchmarks/bench_app.py --model builtin --clients 1 --requests 40 --overload-clients 0
 """
 
 import argparse
@@ -182,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--base-ms", type=float, default=40.0, help="fake model: fixed cost per batch")
     ap.add_argument("--item-ms", type=float, default=10.0, help="fake model: extra cost per image in a batch")
     ap.add_argument("--backend", default=None, help="MODULE:CALLABLE returning a real SynthesisBackend")
+    ap.add_argument("--model", default=None, metavar="CHECKPOINT",
+                    help="a real model as `spadegan paint` serves it: 'builtin' or a checkpoint folder")
     args = ap.parse_args(argv)
 
     try:
@@ -196,7 +199,13 @@ def main(argv: list[str] | None = None) -> int:
             w, h = (int(v) for v in args.size.lower().split("x"))
         except ValueError:
             raise SpadeganError(f"--size must look like 256x256, got {args.size!r}") from None
-        backend = load_backend(args.backend) if args.backend else SleepyBackend(w, h, args.base_ms, args.item_ms)
+        if args.model:
+            from spadegan.app.cli import build_backend
+            backend = build_backend(None if args.model == "builtin" else args.model)
+        elif args.backend:
+            backend = load_backend(args.backend)
+        else:
+            backend = SleepyBackend(w, h, args.base_ms, args.item_ms)
         app = create_app(backend, queue_size=args.queue_size, max_batch=args.max_batch,
                          batch_wait_ms=args.batch_wait_ms)
         url, srv, thread, sock = start_server(app)
