@@ -91,8 +91,10 @@ def train_main(argv: list[str]) -> int:
             print(f"training on {trainer.device}" + (f" with {trainer.amp_dtype} autocast" if trainer.amp_dtype else "")
                   + f", seed {trainer.seed}, starting at epoch {trainer.epoch}, iters {trainer.epoch_iter}", flush=True)
         trainer.run()
-    finally:
-        cleanup_distributed()
+    except BaseException:
+        cleanup_distributed(finished=False)
+        raise
+    cleanup_distributed(finished=True)
     return 0
 
 

@@ -109,8 +109,17 @@ def setup_distributed(device: torch.device) -> DistInfo:
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=device)
 
 
-def cleanup_distributed() -> None:
+def cleanup_distributed(finished: bool = True) -> None:
+    """Leave the process group. `finished`: this rank ended normally, so every rank is here.
+
+    The ranks meet at a barrier first so that no gloo / nccl work is still in flight when
+    the group is torn down (a peer closing its connections mid-teardown aborted a gloo
+    process with "terminate called without an active exception"). After a failure the
+    other ranks may never arrive, so there is no barrier then.
+    """
     if dist.is_available() and dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
 
 

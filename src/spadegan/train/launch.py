@@ -118,8 +118,12 @@ def _child(rank: int, entry: Callable[[list[str]], int], argv: list[str], device
             Path(error_dir, f"rank{rank}.txt").write_text(str(e))
             return 2
     code = run_command("train", reporting, argv)
-    if code:
-        sys.exit(code)
+    # Everything is written (atomically) and the group is left: end here rather than in the
+    # interpreter's teardown, where the communication library's threads can still abort the
+    # process (seen with gloo) and turn a finished run into a reported failure.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _forwarding_signals(processes: Sequence):
