@@ -10,6 +10,10 @@ statistics, biases and small tensors stay float32 (they are tiny, and the power-
 vectors and running variances are the parts sensitive to rounding). Loading copies the values
 into float32 parameters, so nothing else changes. `opt.json` is copied with the machine's
 paths replaced by generic ones. Writes are atomic.
+
+When the run kept a moving average of G (`--ema_decay`), `<epoch>_net_EMA.pth` is shipped as
+the generator (what `spadegan synthesize`/`eval` use for that run by default); `--no_ema`
+ships the last weights `<epoch>_net_G.pth` instead.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run", type=Path, help="checkpoints/<name> folder of the finished run")
     p.add_argument("out", type=Path, help="package folder to write, e.g. src/spadegan/pretrained/landscapes")
     p.add_argument("--which_epoch", default="latest")
+    p.add_argument("--no_ema", action="store_true", help="ship <epoch>_net_G.pth even when the run has an EMA")
     a = p.parse_args(argv)
     opt_file = a.run / "opt.json"
     if not opt_file.is_file():
@@ -61,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     for net in nets:
         src, dst = a.run / f"{a.which_epoch}_net_{net}.pth", a.out / f"latest_net_{net}.pth"
+        averaged = a.run / f"{a.which_epoch}_net_EMA.pth"
+        if net == "G" and not a.no_ema and averaged.is_file():
+            src = averaged
         atomic_torch_save(halve(read_state_dict(src)), dst)
         print(f"{src} -> {dst} ({dst.stat().st_size / 1e6:.1f} MB)")
     atomic_write_bytes(a.out / "opt.json", json.dumps(generic_options(opt), indent=1, sort_keys=True).encode())
