@@ -56,12 +56,12 @@ def _close(ours: dict, theirs: dict, rel: float, what: str) -> None:
         assert err <= rel * float(v.abs().max()) + 1e-6 * scale, f"{what} {k}: off by {err:.3g}"
 
 
-def _two_iterations(t: Trainer, inputs: dict, record) -> list[dict]:
-    """Two official iterations on the fixture's batch; `record(stage)` after each step."""
+def _iterations(t: Trainer, inputs: dict, record, count: int = 2) -> list[dict]:
+    """`count` official iterations on the fixture's batch; `record(stage)` after each step."""
     data = {"label": inputs["label"].float(), "image": inputs["image"],
             "instance": torch.zeros(()), "path": ["0.png", "1.png"]}
     losses = []
-    for it in range(2):
+    for it in range(count):
         codes, real = t.model.preprocess_input(data, t.device)
         t.run_generator_one_step(codes, real)
         record(f"G{it}")
@@ -102,7 +102,7 @@ def test_two_iterations_match_the_official_trainer(train_fixture_dir, tmp_path, 
             grads["G"] = _grads(t.model.netG)
         elif stage == "D0":
             grads["D"] = _grads(t.model.netD)
-    losses = _two_iterations(t, inputs, record)
+    losses = _iterations(t, inputs, record)
     _close(grads["G"], expected["G_grads"], G_GRAD_RTOL, "G gradient")
     _close(grads["D"], expected["D_grads"], D_GRAD_RTOL, "D gradient")
     for it, (got, want, rtol) in enumerate(zip(losses, expected["losses"], (FIRST_LOSS_RTOL, SECOND_LOSS_RTOL))):
@@ -118,8 +118,8 @@ def test_two_iterations_match_the_official_trainer(train_fixture_dir, tmp_path, 
 
 
 def test_sparse_step_equals_the_dense_step_in_float64(train_fixture_dir, tmp_path):
-    """Sparse and dense SPADE in the whole training step (G step, D step, Adam, twice) from
-    the fixture's weights: in float64 every loss, gradient and weight agrees to ~1e-12, so
+    """Sparse and dense SPADE in the whole training step (G step, D step, Adam, three times)
+    from the fixture's weights: in float64 every loss, gradient and weight agrees to ~1e-12, so
     the sparse path reproduces the official trainer wherever the dense one does."""
     torch.set_num_threads(1)
     inputs = torch.load(train_fixture_dir / "input.pt", weights_only=True)
@@ -134,7 +134,7 @@ def test_sparse_step_equals_the_dense_step_in_float64(train_fixture_dir, tmp_pat
             def record(stage: str, t=t, seen=seen) -> None:
                 net = t.model.netG if stage[0] == "G" else t.model.netD
                 seen[stage] = _grads(net)
-            losses = _two_iterations(t, inputs, record)
+            losses = _iterations(t, inputs, record, count=3)
             runs[impl] = (losses, seen, {k: v.clone() for k, v in t.model.netG.state_dict().items()},
                           {k: v.clone() for k, v in t.model.netD.state_dict().items()})
     finally:
