@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -99,3 +100,17 @@ def test_atomic_save_keeps_old_file_on_crash(tmp_path):
         atomic_torch_save({"a": torch.zeros(2), "b": Boom()}, path)
     assert torch.equal(torch.load(path, weights_only=True)["a"], torch.ones(2))
     assert [p.name for p in tmp_path.iterdir()] == ["x.pth"]  # no temp files left behind
+
+
+@pytest.mark.skipif(not hasattr(os, "fchmod"), reason="POSIX permissions")
+def test_atomic_writes_get_the_permissions_of_an_ordinary_new_file(tmp_path):
+    from spadegan.fileio import atomic_write_bytes, save_file_set
+    mask = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "a.json", b"{}")
+        atomic_torch_save({"x": torch.zeros(1)}, tmp_path / "b.pth")
+        save_file_set([(tmp_path / "c.pth", {"x": torch.zeros(1)})])
+    finally:
+        os.umask(mask)
+    for name in ("a.json", "b.pth", "c.pth"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name  # mkstemp alone gives 0o600

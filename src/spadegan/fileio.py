@@ -40,6 +40,17 @@ MAX_SAFETENSORS_HEADER_BYTES = 16 * 2 ** 20
 
 
 # ---- writing ---------------------------------------------------------------------------------
+def _temp_beside(path: Path) -> tuple[int, str]:
+    """A new temp file in `path`'s folder, with the permissions an ordinary new file gets
+    (mkstemp makes it owner-only, which the rename would carry over to the user's file)."""
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    if hasattr(os, "fchmod"):
+        mask = os.umask(0)
+        os.umask(mask)
+        os.fchmod(fd, 0o666 & ~mask)
+    return fd, tmp
+
+
 def _atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
     """Write via a temp file in the same folder + fsync + rename.
 
@@ -47,7 +58,7 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) ->
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    fd, tmp = _temp_beside(path)
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
@@ -81,7 +92,7 @@ def save_file_set(items: list[tuple[Path, Any]]) -> None:
     try:
         for path, obj in items:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+            fd, tmp = _temp_beside(path)
             staged.append((tmp, path))
             with os.fdopen(fd, "wb") as fh:
                 torch.save(obj, fh)
