@@ -3,6 +3,7 @@
     python benchmarks/bench_train.py                 # every configuration, 5 timed rounds
     python benchmarks/bench_train.py --quick         # 2 timed rounds
     python benchmarks/bench_train.py --configs builtin,builtin128
+    python benchmarks/bench_train.py --profile --configs ade20k   # where one iteration's time goes
 
 Each configuration runs in its own subprocess, which builds one trainer per variant
 (`--spade_impl dense` fp32, `--spade_impl sparse` fp32, sparse with `--amp`) on the same
@@ -99,7 +100,8 @@ def _argv(c: dict, impl: str, amp: bool, tmp: str) -> list[str]:
     return argv + (["--amp"] if amp else [])
 
 
-def _worker(config: str, rounds: int) -> dict:
+def _build_runs(config: str, tmp: str, variants: list[tuple[str, bool]]) -> list[dict]:
+    """One trainer per variant on the configuration's fixed batch, with that batch."""
     import torch
     from torch.utils.data import Dataset
 
@@ -117,11 +119,33 @@ def _worker(config: str, rounds: int) -> dict:
         def __getitem__(self, i: int) -> dict:
             return {"label": labels[i], "instance": torch.zeros(()), "image": images[i], "path": f"{i}.png"}
 
+    runs = []
+    for impl, amp in variants:
+        t = Trainer(parse(_argv(c, impl, amp, tmp), train=True), dataset=Batch(), progress=False, log=False)
+        runs.append({"impl": impl, "amp": amp, "trainer": t, "data": next(iter(t.loader)), "times": []})
+    return runs
+
+
+def _profile(config: str, rows: int = 20) -> None:
+    """torch.profiler over one iteration of the sparse fp32 trainer (after a warm-up one):
+    the operators by their own CPU time, with input shapes (where the time goes)."""
+    from torch.profiler import ProfilerActivity, profile
+
     with tempfile.TemporaryDirectory() as tmp:
-        runs = []
-        for impl, amp in VARIANTS:
-            t = Trainer(parse(_argv(c, impl, amp, tmp), train=True), dataset=Batch(), progress=False, log=False)
-            runs.append({"impl": impl, "amp": amp, "trainer": t, "data": next(iter(t.loader)), "times": []})
+        run = _build_runs(config, tmp, [("sparse", False)])[0]
+        run["trainer"].train_one_step(0, run["data"])
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+            run["trainer"].train_one_step(0, run["data"])
+    print(f"{config}: sparse fp32, one iteration")
+    print(prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=rows,
+                                                             max_name_column_width=40, max_shapes_column_width=60))
+
+
+def _worker(config: str, rounds: int) -> dict:
+    import torch
+
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = _build_runs(config, tmp, VARIANTS)
         for r in range(rounds + 1):  # round 0 is warm-up (allocator, oneDNN kernel selection)
             for run in runs:
                 t0 = time.perf_counter()
@@ -146,9 +170,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=None, help="timed rounds per configuration")
     ap.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated: " + ", ".join(CONFIGS))
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--profile", action="store_true",
+                    help="instead of timing: profile one sparse fp32 iteration of each configuration")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     rounds = args.rounds or (2 if args.quick else 5)
+    if args.profile:
+        import torch
+        if args.threads > 0:
+            torch.set_num_threads(args.threads)
+        for config in [c.strip() for c in args.configs.split(",") if c.strip()]:
+            _profile(config)
+        return 0
     if args.worker:
         import torch
         if args.threads > 0:
