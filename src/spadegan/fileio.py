@@ -25,7 +25,7 @@ import io
 import json
 import os
 import pickle
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
@@ -41,14 +41,20 @@ MAX_SAFETENSORS_HEADER_BYTES = 16 * 2 ** 20
 
 # ---- writing ---------------------------------------------------------------------------------
 def _temp_beside(path: Path) -> tuple[int, str]:
-    """A new temp file in `path`'s folder, with the permissions an ordinary new file gets
-    (mkstemp makes it owner-only, which the rename would carry over to the user's file)."""
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    if hasattr(os, "fchmod"):
-        mask = os.umask(0)
-        os.umask(mask)
-        os.fchmod(fd, 0o666 & ~mask)
-    return fd, tmp
+    """A new, uniquely named temp file in `path`'s folder, opened for writing.
+
+    Created with mode 0o666 so the system applies the umask as for any new file (mkstemp's
+    owner-only 0o600 would be carried over to the user's file by the rename); O_EXCL with a
+    random name makes it as safe as mkstemp.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = str(path.parent / f"{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")
 
 
 def _atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
