@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from spadegan.checkpoint import averaged_generator, weights_file
 from spadegan.fileio import atomic_torch_save, atomic_write_bytes, read_state_dict
 
 HALF_MIN_NUMEL = 4097  # weight tensors at least this large are stored as float16
@@ -65,10 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     nets = ["G"] + (["E"] if opt.get("use_vae") else [])
     a.out.mkdir(parents=True, exist_ok=True)
     for net in nets:
-        src, dst = a.run / f"{a.which_epoch}_net_{net}.pth", a.out / f"latest_net_{net}.pth"
-        averaged = a.run / f"{a.which_epoch}_net_EMA.pth"
-        if net == "G" and not a.no_ema and averaged.is_file():
-            src = averaged
+        # the project's lookup rules: .pth or .safetensors, and the EMA beside G when there is one
+        src = weights_file(a.run, net, a.which_epoch) or a.run / f"{a.which_epoch}_net_{net}.pth"
+        if net == "G" and not a.no_ema:
+            src = averaged_generator(src)
+        dst = a.out / f"latest_net_{net}.pth"
         atomic_torch_save(halve(read_state_dict(src)), dst)
         print(f"{src} -> {dst} ({dst.stat().st_size / 1e6:.1f} MB)")
     atomic_write_bytes(a.out / "opt.json", json.dumps(generic_options(opt), indent=1, sort_keys=True).encode())
