@@ -294,12 +294,12 @@ class Trainer:
         if decided != "unknown":
             self.amp_dtype = getattr(torch, decided) if decided else None
             return
-        times = self._time_generator_steps([None, self.amp_dtype])
-        keep = broadcast_object(min(times[1][1:]) < min(times[0][1:]), self.dist)
+        fp32_s, amp_s = (min(t[1:]) for t in self._time_generator_steps([None, self.amp_dtype]))  # [0]: warm-up
+        keep = broadcast_object(amp_s < fp32_s, self.dist)
         name = str(self.amp_dtype).replace("torch.", "")
-        ms = f"{1000 * min(times[1][1:]):.0f} ms against {1000 * min(times[0][1:]):.0f} ms in fp32"
         if self.is_main:
-            print(f"--amp: a generator step in {name} takes {ms}: "
+            print(f"--amp: a generator step in {name} takes {1000 * amp_s:.0f} ms against {1000 * fp32_s:.0f} ms "
+                  "in fp32: "
                   + ("training in " + name if keep else "training in fp32, which is faster here"), flush=True)
         if not keep:
             self.amp_dtype = None
