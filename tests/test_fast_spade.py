@@ -178,6 +178,21 @@ def test_generator_matches_dense_in_float64(norm_G, instance, use_vae):
     _compare_grads(ref_g, g, tol=1e-8)
 
 
+@pytest.mark.parametrize("norm_G", ["spectralspadesyncbatch3x3", "spectralspadesyncbatch1x1"])
+def test_sparse_generator_feeds_its_convolutions_contiguous_maps(norm_G):
+    """Maps made from lookups (rows per pixel) are laid out as contiguous NCHW: a channels-last
+    or code-major activation makes every convolution copy its input or (channels last) its
+    weights, forward and backward, which cost the sparse path ~0.7 s per ADE20K iteration."""
+    opt, G = _generator(norm_G, instance=False, dtype=torch.float32)
+    codes = LabelCodes.from_label(maps("scene", (2, 64, 64), 8), None, opt)
+    layouts = []
+    for m in G.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            m.register_forward_pre_hook(lambda mod, inp: layouts.append(inp[0].is_contiguous()))
+    G(codes).sum().backward()
+    assert len(layouts) > 10 and all(layouts), layouts
+
+
 def test_label_conv_and_semantics_match_the_one_hot_tensor():
     opt = _Opt(4, dontcare=True, instance=True)
     label = blocky((2, 12, 10), 3, 5, seed=1)

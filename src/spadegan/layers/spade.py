@@ -81,7 +81,7 @@ class SPADE(nn.Module):
                            or level.boundary_fraction(pw) > threshold)
         if dense:
             hidden = torch.relu(label_conv(level, shared.weight, shared.bias, *args, code_noise=noise))
-            hidden = hidden.view(level.B, level.H, level.W, -1).permute(0, 3, 1, 2)
+            hidden = hidden.view(level.B, level.H, level.W, -1).permute(0, 3, 1, 2).contiguous()
             return tuple(F.conv2d(hidden, wt, b, padding=pw) for wt, b in convs)
         return self._modulation_lookup(level, convs, args, noise)
 
@@ -109,7 +109,8 @@ class SPADE(nn.Module):
             full = const.t().index_select(1, rows)  # (C, N): a fresh tensor, written in place below
             if cols is not None:
                 full.index_copy_(1, p, torch.addmm(b, cols, wt.permute(2, 3, 1, 0).reshape(cols.shape[1], -1)).t())
-            maps.append(full.view(-1, level.B, level.H, level.W).permute(1, 0, 2, 3))
+            # contiguous NCHW (a copy only when B > 1), so the layer's output and the next conv's input are too
+            maps.append(full.view(-1, level.B, level.H, level.W).permute(1, 0, 2, 3).contiguous())
         return maps[0], maps[1]
 
     def _boundary_columns(self, level: CodeLevel, p: torch.Tensor, q: torch.Tensor,

@@ -66,7 +66,8 @@ class SPADEGenerator(BaseNetwork):
             level = seg.at(self.sh, self.sw)
             x = label_conv(level, self.fc.weight, self.fc.bias, seg.label_channels, seg.instance,
                            code_noise=seg.code_noise())
-            return x.view(level.B, self.sh, self.sw, -1).permute(0, 3, 1, 2)
+            # contiguous NCHW: a channels-last map here would make every later conv copy its weights
+            return x.view(level.B, self.sh, self.sw, -1).permute(0, 3, 1, 2).contiguous()
         return self.fc(F.interpolate(seg, size=(self.sh, self.sw)))
 
     def with_noise(self, seg: torch.Tensor | LabelCodes, z: torch.Tensor | None) -> torch.Tensor | LabelCodes:
