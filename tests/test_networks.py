@@ -11,7 +11,7 @@ import torch.nn as nn
 
 from spadegan import networks, options
 from spadegan.data import to_semantics
-from spadegan.layers.spectral import spectral_norm
+from spadegan.layers.spectral import conv2d_output_scaled, spectral_norm
 
 from reference_spade import multiscale_discriminator, spade_generator, unit_scale_
 
@@ -97,6 +97,35 @@ def test_spectral_norm_gradients_flow_to_weight_orig():
     conv = spectral_norm(nn.Conv2d(3, 4, 3))
     conv(torch.randn(1, 3, 6, 6)).sum().backward()
     assert conv.weight_orig.grad is not None and conv.weight_orig.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("cin,cout,size,bias", [(32, 48, 4, True), (16, 8, 3, False), (4, 6, 12, True)])
+def test_conv2d_output_scaled_equals_the_spectral_conv_in_float64(cin, cout, size, bias):
+    """conv(x, W / sigma) + b = conv(x, W) / sigma + b: outputs, the gradients of x, weight_orig
+    and bias, and the power-iteration vectors agree, in train mode over two steps. Where the
+    weight is the larger tensor (the first two cases) the output is scaled; otherwise (the
+    third), and in eval mode, the layer is called as it is."""
+    torch.manual_seed(0)
+    ref = spectral_norm(nn.Conv2d(cin, cout, 3, padding=1, bias=bias)).double()
+    fast = copy.deepcopy(ref)
+    calls = []
+    fast.register_forward_pre_hook(lambda *a: calls.append(1))  # runs only when called as a module
+    x = torch.randn(2, cin, size, size, dtype=torch.float64)
+    for _ in range(2):
+        xr, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
+        out_ref, out_fast = ref(xr), conv2d_output_scaled(fast, xf)
+        target = torch.randn_like(out_ref)
+        (out_ref * target).sum().backward()
+        (out_fast * target).sum().backward()
+        assert maxdiff(out_fast, out_ref) < 1e-12
+        assert maxdiff(xf.grad, xr.grad) < 1e-12
+        for name, p in ref.named_parameters():
+            assert maxdiff(dict(fast.named_parameters())[name].grad, p.grad) < 1e-12, name
+        assert torch.equal(fast.weight_u, ref.weight_u) and torch.equal(fast.weight_v, ref.weight_v)
+    scaled = cin * cout * 9 > 2 * cout * size * size
+    assert calls == ([] if scaled else [1, 1])
+    fast.eval(), ref.eval()
+    assert maxdiff(conv2d_output_scaled(fast, x), ref(x)) < 1e-12 and len(calls) == (1 if scaled else 3)
 
 
 # ---- configurations beyond the fixture, against the independent reference ------------------

@@ -8,8 +8,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .label_codes import LabelCodes
 from .spade import SPADE
-from .spectral import spectral_norm
+from .spectral import conv2d_output_scaled, spectral_norm
 
 
 class SPADEResnetBlock(nn.Module):
@@ -38,13 +39,18 @@ class SPADEResnetBlock(nn.Module):
         if self.learned_shortcut:
             self.norm_s = SPADE(spade_config, fin, semantic_nc)
 
-    def shortcut(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
-        return self.conv_s(self.norm_s(x, seg)) if self.learned_shortcut else x
+    @staticmethod
+    def _conv(conv: nn.Conv2d, x: torch.Tensor, seg: torch.Tensor | LabelCodes) -> torch.Tensor:
+        # the fast path (label codes) also takes spectral norm's cheaper order of operations
+        return conv2d_output_scaled(conv, x) if isinstance(seg, LabelCodes) else conv(x)
 
-    def forward(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
+    def shortcut(self, x: torch.Tensor, seg: torch.Tensor | LabelCodes) -> torch.Tensor:
+        return self._conv(self.conv_s, self.norm_s(x, seg), seg) if self.learned_shortcut else x
+
+    def forward(self, x: torch.Tensor, seg: torch.Tensor | LabelCodes) -> torch.Tensor:
         x_s = self.shortcut(x, seg)
-        dx = self.conv_0(F.leaky_relu(self.norm_0(x, seg), 2e-1))
-        dx = self.conv_1(F.leaky_relu(self.norm_1(dx, seg), 2e-1))
+        dx = self._conv(self.conv_0, F.leaky_relu(self.norm_0(x, seg), 2e-1), seg)
+        dx = self._conv(self.conv_1, F.leaky_relu(self.norm_1(dx, seg), 2e-1), seg)
         return x_s + dx
 
 

@@ -30,10 +30,11 @@ class _SpectralNormHook:
             w = w.transpose(0, self.dim)
         return w.reshape(w.size(0), -1)
 
-    def compute_weight(self, module: nn.Module, do_power_iteration: bool) -> torch.Tensor:
-        w = module.weight_orig
+    def sigma(self, module: nn.Module, do_power_iteration: bool) -> torch.Tensor:
+        """sigma = u . (W v) (a 0-d tensor, differentiable in weight_orig), after one power
+        iteration when `do_power_iteration`."""
+        mat = self.weight_matrix(module.weight_orig)
         u, v = module.weight_u, module.weight_v
-        mat = self.weight_matrix(w)
         if do_power_iteration:
             with torch.no_grad():
                 for _ in range(self.n_power_iterations):
@@ -41,8 +42,10 @@ class _SpectralNormHook:
                     u.copy_(F.normalize(torch.mv(mat, v), dim=0, eps=_EPS))
             # the clones keep autograd from seeing the next in-place update
             u, v = u.clone(memory_format=torch.contiguous_format), v.clone(memory_format=torch.contiguous_format)
-        sigma = torch.dot(u, torch.mv(mat, v))
-        return w / sigma
+        return torch.dot(u, torch.mv(mat, v))
+
+    def compute_weight(self, module: nn.Module, do_power_iteration: bool) -> torch.Tensor:
+        return module.weight_orig / self.sigma(module, do_power_iteration)
 
     def __call__(self, module: nn.Module, inputs) -> None:
         # a plain attribute, recomputed every forward (like torch's hook)
@@ -78,6 +81,35 @@ def spectral_weight(module: nn.Module) -> torch.Tensor:
     """The eval-mode normalised weight (no power iteration), detached."""
     with torch.no_grad():
         return module._spectral_norm.compute_weight(module, do_power_iteration=False).detach()
+
+
+def conv2d_output_scaled(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """`conv(x)` for a spectral-normed Conv2d in train mode, with 1/sigma applied to the
+    output instead of the weight where the weight is the larger tensor.
+
+    conv(x, W / sigma) + b = conv(x, W) / sigma + b: the same function and gradients up to
+    float rounding (the rounding differs from the official code's, so only the fast training
+    path uses it). For the wide low-resolution convs of the SPADE generator (1024 channels at
+    8-32 px) the weight has 10-40x more elements than the output, and dividing it (and the
+    division's backward) was a large share of those layers' cost. Other convs, eval mode and
+    layers without spectral norm are called as they are.
+    """
+    if not (conv.training and has_spectral_norm(conv) and isinstance(conv, nn.Conv2d)
+            and conv.padding_mode == "zeros" and not isinstance(conv.padding, str)):
+        return conv(x)
+    h_out, w_out = _conv_out_size(conv, x)
+    if conv.weight_orig.numel() <= x.shape[0] * conv.out_channels * h_out * w_out:
+        return conv(x)
+    sigma = conv._spectral_norm.sigma(conv, do_power_iteration=True)
+    out = F.conv2d(x, conv.weight_orig, None, conv.stride, conv.padding, conv.dilation, conv.groups)
+    out = out / sigma
+    return out if conv.bias is None else out + conv.bias.view(1, -1, 1, 1)
+
+
+def _conv_out_size(conv: nn.Conv2d, x: torch.Tensor) -> tuple[int, int]:
+    """(H, W) of the conv's output for the input x."""
+    return tuple((n + 2 * p - d * (k - 1) - 1) // s + 1 for n, p, d, k, s in
+                 zip(x.shape[2:], conv.padding, conv.dilation, conv.kernel_size, conv.stride))
 
 
 def remove_spectral_norm(module: nn.Module) -> nn.Module:
