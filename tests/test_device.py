@@ -3,6 +3,9 @@ queries replaced (this machine needs no GPU, nor any particular CPU, to check th
 
 from __future__ import annotations
 
+import platform
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -213,3 +216,31 @@ def test_cuda_rng_state_that_cannot_be_restored_warns(monkeypatch):
     monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: None)
     with pytest.warns(SpadeganWarning, match="saved for 2 GPU.*has 1"):
         set_rng_state(st)
+
+
+# ---- CPU memory ---------------------------------------------------------------------------------
+_MMAPPED_AFTER_FREE = """
+import ctypes, sys, torch
+from spadegan.device import keep_freed_cpu_memory
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in
+                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+applied = keep_freed_cpu_memory() if sys.argv[1] == "keep" else None
+big = torch.empty(64 << 18)  # 64 MB, above glibc's default (and largest adaptive) mmap threshold
+mapped = libc.mallinfo2().hblkhd
+del big
+print(applied, mapped >= 64 << 20, libc.mallinfo2().fordblks >= 60 << 20)  # kept, free, in the heap
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux" or platform.libc_ver()[0] != "glibc", reason="glibc malloc only")
+def test_keep_freed_cpu_memory_serves_large_tensors_from_the_reused_heap():
+    """With glibc's defaults a 64 MB tensor is a fresh mapping (its pages fault in on every
+    allocation); after keep_freed_cpu_memory it comes from the heap, which keeps it when freed."""
+    def run(mode: str) -> str:
+        return subprocess.run([sys.executable, "-c", _MMAPPED_AFTER_FREE, mode], capture_output=True,
+                              text=True, check=True).stdout.split()
+    assert run("default") == ["None", "True", "False"]
+    assert run("keep") == ["True", "False", "True"]
