@@ -10,7 +10,8 @@ Two implementations of the same function, chosen by what the layer is given:
   first convolution over the one-hot map becomes a sum of per-tap lookups. gamma and beta
   are constants of the code wherever all codes within reach of a pixel are equal and
   inside the image (always, for 1x1 kernels), so they are looked up in a per-code table
-  made from the weights, and convolutions run only on the pixels near a code boundary.
+  made from the weights, and convolutions run only on the pixels near a code boundary
+  (there, as lookups of the constants plus the product of the non-constant hidden vectors).
   Where most pixels are near a boundary (small maps, noise-like labels) the level is
   computed densely from the looked-up hidden map instead. Forward and backward are
   ordinary autograd operations on the weights, so the gradients are those of the dense
@@ -89,7 +90,10 @@ class SPADE(nn.Module):
                            noise: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-code constants everywhere, the exact convolution at the boundary pixels.
 
-        With 3D noise the constants are per (image, code): G = B table groups.
+        gamma and beta are computed together (their weights side by side, 2C outputs). Every
+        pixel reads one row of [per-code constants | boundary pixels' values], so a single
+        gather writes each map. With 3D noise the constants are per (image, code): G = B
+        table groups.
         """
         shared = self.mlp_shared[0]
         k = shared.kernel_size[0]
@@ -97,42 +101,73 @@ class SPADE(nn.Module):
         tables = tap_tables(shared.weight, *args, code_noise=noise)  # (G, T, V + 1, 128)
         groups = tables.shape[0]
         hidden_const = torch.relu(tables[:, :, :V].sum(1) + shared.bias).reshape(groups * V, -1)
+        weight = torch.cat([wt for wt, _ in convs])  # (2C, 128, k, k)
+        bias = torch.cat([b for _, b in convs])
+        table = torch.addmm(bias, hidden_const, weight.sum(dim=(2, 3)).t())  # (G V, 2C)
         rows = level.code.reshape(-1)
         group = table_group(level, None, groups)
         if group is not None:
             rows = rows + group * V
         p, q = level.boundary(pw) if k > 1 else (rows[:0], rows[:0])
-        cols = self._boundary_columns(level, p, q, hidden_const, args, noise) if p.numel() else None
-        maps = []
-        for wt, b in convs:
-            const = torch.addmm(b, hidden_const, wt.sum(dim=(2, 3)).t())  # (G V, C)
-            full = const.t().index_select(1, rows)  # (C, N): a fresh tensor, written in place below
-            if cols is not None:
-                full.index_copy_(1, p, torch.addmm(b, cols, wt.permute(2, 3, 1, 0).reshape(cols.shape[1], -1)).t())
-            # contiguous NCHW (a copy only when B > 1), so the layer's output and the next conv's input are too
-            maps.append(full.view(-1, level.B, level.H, level.W).permute(1, 0, 2, 3).contiguous())
-        return maps[0], maps[1]
+        if p.numel():
+            band = self._boundary_values(level, p, q, hidden_const, weight, bias, args, noise)  # (P, 2C)
+            table = torch.cat([table, band])
+            rows = rows.index_put((p,), torch.arange(p.numel(), device=rows.device) + hidden_const.shape[0])
+        c = weight.shape[0] // 2
+        # (C, N) gathers, then contiguous NCHW (a copy only when B > 1) so the layer's output and
+        # the next conv's input are too
+        return tuple(table[:, half].t().index_select(1, rows).view(-1, level.B, level.H, level.W)
+                     .permute(1, 0, 2, 3).contiguous() for half in (slice(0, c), slice(c, 2 * c)))
 
-    def _boundary_columns(self, level: CodeLevel, p: torch.Tensor, q: torch.Tensor,
-                          hidden_const: torch.Tensor, args: tuple[int, bool],
-                          noise: torch.Tensor | None) -> torch.Tensor:
-        """(P, k*k*128) the hidden vectors each boundary pixel's k x k conv reads (im2col),
-        looked up (per-code constants, zero in the padding) or, at the pixels q, computed."""
+    def _boundary_values(self, level: CodeLevel, p: torch.Tensor, q: torch.Tensor,
+                         hidden_const: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                         args: tuple[int, bool], noise: torch.Tensor | None) -> torch.Tensor:
+        """(P, out): the k x k conv (`weight`, `bias`) of the hidden map at the pixels p, exactly.
+
+        The hidden map is its code's constant everywhere except at the pixels q, so the conv is
+        split as conv(constants) + conv(hidden - constants): the first a sum of per-tap tables
+        of the constants (lookups), the second nonzero only through taps that land on q, made
+        from one product (Q, 128) x (128, taps * out) whose rows are added to the pixels they
+        reach. That multiplies Q rows (about half of P: q is the inner part of p's band)
+        instead of P im2col columns.
+        """
         shared = self.mlp_shared[0]
-        k = shared.kernel_size[0]
-        pw, consts = k // 2, hidden_const.shape[0]
+        k, out = shared.kernel_size[0], weight.shape[0]
+        pw, taps, consts = k // 2, k * k, hidden_const.shape[0]
+        with torch.no_grad():
+            const_q = level.code.reshape(-1)[q]
+            if consts > level.V:  # per-image constants: offset by the image's group
+                const_q = const_q + (q // (level.H * level.W)) * level.V
+            idx_const, target = self._band_indices(level, p, q, pw, consts)
         hidden_q = torch.relu(label_conv(level, shared.weight, shared.bias, *args, flat=q,
                                          code_noise=noise))  # (Q, 128)
-        with torch.no_grad():  # which row of [constants | zero | hidden_q] each tap reads
-            cp, offs, wp = level.padded(pw)
-            qrow = torch.full_like(cp, -1)
-            qrow[level.window_base(q, pw) + pw * wp + pw] = torch.arange(q.numel(), device=cp.device)
-            pos = level.window_base(p, pw)[:, None] + offs[None, :]
-            row, code = qrow[pos], cp[pos]
-            const_row = code
-            if consts > level.V:  # per-image constants: offset by the image's group
-                const_row = code + (p // (level.H * level.W))[:, None] * level.V
-            idx = torch.where(row >= 0, row + consts + 1,
-                              torch.where(code == level.V, consts, const_row))
-        table = torch.cat([hidden_const, hidden_const.new_zeros(1, NHIDDEN), hidden_q])
-        return F.embedding(idx, table).view(p.numel(), -1)  # tap-major, as the conv weights
+        delta = hidden_q - hidden_const[const_q]
+        w_taps = weight.permute(1, 2, 3, 0).reshape(NHIDDEN, taps * out)  # (128, T * out), tap-major
+        per_tap = (hidden_const @ w_taps).view(consts, taps, out).transpose(0, 1)  # (T, consts, out)
+        per_tap = torch.cat([per_tap, weight.new_zeros(taps, 1, out)], 1).reshape(-1, out)
+        band = F.embedding_bag(idx_const, per_tap, mode="sum")  # (P + 1, out), the last row zero
+        band = band.index_add(0, target, (delta @ w_taps).view(-1, out))
+        return band[:-1] + bias
+
+    @staticmethod
+    def _band_indices(level: CodeLevel, p: torch.Tensor, q: torch.Tensor, pw: int,
+                      consts: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """For `_boundary_values`: (P + 1, T) rows of the per-tap constant tables (tap t's
+        block starts at t * (consts + 1) and ends in a zero row, for taps in the padding; the
+        extra last bag reads only zero rows), and (Q * T,) the row of p that tap t of each q
+        pixel feeds (P, the extra row, where that pixel is in the padding)."""
+        cp, offs, wp = level.padded(pw)
+        taps, centre = offs.numel(), pw * wp + pw
+        pos = level.window_base(p, pw)[:, None] + offs[None, :]  # (P, T) padded positions
+        code = cp[pos]
+        const_row = code
+        if consts > level.V:  # per-image constants: offset by the image's group
+            const_row = code + (p // (level.H * level.W))[:, None] * level.V
+        tap = torch.arange(taps, device=p.device)
+        idx_const = torch.where(code == level.V, consts, const_row) + tap * (consts + 1)
+        idx_const = torch.cat([idx_const, (consts + tap * (consts + 1))[None]])
+        prow = torch.full_like(cp, p.numel())
+        prow[level.window_base(p, pw) + centre] = torch.arange(p.numel(), device=cp.device)
+        # tap t of pixel x reads x's window position offs[t]: q feeds the pixel centred at q - offs[t] + centre
+        target = prow[(level.window_base(q, pw) + centre)[:, None] - offs[None, :] + centre]
+        return idx_const, target.reshape(-1)
