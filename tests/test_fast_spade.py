@@ -116,6 +116,22 @@ def test_spade_layer_with_3d_noise_matches_dense(ks, per_class):
     _compare_grads(ref_g, g)
 
 
+@pytest.mark.parametrize("ks", [1, 3])
+def test_spade_layer_under_bf16_autocast_matches_dense(ks):
+    """`--amp` on an AMX CPU: the lookup path's mixed bf16 (products) and fp32 (lookups)
+    pieces combine, and agree with the dense layer under the same autocast to bf16 rounding."""
+    torch.manual_seed(ks)
+    opt = _Opt(5, dontcare=False, instance=False)
+    label = maps("scene", (2, 32, 32), 5)
+    codes = LabelCodes.from_label(label, None, opt)
+    assert ks == 1 or 0 < codes.at(32, 32).boundary_fraction(1) < 0.6  # the lookup path with a band
+    layer = SPADE(f"spadebatch{ks}x{ks}", 4, 5)
+    x, target = torch.randn(2, 4, 32, 32), torch.randn(2, 4, 32, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        (ref_out, _), (out, _) = (_spade_run(layer, x, seg, target) for seg in (codes.semantics(), codes))
+    assert torch.allclose(out.float(), ref_out.float(), atol=0.05 * float(ref_out.float().abs().max()), rtol=0)
+
+
 def test_lookup_path_and_dense_fallback_both_taken():
     """The scene map runs the boundary-band path at 64 px; the worst case falls back to dense."""
     opt = _Opt(5, dontcare=False, instance=False)

@@ -146,7 +146,7 @@ class SPADE(nn.Module):
         per_tap = (hidden_const @ w_taps).view(consts, taps, out).transpose(0, 1)  # (T, consts, out)
         per_tap = torch.cat([per_tap, weight.new_zeros(taps, 1, out)], 1).reshape(-1, out)
         band = F.embedding_bag(idx_const, per_tap, mode="sum")  # (P + 1, out), the last row zero
-        band = band.index_add(0, target, (delta @ w_taps).view(-1, out))
+        band = band.index_add(0, target, (delta @ w_taps).view(-1, out).to(band.dtype))  # (autocast: bf16)
         return band[:-1] + bias
 
     @staticmethod
