@@ -269,3 +269,30 @@ def test_discriminator_from_codes_matches_the_one_hot_input_in_float64(instance)
     assert len(ref_out) == len(out) == 3 * (opt.n_layers_D + 1)
     assert max(float((a - b).abs().max()) for a, b in zip(ref_out, out)) < 1e-10
     _compare_grads(ref_g, g, tol=1e-10)
+
+
+@pytest.mark.parametrize("label_nc,ndf,lookup", [(150, 32, True), (12, 8, False), (10, 16, False)])
+def test_sparse_training_reads_d_input_as_codes_only_where_that_pays(label_nc, ndf, lookup):
+    """D's first conv by lookup costs about the same whatever the label count, its dense conv
+    grows with it: many classes (ADE20K) read codes, few (the landscapes) the one-hot tensor;
+    both give D's outputs on cat(semantics, image)."""
+    from spadegan.networks.discriminator import LabelAndImage, first_conv_lookup_pays
+    from spadegan.train.model import Pix2PixModel
+    argv = ["--dataset_mode", "custom", "--label_dir", ".", "--image_dir", ".", "--label_nc", str(label_nc),
+            "--contain_dontcare_label", "--no_instance", "--ngf", "8", "--ndf", str(ndf), "--crop_size", "32",
+            "--gpu_ids", "-1", "--no_vgg_loss", "--spade_impl", "sparse"]
+    opt = parse(argv, train=True)
+    assert first_conv_lookup_pays(label_nc + 1, ndf) == lookup
+    torch.manual_seed(0)
+    model = Pix2PixModel(opt)
+    label = blocky((1, 32, 32), 8, label_nc + 1, seed=1).float()[:, None]
+    codes, real = model.preprocess_input({"label": label, "image": torch.rand(1, 3, 32, 32) * 2 - 1,
+                                          "instance": torch.zeros(())}, torch.device("cpu"))
+    seen = []
+    model.netD.eval()  # no power iteration between the two calls
+    model.netD.register_forward_pre_hook(lambda m, inp: seen.append(isinstance(inp[0], LabelAndImage)))
+    fake = torch.rand_like(real)
+    pred_fake, _ = model.discriminate(codes, fake, real, model.netD)
+    assert seen == [lookup]
+    ref = model.netD(torch.cat([codes.semantics(), fake], 1))
+    assert torch.allclose(pred_fake[0][-1], ref[0][-1], atol=1e-5)

@@ -57,6 +57,18 @@ def pooled_one_hot(codes: LabelCodes, dtype: torch.dtype = torch.float32) -> tor
     return out[:, :nc] / count
 
 
+#: (label channels) x ndf from which D's first conv is cheaper by lookup than as a dense conv
+#: over the one-hot map (the lookup's cost hardly grows with the label channels, the conv's
+#: does; measured crossovers in benchmarks/README.md, "Training")
+FIRST_CONV_LOOKUP_MIN = 4096
+
+
+def first_conv_lookup_pays(label_nc: int, ndf: int) -> bool:
+    """Whether a discriminator with `ndf` filters reads `label_nc` label channels (one-hot
+    classes + instance edges) faster as codes (`LabelAndImage`) than as the one-hot tensor."""
+    return label_nc * ndf >= FIRST_CONV_LOOKUP_MIN
+
+
 def first_conv_by_lookup(conv: nn.Conv2d, codes: LabelCodes, image: torch.Tensor) -> torch.Tensor:
     """`conv(cat([codes.semantics(), image]))` for a k x k conv with stride s and padding p:
     the image part convolved, the label part summed from per-tap lookups of the codes."""

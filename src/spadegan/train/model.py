@@ -7,7 +7,8 @@ go through D as one batch. With `--netD oasis` (OASIS): D segments the image alo
 the classes + "fake"; the class-balanced N+1 cross-entropy for G and D, LabelMix for D.
 
 The label map travels as `LabelCodes`: G reads it as codes (sparse SPADE) or as the one-hot
-tensor (`--spade_impl dense`, the reference), D reads the one-hot tensor. An image label
+tensor (`--spade_impl dense`, the reference), D reads the one-hot tensor (or, on the sparse path
+with many classes, the codes: `first_conv_lookup_pays`). An image label
 (`--label_nc 0`) travels as `ImageLabel`, the image tensor itself, which G and D read as it is.
 """
 
@@ -22,7 +23,7 @@ import torch.nn as nn
 from .. import networks
 from ..data.semantics import instance_map
 from ..layers.label_codes import LabelCodes, use_sparse_spade
-from ..networks.discriminator import LabelAndImage
+from ..networks.discriminator import LabelAndImage, first_conv_lookup_pays
 from ..losses import (GANLoss, VGGLoss, feature_matching_loss, kld_loss, labelmix_loss, labelmix_mask,
                       oasis_loss)
 from ..options import Options
@@ -149,7 +150,8 @@ class Pix2PixModel(nn.Module):
     def discriminate(self, codes: LabelCodes | ImageLabel, fake: torch.Tensor, real: torch.Tensor, D: nn.Module):
         # fake and real go through D as one batch (the same statistics for both with batch norm)
         b = real.shape[0]
-        if getattr(self, "sparse", False):  # the label part of D's first conv by lookups
+        if getattr(self, "sparse", False) and first_conv_lookup_pays(
+                codes.label_channels + int(codes.instance), self.opt.ndf):  # the label part of D's first conv by lookups
             both = LabelCodes(torch.cat([codes.code, codes.code]), codes.label_channels, codes.instance)
             out = D(LabelAndImage(torch.cat([fake.to(real.dtype), real]), both))
         else:
