@@ -113,11 +113,20 @@ class SPADE(nn.Module):
             band = self._boundary_values(level, p, q, hidden_const, weight, bias, args, noise)  # (P, 2C)
             table = torch.cat([table, band])
             rows = rows.index_put((p,), torch.arange(p.numel(), device=rows.device) + hidden_const.shape[0])
-        c = weight.shape[0] // 2
-        # (C, N) gathers, then contiguous NCHW (a copy only when B > 1) so the layer's output and
-        # the next conv's input are too
-        return tuple(table[:, half].t().index_select(1, rows).view(-1, level.B, level.H, level.W)
-                     .permute(1, 0, 2, 3).contiguous() for half in (slice(0, c), slice(c, 2 * c)))
+        return self._gather_maps(table, rows, level)
+
+    @staticmethod
+    def _gather_maps(table: torch.Tensor, rows: torch.Tensor, level: CodeLevel) -> tuple[torch.Tensor, torch.Tensor]:
+        """(1 + gamma, beta): each pixel's row of `table` (R, 2C), as two contiguous NCHW maps
+        (so the layer's output and the next conv's input are contiguous too)."""
+        c = table.shape[1] // 2
+        halves = (table[:, :c].t(), table[:, c:].t())  # (C, R)
+        if level.B == 1:  # a (C, N) gather is already NCHW
+            return tuple(h.index_select(1, rows).view(1, c, level.H, level.W) for h in halves)
+        # per-image gathers write (B, C, HW) directly, without a transposing copy
+        idx = rows.view(level.B, 1, -1).expand(-1, c, -1)
+        return tuple(torch.gather(h[None].expand(level.B, -1, -1), 2, idx).view(level.B, c, level.H, level.W)
+                     for h in halves)
 
     def _boundary_values(self, level: CodeLevel, p: torch.Tensor, q: torch.Tensor,
                          hidden_const: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
