@@ -218,12 +218,14 @@ def test_amp_bf16_on_cpu(tmp_path, monkeypatch, capsys):
     assert t.amp_dtype == torch.bfloat16
 
 
-def test_amp_falls_back_to_fp32_where_bf16_measures_slower(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("bf16_seconds", [1.5, 0.95], ids=["slower", "within the margin"])
+def test_amp_falls_back_to_fp32_where_bf16_is_not_clearly_faster(tmp_path, monkeypatch, capsys, bf16_seconds):
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
-    monkeypatch.setattr(Trainer, "_time_generator_steps", lambda self, dtypes, rounds=4: [[1.0] * 4, [1.5] * 4])
+    monkeypatch.setattr(Trainer, "_time_generator_steps",
+                        lambda self, dtypes, rounds=4: [[1.0] * 4, [bf16_seconds] * 4])
     t = Trainer(tiny_opt(tmp_path, "--amp"), dataset=SynthPairs(), progress=False)
     assert t.amp_dtype is None
-    assert "training in fp32, which is faster here" in capsys.readouterr().out
+    assert "training in fp32, which is as fast or faster here" in capsys.readouterr().out
 
 
 def test_measuring_amp_leaves_the_run_unchanged(tmp_path, monkeypatch):
