@@ -103,7 +103,8 @@ def conv2d_output_scaled(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     sigma = conv._spectral_norm.sigma(conv, do_power_iteration=True)
     out = F.conv2d(x, conv.weight_orig, None, conv.stride, conv.padding, conv.dilation, conv.groups)
     out = out / sigma
-    return out if conv.bias is None else out + conv.bias.view(1, -1, 1, 1)
+    # the bias in the output's dtype (bf16 under autocast), as F.conv2d would add it
+    return out if conv.bias is None else out + conv.bias.to(out.dtype).view(1, -1, 1, 1)
 
 
 def _conv_out_size(conv: nn.Conv2d, x: torch.Tensor) -> tuple[int, int]:
