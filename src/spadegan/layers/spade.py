@@ -147,12 +147,13 @@ class SPADE(nn.Module):
             const_q = level.code.reshape(-1)[q]
             if consts > level.V:  # per-image constants: offset by the image's group
                 const_q = const_q + (q // (level.H * level.W)) * level.V
-            idx_const, target = self._band_indices(level, p, q, pw, consts)
+            idx_const, target, used = self._band_indices(level, p, q, pw, consts)
         hidden_q = torch.relu(label_conv(level, shared.weight, shared.bias, *args, flat=q,
                                          code_noise=noise))  # (Q, 128)
         delta = hidden_q - hidden_const[const_q]
         w_taps = weight.permute(1, 2, 3, 0).reshape(NHIDDEN, taps * out)  # (128, T * out), tap-major
-        per_tap = (hidden_const @ w_taps).view(consts, taps, out).transpose(0, 1)  # (T, consts, out)
+        # per-tap tables of the constants the band reads (a few of the classes, not all of them)
+        per_tap = (hidden_const[used] @ w_taps).view(used.numel(), taps, out).transpose(0, 1)  # (T, U, out)
         per_tap = torch.cat([per_tap, weight.new_zeros(taps, 1, out)], 1).reshape(-1, out)
         band = F.embedding_bag(idx_const, per_tap, mode="sum")  # (P + 1, out), the last row zero
         band = band.index_add(0, target, (delta @ w_taps).view(-1, out).to(band.dtype))  # (autocast: bf16)
@@ -160,11 +161,12 @@ class SPADE(nn.Module):
 
     @staticmethod
     def _band_indices(level: CodeLevel, p: torch.Tensor, q: torch.Tensor, pw: int,
-                      consts: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """For `_boundary_values`: (P + 1, T) rows of the per-tap constant tables (tap t's
-        block starts at t * (consts + 1) and ends in a zero row, for taps in the padding; the
-        extra last bag reads only zero rows), and (Q * T,) the row of p that tap t of each q
-        pixel feeds (P, the extra row, where that pixel is in the padding)."""
+                      consts: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """For `_boundary_values`: `used`, the U constants (rows of hidden_const) the band's
+        taps read; (P + 1, T) rows of the per-tap tables of those (tap t's block starts at
+        t * (U + 1) and ends in a zero row, for taps in the padding; the extra last bag reads
+        only zero rows); and (Q * T,) the row of p that tap t of each q pixel feeds (P, the
+        extra row, where that pixel is in the padding)."""
         cp, offs, wp = level.padded(pw)
         taps, centre = offs.numel(), pw * wp + pw
         pos = level.window_base(p, pw)[:, None] + offs[None, :]  # (P, T) padded positions
@@ -172,11 +174,17 @@ class SPADE(nn.Module):
         const_row = code
         if consts > level.V:  # per-image constants: offset by the image's group
             const_row = code + (p // (level.H * level.W))[:, None] * level.V
+        const_row = torch.where(code == level.V, consts, const_row)  # consts: the padding
+        present = torch.zeros(consts + 1, dtype=torch.bool, device=p.device)
+        present[const_row] = True
+        used = present[:consts].nonzero().squeeze(1)
+        compact = torch.full((consts + 1,), used.numel(), dtype=torch.long, device=p.device)
+        compact[used] = torch.arange(used.numel(), device=p.device)
         tap = torch.arange(taps, device=p.device)
-        idx_const = torch.where(code == level.V, consts, const_row) + tap * (consts + 1)
-        idx_const = torch.cat([idx_const, (consts + tap * (consts + 1))[None]])
+        idx_const = compact[const_row] + tap * (used.numel() + 1)
+        idx_const = torch.cat([idx_const, (used.numel() + tap * (used.numel() + 1))[None]])
         prow = torch.full_like(cp, p.numel())
         prow[level.window_base(p, pw) + centre] = torch.arange(p.numel(), device=cp.device)
         # tap t of pixel x reads x's window position offs[t]: q feeds the pixel centred at q - offs[t] + centre
         target = prow[(level.window_base(q, pw) + centre)[:, None] - offs[None, :] + centre]
-        return idx_const, target.reshape(-1)
+        return idx_const, target.reshape(-1), used
