@@ -92,7 +92,8 @@ def conv2d_output_scaled(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     path uses it). For the wide low-resolution convs of the SPADE generator (1024 channels at
     8-32 px) the weight has 10-40x more elements than the output, and dividing it (and the
     division's backward) was a large share of those layers' cost. Other convs, eval mode and
-    layers without spectral norm are called as they are.
+    layers without spectral norm are called as they are. A scaled conv is not called as a
+    module, so forward hooks registered on it do not run.
     """
     if not (conv.training and has_spectral_norm(conv) and isinstance(conv, nn.Conv2d)
             and conv.padding_mode == "zeros" and not isinstance(conv.padding, str)):
