@@ -53,8 +53,8 @@ def main() -> None:
 
         def dense() -> None:
             conv.zero_grad()
-            codes._semantics = None  # built once per iteration in training
-            out = conv(torch.cat([codes.semantics(), image], 1))
+            fresh = LabelCodes(code, nlab, False)  # its one-hot tensor is built once per iteration in training
+            out = conv(torch.cat([fresh.semantics(), image], 1))
             out.backward(torch.ones_like(out))
         row = {"label_channels": nlab, "batch": batch, "size": size, "ndf": ndf,
                "lookup_ms": round(_median_ms(lookup), 1), "dense_ms": round(_median_ms(dense), 1),

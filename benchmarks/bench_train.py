@@ -175,17 +175,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     rounds = args.rounds or (2 if args.quick else 5)
-    if args.profile:
+    if (args.profile or args.worker) and args.threads > 0:  # the processes that run the trainers
         import torch
-        if args.threads > 0:
-            torch.set_num_threads(args.threads)
+        torch.set_num_threads(args.threads)
+    if args.profile:
         for config in [c.strip() for c in args.configs.split(",") if c.strip()]:
             _profile(config)
         return 0
     if args.worker:
-        import torch
-        if args.threads > 0:
-            torch.set_num_threads(args.threads)
         print("RESULT " + json.dumps(_worker(args.worker, rounds)), flush=True)
         return 0
 

@@ -144,9 +144,7 @@ class SPADE(nn.Module):
         k, out = shared.kernel_size[0], weight.shape[0]
         pw, taps, consts = k // 2, k * k, hidden_const.shape[0]
         with torch.no_grad():
-            const_q = level.code.reshape(-1)[q]
-            if consts > level.V:  # per-image constants: offset by the image's group
-                const_q = const_q + (q // (level.H * level.W)) * level.V
+            const_q = _const_rows(level, q, level.code.reshape(-1)[q], consts)
             idx_const, target, used = self._band_indices(level, p, q, pw, consts)
         hidden_q = torch.relu(label_conv(level, shared.weight, shared.bias, *args, flat=q,
                                          code_noise=noise))  # (Q, 128)
@@ -171,10 +169,7 @@ class SPADE(nn.Module):
         taps, centre = offs.numel(), pw * wp + pw
         pos = level.window_base(p, pw)[:, None] + offs[None, :]  # (P, T) padded positions
         code = cp[pos]
-        const_row = code
-        if consts > level.V:  # per-image constants: offset by the image's group
-            const_row = code + (p // (level.H * level.W))[:, None] * level.V
-        const_row = torch.where(code == level.V, consts, const_row)  # consts: the padding
+        const_row = torch.where(code == level.V, consts, _const_rows(level, p, code, consts))  # consts: the padding
         present = torch.zeros(consts + 1, dtype=torch.bool, device=p.device)
         present[const_row] = True
         used = present[:consts].nonzero().squeeze(1)
@@ -188,3 +183,11 @@ class SPADE(nn.Module):
         # tap t of pixel x reads x's window position offs[t]: q feeds the pixel centred at q - offs[t] + centre
         target = prow[(level.window_base(q, pw) + centre)[:, None] - offs[None, :] + centre]
         return idx_const, target.reshape(-1), used
+
+
+def _const_rows(level: CodeLevel, flat: torch.Tensor, code: torch.Tensor, consts: int) -> torch.Tensor:
+    """The rows of the constants table (`consts` = groups x V) for codes read by the pixels
+    `flat` (`code`: one row per pixel, any trailing shape): the code itself, offset by the
+    pixel's image where the constants are per image (3D noise)."""
+    group = table_group(level, flat, consts // level.V)
+    return code if group is None else code + group.view(-1, *([1] * (code.dim() - 1))) * level.V
