@@ -18,7 +18,8 @@ from spadegan import networks
 from spadegan.data.semantics import to_semantics
 from spadegan.errors import SpadeganError
 from spadegan.layers import SPADE
-from spadegan.layers.label_codes import LabelCodes, instance_edges, label_conv
+from spadegan.layers import spade as spade_module
+from spadegan.layers.label_codes import LabelCodes, instance_edges, label_conv, unique_rows
 from spadegan.options import parse
 
 
@@ -67,10 +68,24 @@ def _spade_run(layer: SPADE, x: torch.Tensor, seg, target: torch.Tensor) -> tupl
     return out.detach(), grads
 
 
+def _force_path(monkeypatch, path: str) -> list:
+    """Make SPADE layers take the lookup path (band or not) or, where there is a band, the
+    dense fallback; returns the list that records each lookup-path call."""
+    monkeypatch.setattr(spade_module, "SPARSE_THRESHOLD", float("inf") if path == "lookup" else float("-inf"))
+    calls = []
+    orig = SPADE._modulation_lookup
+    monkeypatch.setattr(SPADE, "_modulation_lookup", lambda *a, **k: calls.append(1) or orig(*a, **k))
+    return calls
+
+
 @pytest.mark.parametrize("ks", [1, 3, 5])
 @pytest.mark.parametrize("extras", [False, True], ids=["plain", "instance+dontcare"])
 @pytest.mark.parametrize("kind", ["blocks", "worst", "single", "scene"])
-def test_spade_layer_matches_dense(ks, extras, kind):
+@pytest.mark.parametrize("path", ["lookup", "dense"])
+def test_spade_layer_matches_dense(ks, extras, kind, path, monkeypatch):
+    """Both sparse paths, forced, against the dense layer (the lookup path with a boundary band
+    wherever the map has one, including worst-case maps where every pixel is in it)."""
+    calls = _force_path(monkeypatch, path)
     torch.manual_seed(ks)
     opt = _Opt(6, dontcare=extras, instance=extras)
     L = opt.label_nc + int(extras)
@@ -87,14 +102,19 @@ def test_spade_layer_matches_dense(ks, extras, kind):
     codes = LabelCodes.from_label(label, inst, opt)
     ref_out, ref_g = _spade_run(layer, x, sem, target)
     out, g = _spade_run(layer, x, codes, target)
+    has_band = codes.at(16, 16).band_plan(ks // 2, 1).bags.numel() > 0
+    assert calls == ([1] if path == "lookup" or not has_band else [])
+    assert has_band == (ks > 1)  # the image border is in the band too
     assert torch.allclose(out, ref_out, atol=1e-4 * float(ref_out.abs().max()), rtol=0)
     _compare_grads(ref_g, g)
 
 
 @pytest.mark.parametrize("ks", [1, 3])
 @pytest.mark.parametrize("per_class", [False, True], ids=["noise per image", "noise per class"])
-def test_spade_layer_with_3d_noise_matches_dense(ks, per_class):
-    """OASIS' 3D noise: noise channels after the semantics, constant over a class region."""
+def test_spade_layer_with_3d_noise_matches_dense(ks, per_class, monkeypatch):
+    """OASIS' 3D noise: noise channels after the semantics, constant over a class region
+    (per image and class: hidden windows and band rows are not shared across images)."""
+    calls = _force_path(monkeypatch, "lookup")
     torch.manual_seed(ks)
     opt = _Opt(5, dontcare=False, instance=True)
     b, c, z = 2, 4, 3
@@ -109,36 +129,42 @@ def test_spade_layer_with_3d_noise_matches_dense(ks, per_class):
         for p in layer.parameters():
             p.normal_(0, 0.5)
     x, target = torch.randn(b, c, 64, 64), torch.randn(b, c, 64, 64)
-    assert codes.at(64, 64).boundary_fraction(ks // 2) < 0.5  # the lookup path, not the fallback
     ref_out, ref_g = _spade_run(layer, x, sem, target)
     out, g = _spade_run(layer, x, codes, target)
+    assert calls == [1] and (ks == 1 or codes.at(64, 64).band_plan(1, b).bags.numel())
     assert torch.allclose(out, ref_out, atol=1e-4 * float(ref_out.abs().max()), rtol=0)
     _compare_grads(ref_g, g)
 
 
 @pytest.mark.parametrize("ks", [1, 3])
-def test_spade_layer_under_bf16_autocast_matches_dense(ks):
+def test_spade_layer_under_bf16_autocast_matches_dense(ks, monkeypatch):
     """`--amp` on an AMX CPU: the lookup path's mixed bf16 (products) and fp32 (lookups)
     pieces combine, and agree with the dense layer under the same autocast to bf16 rounding."""
+    calls = _force_path(monkeypatch, "lookup")
     torch.manual_seed(ks)
     opt = _Opt(5, dontcare=False, instance=False)
     label = maps("scene", (2, 32, 32), 5)
     codes = LabelCodes.from_label(label, None, opt)
-    assert ks == 1 or 0 < codes.at(32, 32).boundary_fraction(1) < 0.6  # the lookup path with a band
+    assert ks == 1 or codes.at(32, 32).band_plan(1, 1).bags.numel()  # the lookup path with a band
     layer = SPADE(f"spadebatch{ks}x{ks}", 4, 5)
     x, target = torch.randn(2, 4, 32, 32), torch.randn(2, 4, 32, 32)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         (ref_out, _), (out, _) = (_spade_run(layer, x, seg, target) for seg in (codes.semantics(), codes))
+    assert calls == [1]
     assert torch.allclose(out.float(), ref_out.float(), atol=0.05 * float(ref_out.float().abs().max()), rtol=0)
 
 
 def test_lookup_path_and_dense_fallback_both_taken():
-    """The scene map runs the boundary-band path at 64 px; the worst case falls back to dense."""
+    """The automatic choice: the scene map runs the boundary-band path at 64 px (a few
+    distinct windows repeat along its boundaries); the worst case, where nearly every
+    window is distinct, falls back to dense."""
     opt = _Opt(5, dontcare=False, instance=False)
     scene = LabelCodes.from_label(maps("scene", (1, 64, 64), 5), None, opt)
     worst = LabelCodes.from_label(maps("worst", (1, 64, 64), 5), None, opt)
     assert 0 < scene.at(64, 64).boundary_fraction(1) < 0.3
+    assert scene.at(64, 64).band_plan(1, 1).product_rows < 0.05 * 64 * 64
     assert worst.at(64, 64).boundary_fraction(1) == 1.0
+    assert worst.at(64, 64).band_plan(1, 1).product_rows > 0.6 * 64 * 64
     layer = SPADE("spadeinstance3x3", 4, 5)
     calls = []
     orig = layer._modulation_lookup
@@ -210,6 +236,19 @@ def test_sparse_generator_feeds_its_convolutions_contiguous_maps(norm_G, monkeyp
     monkeypatch.setattr(F, "conv2d", recording_conv2d)
     G(codes).sum().backward()
     assert len(layouts) > 10 and all(layouts), layouts
+
+
+def test_unique_rows_finds_the_distinct_rows_and_their_first_occurrence():
+    g = torch.Generator().manual_seed(0)
+    rows = torch.randint(0, 3, (500, 4), generator=g) * torch.tensor([1, 1000, 1, 10 ** 6])
+    first, inverse = unique_rows(rows)
+    ref, ref_inverse = torch.unique(rows, dim=0, return_inverse=True)
+    assert first.numel() == ref.shape[0] == len({tuple(r) for r in rows.tolist()})
+    assert torch.equal(rows[first][inverse], rows)  # every row is its distinct row
+    assert torch.equal(ref_inverse.unique(return_counts=True)[1].sort()[0],
+                       inverse.unique(return_counts=True)[1].sort()[0])
+    for d in range(first.numel()):  # the first occurrence
+        assert int((inverse == d).nonzero()[0]) == int(first[d])
 
 
 def test_label_conv_and_semantics_match_the_one_hot_tensor():

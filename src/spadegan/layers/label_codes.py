@@ -17,7 +17,7 @@ working at that size. Everything here is differentiable with respect to the weig
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -89,6 +89,7 @@ class CodeLevel:
         self.V = num_codes
         self._padded: dict[int, tuple[torch.Tensor, torch.Tensor, int]] = {}
         self._boundary: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._plans: dict[tuple[int, int], BandPlan] = {}
 
     @property
     def n(self) -> int:
@@ -151,6 +152,90 @@ class CodeLevel:
 
     def boundary_fraction(self, pw: int) -> float:
         return self.boundary(pw)[0].numel() / max(1, self.n)
+
+    def const_rows(self, pw: int, groups: int) -> torch.Tensor:
+        """Flat padded map (as `padded(pw)`) of each position's row of a constants table of
+        `groups` x V rows (the code, offset by its image's group), `groups * V` in the padding."""
+        cp, _, _ = self.padded(pw)
+        if groups == 1:
+            return cp
+        group = torch.arange(cp.numel(), device=cp.device) // ((self.H + 2 * pw) * (self.W + 2 * pw))
+        return torch.where(cp == self.V, groups * self.V, cp + group * self.V)
+
+    def band_plan(self, pw: int, groups: int) -> "BandPlan":
+        """The index arithmetic of a k x k conv (k = 2 pw + 1) of a hidden map that is a
+        k x k conv of the codes (SPADE's gamma and beta of its `mlp_shared`), for a constants
+        table of `groups` x V rows; cached (it depends on the codes only).
+
+        A hidden vector depends only on the constants-table rows in its window, so the
+        band's pixels q with equal windows share one hidden vector (`hidden_pixels`: one pixel
+        per distinct window); and an output pixel of the band depends only on which hidden
+        rows its taps read, so pixels with equal tap rows share one output row (`bags`).
+        Along a boundary the same few windows repeat: there are several times fewer distinct
+        rows than pixels.
+        """
+        key = (pw, groups)
+        if key not in self._plans:
+            self._plans[key] = self._make_band_plan(pw, groups)
+        return self._plans[key]
+
+    def _make_band_plan(self, pw: int, groups: int) -> "BandPlan":
+        consts = groups * self.V
+        crow = self.const_rows(pw, groups)
+        _, offs, wp = self.padded(pw)
+        centre = pw * wp + pw
+        rows = crow[self.window_base(None, pw) + centre]  # each pixel's constant row
+        p, q = self.boundary(pw)
+        if not p.numel():
+            empty = rows.new_zeros(0)
+            return BandPlan(rows, empty, empty, rows.new_zeros(0, offs.numel()))
+        q_first, q_inv = unique_rows(crow[self.window_base(q, pw)[:, None] + offs[None, :]])
+        # hidden row of every padded position: its constant (consts: padding), or past
+        # consts + 1 the distinct window of a q pixel
+        hrow = crow.clone()
+        hrow[self.window_base(q, pw) + centre] = consts + 1 + q_inv
+        taps_read = hrow[self.window_base(p, pw)[:, None] + offs[None, :]]  # (P, T)
+        p_first, p_inv = unique_rows(taps_read)
+        taps_read = taps_read[p_first]
+        # per-tap table rows: [the U constants read | the Qu hidden windows | a zero row]
+        present = torch.zeros(consts + 1, dtype=torch.bool, device=p.device)
+        present[taps_read[taps_read < consts]] = True
+        used = present[:consts].nonzero().squeeze(1)
+        nu, nq = used.numel(), q_first.numel()
+        compact = torch.full((consts + 1 + nq,), nu + nq, dtype=torch.long, device=p.device)
+        compact[used] = torch.arange(nu, device=p.device)
+        compact[consts + 1:] = torch.arange(nu, nu + nq, device=p.device)
+        taps = torch.arange(offs.numel(), device=p.device)
+        bags = compact[taps_read] * offs.numel() + taps  # row r of tap t: r * T + t
+        rows = rows.index_put((p,), consts + p_inv)
+        return BandPlan(rows, q[q_first], used, bags)
+
+
+class BandPlan(NamedTuple):
+    """See `CodeLevel.band_plan`. Output rows: [the constants table | the band's R rows]."""
+    rows: torch.Tensor  # (N,) each pixel's output row
+    hidden_pixels: torch.Tensor  # (Qu,) one pixel per distinct hidden vector of the band
+    const_rows: torch.Tensor  # (U,) the constants-table rows the band's taps read
+    bags: torch.Tensor  # (R, T) rows of the per-tap table ((U + Qu + 1) x T, row-major)
+
+    @property
+    def product_rows(self) -> int:
+        """U + Qu: the hidden vectors the band multiplies by the conv's weights."""
+        return self.const_rows.numel() + self.hidden_pixels.numel()
+
+
+def unique_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, T) integers >= 0 -> (first, inverse): the index of the first of each distinct
+    row (in the order of their ids) and every row's id (0 .. D - 1). One 1-D `unique` per
+    column, on the ids so far combined with that column, so nothing overflows."""
+    n = rows.shape[0]
+    ids = rows.new_zeros(n)
+    for col in rows.t():
+        _, ids = torch.unique(ids * (int(col.max()) + 1) + col, return_inverse=True)
+    count = int(ids.max()) + 1 if n else 0
+    first = torch.full((count,), n, dtype=torch.long, device=rows.device)
+    first.scatter_reduce_(0, ids, torch.arange(n, device=rows.device), reduce="amin")
+    return first, ids
 
 
 class LabelCodes:
