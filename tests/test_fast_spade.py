@@ -162,9 +162,9 @@ def test_lookup_path_and_dense_fallback_both_taken():
     scene = LabelCodes.from_label(maps("scene", (1, 64, 64), 5), None, opt)
     worst = LabelCodes.from_label(maps("worst", (1, 64, 64), 5), None, opt)
     assert 0 < scene.at(64, 64).boundary_fraction(1) < 0.3
-    assert scene.at(64, 64).band_plan(1, 1).product_rows < 0.05 * 64 * 64
+    assert scene.at(64, 64).hidden_windows(1, 1)[0].numel() < 0.05 * 64 * 64
     assert worst.at(64, 64).boundary_fraction(1) == 1.0
-    assert worst.at(64, 64).band_plan(1, 1).product_rows > 0.6 * 64 * 64
+    assert worst.at(64, 64).hidden_windows(1, 1)[0].numel() > 0.6 * 64 * 64
     layer = SPADE("spadeinstance3x3", 4, 5)
     calls = []
     orig = layer._modulation_lookup

@@ -89,7 +89,7 @@ class CodeLevel:
         self.V = num_codes
         self._padded: dict[int, tuple[torch.Tensor, torch.Tensor, int]] = {}
         self._boundary: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._plans: dict[tuple[int, int], BandPlan] = {}
+        self._plans: dict[tuple, Any] = {}
 
     @property
     def n(self) -> int:
@@ -162,6 +162,17 @@ class CodeLevel:
         group = torch.arange(cp.numel(), device=cp.device) // ((self.H + 2 * pw) * (self.W + 2 * pw))
         return torch.where(cp == self.V, groups * self.V, cp + group * self.V)
 
+    def hidden_windows(self, pw: int, groups: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The distinct windows (constants-table rows within pw) of the pixels q of
+        `boundary(pw)`: the index in q of the first pixel of each, and each q pixel's window
+        id. Their count is the number of distinct hidden vectors in the band (cached)."""
+        key = ("windows", pw, groups)
+        if key not in self._plans:
+            _, q = self.boundary(pw)
+            _, offs, _ = self.padded(pw)
+            self._plans[key] = unique_rows(self.const_rows(pw, groups)[self.window_base(q, pw)[:, None] + offs[None, :]])
+        return self._plans[key]
+
     def band_plan(self, pw: int, groups: int) -> "BandPlan":
         """The index arithmetic of a k x k conv (k = 2 pw + 1) of a hidden map that is a
         k x k conv of the codes (SPADE's gamma and beta of its `mlp_shared`), for a constants
@@ -189,7 +200,7 @@ class CodeLevel:
         if not p.numel():
             empty = rows.new_zeros(0)
             return BandPlan(rows, empty, empty, rows.new_zeros(0, offs.numel()))
-        q_first, q_inv = unique_rows(crow[self.window_base(q, pw)[:, None] + offs[None, :]])
+        q_first, q_inv = self.hidden_windows(pw, groups)
         # hidden row of every padded position: its constant (consts: padding), or past
         # consts + 1 the distinct window of a q pixel
         hrow = crow.clone()
@@ -217,11 +228,6 @@ class BandPlan(NamedTuple):
     hidden_pixels: torch.Tensor  # (Qu,) one pixel per distinct hidden vector of the band
     const_rows: torch.Tensor  # (U,) the constants-table rows the band's taps read
     bags: torch.Tensor  # (R, T) rows of the per-tap table ((U + Qu + 1) x T, row-major)
-
-    @property
-    def product_rows(self) -> int:
-        """U + Qu: the hidden vectors the band multiplies by the conv's weights."""
-        return self.const_rows.numel() + self.hidden_pixels.numel()
 
 
 def unique_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,12 +10,12 @@ Two implementations of the same function, chosen by what the layer is given:
   first convolution over the one-hot map becomes a sum of per-tap lookups. gamma and beta
   are constants of the code wherever all codes within reach of a pixel are equal and
   inside the image (always, for 1x1 kernels), so they are looked up in a per-code table
-  made from the weights, and convolutions run only on the pixels near a code boundary
-  (there, as lookups of the constants plus the product of the non-constant hidden vectors).
-  Where most pixels are near a boundary (small maps, noise-like labels) the level is
-  computed densely from the looked-up hidden map instead. Forward and backward are
-  ordinary autograd operations on the weights, so the gradients are those of the dense
-  layer up to float rounding.
+  made from the weights, and convolutions run only on the pixels near a code boundary,
+  once per distinct window of codes there (along a boundary the same few windows repeat;
+  see `CodeLevel.band_plan`). Where the distinct windows are many per pixel (small maps,
+  noise-like labels) the level is computed densely from the looked-up hidden map
+  instead. Forward and backward are ordinary autograd operations on the weights, so the
+  gradients are those of the dense layer up to float rounding.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from .norms import param_free_norm
 NHIDDEN = 128  # fixed in the paper and the official checkpoints
 
 #: a level's gamma/beta are computed densely where the lookup path would multiply more than
-#: this many rows per pixel (its distinct hidden vectors, plus NHIDDEN for its fixed costs)
+#: this many rows per pixel (the band's distinct hidden vectors, plus NHIDDEN for fixed costs)
 SPARSE_THRESHOLD = 0.6
 
 
@@ -80,12 +80,12 @@ class SPADE(nn.Module):
         convs = ((self.mlp_gamma.weight, self.mlp_gamma.bias + 1), (self.mlp_beta.weight, self.mlp_beta.bias))
         args = (codes.label_channels, codes.instance)
         noise = codes.code_noise()
-        plan = level.band_plan(pw, 1 if noise is None else level.B)
-        if plan.bags.numel() and plan.product_rows + NHIDDEN > threshold * level.n:
+        groups = 1 if noise is None else level.B
+        if pw and level.hidden_windows(pw, groups)[0].numel() + NHIDDEN > threshold * level.n:
             hidden = torch.relu(label_conv(level, shared.weight, shared.bias, *args, code_noise=noise))
             hidden = hidden.view(level.B, level.H, level.W, -1).permute(0, 3, 1, 2).contiguous()
             return tuple(F.conv2d(hidden, wt, b, padding=pw) for wt, b in convs)
-        return self._modulation_lookup(level, plan, convs, args, noise)
+        return self._modulation_lookup(level, level.band_plan(pw, groups), convs, args, noise)
 
     def _modulation_lookup(self, level: CodeLevel, plan: BandPlan, convs: tuple, args: tuple[int, bool],
                            noise: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
