@@ -170,7 +170,8 @@ class CodeLevel:
         if key not in self._plans:
             _, q = self.boundary(pw)
             _, offs, _ = self.padded(pw)
-            self._plans[key] = unique_rows(self.const_rows(pw, groups)[self.window_base(q, pw)[:, None] + offs[None, :]])
+            windows = self.const_rows(pw, groups)[self.window_base(q, pw)[:, None] + offs[None, :]]
+            self._plans[key] = unique_rows(windows)
         return self._plans[key]
 
     def band_plan(self, pw: int, groups: int) -> "BandPlan":
