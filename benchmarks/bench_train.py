@@ -144,6 +144,8 @@ def _profile(config: str, rows: int = 20) -> None:
 def _worker(config: str, rounds: int) -> dict:
     import torch
 
+    from spadegan.device import dtype_name
+
     with tempfile.TemporaryDirectory() as tmp:
         runs = _build_runs(config, tmp, VARIANTS)
         for r in range(rounds + 1):  # round 0 is warm-up (allocator, oneDNN kernel selection)
@@ -157,7 +159,7 @@ def _worker(config: str, rounds: int) -> dict:
             t = run["trainer"]
             losses = {k: float(v.float().mean()) for k, v in {**t.g_losses, **t.d_losses}.items()}
             rows.append({"config": config, "impl": run["impl"], "amp": run["amp"],
-                         "precision": str(t.amp_dtype).replace("torch.", "") if t.amp_dtype else "fp32",
+                         "precision": dtype_name(t.amp_dtype),
                          "sec_per_iter": statistics.median(run["times"]), "sec_min": min(run["times"]),
                          "rounds": len(run["times"]), "finite": all(math.isfinite(v) for v in losses.values())})
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

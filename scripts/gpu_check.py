@@ -50,7 +50,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 from spadegan import load_checkpoint  # noqa: E402
 from spadegan.data.semantics import to_semantics  # noqa: E402
-from spadegan.device import describe_hardware, resolve_device  # noqa: E402
+from spadegan.device import describe_hardware, dtype_name, resolve_device  # noqa: E402
 from spadegan.errors import SpadeganError  # noqa: E402
 from spadegan.fileio import load_torch_file  # noqa: E402
 
@@ -207,7 +207,7 @@ def check_training(device: torch.device, iters: int) -> list[dict]:
             seconds = time.perf_counter() - t0
             diffs = [_weights_diff(Path(tmp) / "full" / f"latest_net_{k}.pth", Path(tmp) / "cut" / f"latest_net_{k}.pth")
                      for k in "GDE"]
-        precision = "fp32" if ref.amp_dtype is None else str(ref.amp_dtype).replace("torch.", "")
+        precision = dtype_name(ref.amp_dtype)
         scaler = " + GradScaler" if ref.scaler_G.is_enabled() else ""
         finite = all(math.isfinite(v) for v in losses)
         exact = max(diffs) == 0.0

@@ -75,6 +75,10 @@ def test_cuda_capability_query_failing_gives_fp32(monkeypatch):
     assert p.name == "fp32" and "cannot be queried" in p.reason
 
 
+def test_dtype_names_for_messages_and_records():
+    assert [dev.dtype_name(d) for d in (None, torch.bfloat16, torch.float16)] == ["fp32", "bfloat16", "float16"]
+
+
 def test_amx_cpu_gets_bf16(monkeypatch):
     fake_cpu(monkeypatch, amx=True, avx512_bf16=True)
     p = dev.precision_policy("cpu")

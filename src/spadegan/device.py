@@ -224,6 +224,11 @@ def best_precision(device: str | torch.device = "cpu") -> str:
     return precision_policy(device).name
 
 
+def dtype_name(dtype: torch.dtype | None) -> str:
+    """'bfloat16', 'float16', ... for messages and records; 'fp32' for None (no autocast)."""
+    return "fp32" if dtype is None else str(dtype).replace("torch.", "")
+
+
 def autocast_dtype(device: str | torch.device = "cpu") -> torch.dtype | None:
     """The torch.autocast dtype for `--amp` on `device`, None where training stays fp32."""
     return precision_policy(device).autocast_dtype

@@ -322,8 +322,14 @@ class LabelCodes:
         return self.code.device
 
     @property
+    def one_hot_nc(self) -> int:
+        """The one-hot channels: the classes (dontcare included) and the instance edge."""
+        return self.label_channels + int(self.instance)
+
+    @property
     def semantic_nc(self) -> int:
-        return self.label_channels + int(self.instance) + self.noise_nc
+        """The semantics tensor's channels: the one-hot channels and the 3D noise."""
+        return self.one_hot_nc + self.noise_nc
 
     def size(self, dim: int) -> int:
         """The semantics tensor's size along `dim` (so code written for it keeps working)."""

@@ -42,7 +42,7 @@ def pooled_one_hot(codes: LabelCodes, dtype: torch.dtype = torch.float32) -> tor
     one-hot tensor: each pooled pixel adds 1/count to the channel of each code in its window."""
     b, h, w = codes.code.shape
     ho, wo = (h - 1) // 2 + 1, (w - 1) // 2 + 1
-    L, nc = codes.label_channels, codes.label_channels + int(codes.instance)
+    L, nc = codes.label_channels, codes.one_hot_nc
     ones = torch.ones(1, 1, h, w, dtype=dtype, device=codes.device)
     count = F.avg_pool2d(ones, 3, 2, 1, count_include_pad=True) * 9  # valid cells per window
     cp = F.pad(codes.code, (1, 1, 1, 1), value=-1)
@@ -73,7 +73,7 @@ def first_conv_by_lookup(conv: nn.Conv2d, codes: LabelCodes, image: torch.Tensor
     """`conv(cat([codes.semantics(), image]))` for a k x k conv with stride s and padding p:
     the image part convolved, the label part summed from per-tap lookups of the codes."""
     k, s, p = conv.kernel_size[0], conv.stride[0], conv.padding[0]
-    nsem = codes.label_channels + int(codes.instance)
+    nsem = codes.one_hot_nc
     out = F.conv2d(image, conv.weight[:, nsem:], conv.bias, s, p)
     table = code_embedding(conv.weight[:, :nsem], codes.label_channels, codes.instance)  # (T, V + 1, C)
     windows = F.pad(codes.code, (p, p, p, p), value=codes.V).unfold(1, k, s).unfold(2, k, s)

@@ -150,8 +150,7 @@ class Pix2PixModel(nn.Module):
     def discriminate(self, codes: LabelCodes | ImageLabel, fake: torch.Tensor, real: torch.Tensor, D: nn.Module):
         # fake and real go through D as one batch (the same statistics for both with batch norm)
         b = real.shape[0]
-        by_lookup = getattr(self, "sparse", False) and first_conv_lookup_pays(
-            codes.label_channels + int(codes.instance), self.opt.ndf)
+        by_lookup = getattr(self, "sparse", False) and first_conv_lookup_pays(codes.one_hot_nc, self.opt.ndf)
         if by_lookup:  # the label part of D's first conv by lookups
             both = LabelCodes(torch.cat([codes.code, codes.code]), codes.label_channels, codes.instance)
             out = D(LabelAndImage(torch.cat([fake.to(real.dtype), real]), both))

@@ -43,7 +43,7 @@ from .. import networks
 from ..checkpoint import load_network_weights, network_state_dict, weights_file
 from ..data.datasets import create_dataset
 from ..data.loader import handling_stop_signals
-from ..device import keep_freed_cpu_memory, precision_policy
+from ..device import dtype_name, keep_freed_cpu_memory, precision_policy
 from ..errors import SpadeganError
 from ..fileio import load_torch_file, save_file_set
 from ..options import Options
@@ -302,7 +302,7 @@ class Trainer:
             return
         fp32_s, amp_s = (min(t[1:]) for t in self._time_generator_steps([None, self.amp_dtype]))  # [0]: warm-up
         keep = broadcast_object(amp_s < AMP_MIN_GAIN * fp32_s, self.dist)
-        name = str(self.amp_dtype).replace("torch.", "")
+        name = dtype_name(self.amp_dtype)
         if self.is_main:
             print(f"--amp: a generator step in {name} takes {1000 * amp_s:.0f} ms against {1000 * fp32_s:.0f} ms "
                   "in fp32: "
@@ -413,7 +413,7 @@ class Trainer:
             "optimizer_G": self.optimizer_G.state_dict(), "optimizer_D": self.optimizer_D.state_dict(),
             "scaler_G": self.scaler_G.state_dict(), "scaler_D": self.scaler_D.state_dict(),
             "rng": rng_state({"noise": self.noise_gen}),
-            "amp_dtype": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else None,
+            "amp_dtype": dtype_name(self.amp_dtype) if self.amp_dtype else None,
             **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
         }
 
