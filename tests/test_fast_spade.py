@@ -18,7 +18,9 @@ from spadegan import networks
 from spadegan.data.semantics import to_semantics
 from spadegan.errors import SpadeganError
 from spadegan.layers import SPADE
+from spadegan.layers import label_codes
 from spadegan.layers import spade as spade_module
+from spadegan.layers.spade import sum_rows
 from spadegan.layers.label_codes import LabelCodes, instance_edges, label_conv, unique_rows
 from spadegan.options import parse
 
@@ -69,9 +71,12 @@ def _spade_run(layer: SPADE, x: torch.Tensor, seg, target: torch.Tensor) -> tupl
 
 
 def _force_path(monkeypatch, path: str) -> list:
-    """Make SPADE layers take the lookup path (band or not) or, where there is a band, the
-    dense fallback; returns the list that records each lookup-path call."""
-    monkeypatch.setattr(spade_module, "SPARSE_THRESHOLD", float("inf") if path == "lookup" else float("-inf"))
+    """Make SPADE layers take the lookup path (band or not; "lookup": tables gathered inside
+    `_GatheredModulation`, "lookup_maps": gathered maps and addcmul) or, where there is a
+    band, the dense fallback; returns the list that records each lookup-path call."""
+    lookup = path.startswith("lookup")
+    monkeypatch.setattr(spade_module, "SPARSE_THRESHOLD", float("inf") if lookup else float("-inf"))
+    monkeypatch.setattr(spade_module, "GATHERED_MODULATION_MIN", 0 if path == "lookup" else float("inf"))
     calls = []
     orig = SPADE._modulation_lookup
     monkeypatch.setattr(SPADE, "_modulation_lookup", lambda *a, **k: calls.append(1) or orig(*a, **k))
@@ -81,7 +86,7 @@ def _force_path(monkeypatch, path: str) -> list:
 @pytest.mark.parametrize("ks", [1, 3, 5])
 @pytest.mark.parametrize("extras", [False, True], ids=["plain", "instance+dontcare"])
 @pytest.mark.parametrize("kind", ["blocks", "worst", "single", "scene"])
-@pytest.mark.parametrize("path", ["lookup", "dense"])
+@pytest.mark.parametrize("path", ["lookup", "lookup_maps", "dense"])
 def test_spade_layer_matches_dense(ks, extras, kind, path, monkeypatch):
     """Both sparse paths, forced, against the dense layer (the lookup path with a boundary band
     wherever the map has one, including worst-case maps where every pixel is in it)."""
@@ -103,7 +108,7 @@ def test_spade_layer_matches_dense(ks, extras, kind, path, monkeypatch):
     ref_out, ref_g = _spade_run(layer, x, sem, target)
     out, g = _spade_run(layer, x, codes, target)
     has_band = codes.at(16, 16).band_plan(ks // 2, 1).bags.numel() > 0
-    assert calls == ([1] if path == "lookup" or not has_band else [])
+    assert calls == ([1] if path.startswith("lookup") or not has_band else [])
     assert has_band == (ks > 1)  # the image border is in the band too
     assert torch.allclose(out, ref_out, atol=1e-4 * float(ref_out.abs().max()), rtol=0)
     _compare_grads(ref_g, g)
@@ -236,6 +241,26 @@ def test_sparse_generator_feeds_its_convolutions_contiguous_maps(norm_G, monkeyp
     monkeypatch.setattr(F, "conv2d", recording_conv2d)
     G(codes).sum().backward()
     assert len(layouts) > 10 and all(layouts), layouts
+
+
+@pytest.mark.parametrize("groups", [1, 2], ids=["shared constants", "constants per image"])
+def test_row_sums_by_one_hot_product_and_by_scatter_match_index_add(groups, monkeypatch):
+    """The backward of the sparse SPADE's gathers: every row's pixels summed, the constants'
+    rows by the one-hot product, the band's by index_add, or all by the scatter fallback."""
+    opt = _Opt(6, dontcare=True, instance=True)
+    label, inst = maps("scene", (2, 32, 32), 7), blocky((2, 32, 32), 8, 3, seed=5).float()
+    values = torch.randn(2, 5, 32, 32, dtype=torch.float64)
+    level = LabelCodes.from_label(label, inst, opt).at(32, 32)
+    rows = level.band_plan(1, groups).rows
+    num_rows = int(rows.max()) + 1
+    ref = torch.zeros(num_rows, 5, dtype=torch.float64).index_add_(0, rows, values.permute(0, 2, 3, 1).reshape(-1, 5))
+    sums = level.row_sums(1, groups)
+    assert sums is not None and sums.band_pixels.numel() and sums.one_hot.sum() == rows.numel() - sums.band_pixels.numel()
+    assert torch.allclose(sum_rows(values, level, 1, groups, num_rows), ref, rtol=1e-12, atol=1e-12)
+    monkeypatch.setattr(label_codes, "ROW_SUMS_MAX_ROWS", 0)
+    level = LabelCodes.from_label(label, inst, opt).at(32, 32)
+    assert level.row_sums(1, groups) is None
+    assert torch.allclose(sum_rows(values, level, 1, groups, num_rows), ref, rtol=1e-12, atol=1e-12)
 
 
 def test_unique_rows_finds_the_distinct_rows_and_their_first_occurrence():

@@ -14,8 +14,10 @@ Two implementations of the same function, chosen by what the layer is given:
   once per distinct window of codes there (along a boundary the same few windows repeat;
   see `CodeLevel.band_plan`). Where the distinct windows are many per pixel (small maps,
   noise-like labels) the level is computed densely from the looked-up hidden map
-  instead. Forward and backward are ordinary autograd operations on the weights, so the
-  gradients are those of the dense layer up to float rounding.
+  instead. The multiply-add reads the tables through the pixels' rows
+  (`_GatheredModulation`, whose backward sums each row's pixels by a one-hot product).
+  Everything else is ordinary autograd operations on the weights, so the gradients are
+  those of the dense layer up to float rounding.
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ NHIDDEN = 128  # fixed in the paper and the official checkpoints
 #: a level's gamma/beta are computed densely where the lookup path would multiply more than
 #: this many rows per pixel (the band's distinct hidden vectors, plus NHIDDEN for fixed costs)
 SPARSE_THRESHOLD = 0.6
+
+#: maps of at least this many elements use `_GatheredModulation` (below, its Python backward
+#: costs more than it saves; benchmarks/README.md, Training)
+GATHERED_MODULATION_MIN = 1 << 17
 
 
 def parse_spade_config(config_text: str) -> tuple[str, int]:
@@ -60,7 +66,15 @@ class SPADE(nn.Module):
     def forward(self, x: torch.Tensor, segmap: torch.Tensor | LabelCodes) -> torch.Tensor:
         normalized = self.param_free_norm(x)
         if isinstance(segmap, LabelCodes):
-            scale, shift = self.modulation_sparse(segmap, x.shape[2], x.shape[3])
+            found = self._sparse(segmap, x.shape[2], x.shape[3])
+            if isinstance(found[0], CodeLevel):  # per-row tables: gathered inside the multiply-add
+                level, table, pw, groups = found
+                c = table.shape[1] // 2
+                table = table.to(normalized.dtype)
+                if normalized.numel() >= GATHERED_MODULATION_MIN:
+                    return _GatheredModulation.apply(normalized, table[:, :c], table[:, c:], level, pw, groups)
+                found = self._gather_maps(table, level.band_plan(pw, groups).rows, level)
+            scale, shift = found
             return torch.addcmul(shift.to(normalized.dtype), normalized, scale.to(normalized.dtype))
         if segmap.shape[2:] != x.shape[2:]:  # same size: nearest resizing would only copy
             segmap = F.interpolate(segmap, size=x.shape[2:], mode="nearest")
@@ -73,6 +87,16 @@ class SPADE(nn.Module):
         """(1 + gamma, beta), each (B, C, h, w), of the label map resized to h x w, by lookups
         (the "1 +" goes into gamma's bias, so the layer is one multiply-add). `threshold`:
         SPARSE_THRESHOLD unless given."""
+        found = self._sparse(codes, h, w, threshold)
+        if isinstance(found[0], CodeLevel):
+            level, table, pw, groups = found
+            return self._gather_maps(table, level.band_plan(pw, groups).rows, level)
+        return found
+
+    def _sparse(self, codes: LabelCodes, h: int, w: int, threshold: float | None = None) -> tuple:
+        """Either the maps (1 + gamma, beta) (the dense fallback), or (level, table, pw, groups):
+        the table (R, 2C) of [1 + gamma | beta] rows that `level.band_plan(pw, groups).rows`
+        assigns to the pixels."""
         threshold = SPARSE_THRESHOLD if threshold is None else threshold
         level = codes.at(h, w)
         shared = self.mlp_shared[0]
@@ -85,16 +109,15 @@ class SPADE(nn.Module):
             hidden = torch.relu(label_conv(level, shared.weight, shared.bias, *args, code_noise=noise))
             hidden = hidden.view(level.B, level.H, level.W, -1).permute(0, 3, 1, 2).contiguous()
             return tuple(F.conv2d(hidden, wt, b, padding=pw) for wt, b in convs)
-        return self._modulation_lookup(level, level.band_plan(pw, groups), convs, args, noise)
+        return level, self._modulation_lookup(level, level.band_plan(pw, groups), convs, args, noise), pw, groups
 
     def _modulation_lookup(self, level: CodeLevel, plan: BandPlan, convs: tuple, args: tuple[int, bool],
-                           noise: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-code constants everywhere, the exact convolution at the boundary pixels.
+                           noise: torch.Tensor | None) -> torch.Tensor:
+        """(R, 2C): per-code constants everywhere, the exact convolution at the boundary pixels.
 
         gamma and beta are computed together (their weights side by side, 2C outputs). Every
-        pixel reads one row of [per-code constants | the band's distinct values], so a single
-        gather writes each map. With 3D noise the constants are per (image, code): G = B
-        table groups.
+        pixel reads one row of [per-code constants | the band's distinct values] (`plan.rows`).
+        With 3D noise the constants are per (image, code): G = B table groups.
         """
         shared = self.mlp_shared[0]
         tables = tap_tables(shared.weight, *args, code_noise=noise)  # (G, T, V + 1, 128)
@@ -106,20 +129,13 @@ class SPADE(nn.Module):
         if plan.bags.numel():
             band = self._band_values(level, plan, hidden_const, w_taps, bias, args, noise)  # (R, 2C)
             table = torch.cat([table, band.to(table.dtype)])
-        return self._gather_maps(table, plan.rows, level)
+        return table
 
     @staticmethod
     def _gather_maps(table: torch.Tensor, rows: torch.Tensor, level: CodeLevel) -> tuple[torch.Tensor, torch.Tensor]:
-        """(1 + gamma, beta): each pixel's row of `table` (R, 2C), as two contiguous NCHW maps
-        (so the layer's output and the next conv's input are contiguous too)."""
+        """(1 + gamma, beta): each pixel's row of `table` (R, 2C), as two contiguous NCHW maps."""
         c = table.shape[1] // 2
-        halves = (table[:, :c].t(), table[:, c:].t())  # (C, R)
-        if level.B == 1:  # a (C, N) gather is already NCHW
-            return tuple(h.index_select(1, rows).view(1, c, level.H, level.W) for h in halves)
-        # per-image gathers write (B, C, HW) directly, without a transposing copy
-        idx = rows.view(level.B, 1, -1).expand(-1, c, -1)
-        return tuple(torch.gather(h[None].expand(level.B, -1, -1), 2, idx).view(level.B, c, level.H, level.W)
-                     for h in halves)
+        return gather_rows(table[:, :c], rows, level), gather_rows(table[:, c:], rows, level)
 
     def _band_values(self, level: CodeLevel, plan: BandPlan, hidden_const: torch.Tensor,
                      w_taps: torch.Tensor, bias: torch.Tensor, args: tuple[int, bool],
@@ -138,3 +154,63 @@ class SPADE(nn.Module):
                             hidden_const.new_zeros(1, hidden_const.shape[1])])  # the zero row: padding
         per_tap = (source @ w_taps.flatten(1)).view(-1, w_taps.shape[2])  # row r, tap t: r * T + t
         return F.embedding_bag(plan.bags, per_tap, mode="sum") + bias
+
+
+def gather_rows(table: torch.Tensor, rows: torch.Tensor, level: CodeLevel) -> torch.Tensor:
+    """(B, C, H, W): each pixel's row of `table` (R, C), contiguous NCHW (so the layer's
+    output and the next conv's input are contiguous too)."""
+    c = table.shape[1]
+    if level.B == 1:  # a (C, N) gather is already NCHW
+        return table.t().index_select(1, rows).view(1, c, level.H, level.W)
+    # per-image gathers write (B, C, HW) directly, without a transposing copy
+    idx = rows.view(level.B, 1, -1).expand(-1, c, -1)
+    return torch.gather(table.t()[None].expand(level.B, -1, -1), 2, idx).view(level.B, c, level.H, level.W)
+
+
+def sum_rows(values: torch.Tensor, level: CodeLevel, pw: int, groups: int, num_rows: int) -> torch.Tensor:
+    """(num_rows, C): for a (B, C, H, W) map, the sum of each row's pixels (rows as in
+    `level.band_plan(pw, groups).rows`): the backward of `gather_rows`, by one batched product
+    with a one-hot matrix for the constants' rows (`level.row_sums`) instead of a scatter."""
+    b, c = values.shape[:2]
+    values = values.reshape(b, c, -1)
+    plan = level.row_sums(pw, groups)
+    if plan is None:
+        idx = level.band_plan(pw, groups).rows.view(b, 1, -1).expand(-1, c, -1)
+        return values.new_zeros(b, c, num_rows).scatter_add_(2, idx, values).sum(0).t()
+    out = values.new_zeros(num_rows + 1, c)  # the last row takes the one-hot matrix's padding
+    with torch.autocast(values.device.type, enabled=False):  # sums in the map's own dtype
+        per_const = torch.bmm(values, plan.one_hot.to(values.dtype))  # (B, C, K)
+    out.index_add_(0, plan.table_rows.view(-1).where(plan.table_rows.view(-1) >= 0, num_rows),
+                   per_const.transpose(1, 2).reshape(-1, c))
+    if plan.band_pixels.numel():
+        hw = values.shape[2]
+        band = values[plan.band_pixels // hw, :, plan.band_pixels % hw]  # (P, C)
+        out.index_add_(0, plan.band_rows, band)
+    return out[:num_rows]
+
+
+class _GatheredModulation(torch.autograd.Function):
+    """normalized * scale_table[rows] + shift_table[rows] (SPADE's multiply-add with
+    per-row tables, rows = `level.band_plan(pw, groups).rows`): the same maths as gathering
+    the maps and calling addcmul, with a backward that sums the tables' gradients by
+    `sum_rows` and skips the full-size scalar products in addcmul's backward."""
+
+    @staticmethod
+    def forward(ctx, normalized, scale_table, shift_table, level, pw, groups):
+        rows = level.band_plan(pw, groups).rows
+        scale = gather_rows(scale_table, rows, level)
+        out = gather_rows(shift_table, rows, level).addcmul_(normalized, scale)
+        ctx.save_for_backward(normalized, scale)
+        ctx.plan = (level, pw, groups, scale_table.shape[0])
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        normalized, scale = ctx.saved_tensors
+        level, pw, groups, num_rows = ctx.plan
+        need_norm, need_scale, need_shift = ctx.needs_input_grad[:3]
+        grad_norm = grad * scale if need_norm else None
+        grad_scale = sum_rows(grad * normalized, level, pw, groups, num_rows) if need_scale else None
+        grad_shift = sum_rows(grad, level, pw, groups, num_rows) if need_shift else None
+        return grad_norm, grad_scale, grad_shift, None, None, None
