@@ -9,7 +9,9 @@ Each configuration runs in its own subprocess, which builds one trainer per vari
 (`--spade_impl dense` fp32, `--spade_impl sparse` fp32, sparse with `--amp`) on the same
 batch and times their iterations round-robin (one warm-up round first), so every ratio
 compares iterations measured under the same conditions; the median and the minimum of the
-rounds are reported. Variants whose losses are not finite are flagged.
+rounds are reported, the ratio of the medians ("vs dense") and the median of each round's
+ratio ("paired": steadier while the host's speed drifts). Variants whose losses are not
+finite are flagged.
 
 Configurations (the VGG loss off everywhere, as the issue's comparison with the official code):
 - `ade20k`: label_nc 150 + dontcare, no instance, ngf/ndf 64, 256x256, batch 1, the default
@@ -161,6 +163,7 @@ def _worker(config: str, rounds: int) -> dict:
             rows.append({"config": config, "impl": run["impl"], "amp": run["amp"],
                          "precision": dtype_name(t.amp_dtype),
                          "sec_per_iter": statistics.median(run["times"]), "sec_min": min(run["times"]),
+                         "times": [round(x, 4) for x in run["times"]],
                          "rounds": len(run["times"]), "finite": all(math.isfinite(v) for v in losses.values())})
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"config": config, "rows": rows, "peak_mb": round(peak_mb), "threads": torch.get_num_threads()}
@@ -204,14 +207,16 @@ def main(argv: list[str] | None = None) -> int:
     cpu = cpu_name()
     print(f"\nCPU: {cpu} ({torch.backends.cpu.get_cpu_capability()}), torch {torch.__version__}, "
           f"{results[0]['threads'] if results else '?'} threads")
-    print(f"{'config':<13} {'variant':<16} {'s/iter':>8} {'min':>8} {'vs dense':>9} {'finite':>7}")
+    print(f"{'config':<13} {'variant':<16} {'s/iter':>8} {'min':>8} {'vs dense':>9} {'paired':>7} {'finite':>7}")
     for res in results:
         dense = next(r for r in res["rows"] if r["impl"] == "dense")
         for r in res["rows"]:
             r["speedup_vs_dense"] = round(dense["sec_per_iter"] / r["sec_per_iter"], 3)
+            # the host drifts: each round's ratio compares iterations timed one after the other
+            r["paired_speedup"] = round(statistics.median(d / t for d, t in zip(dense["times"], r["times"])), 3)
             name = f"{r['impl']} {r['precision']}" + (" (--amp)" if r["amp"] else "")
             print(f"{r['config']:<13} {name:<16} {r['sec_per_iter']:>8.3f} {r['sec_min']:>8.3f} "
-                  f"{r['speedup_vs_dense']:>8.2f}x {str(r['finite']):>7}")
+                  f"{r['speedup_vs_dense']:>8.2f}x {r['paired_speedup']:>6.2f}x {str(r['finite']):>7}")
     print(json.dumps({"bench": "train", "rounds": rounds, "cpu": cpu,
                       "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
                       "machine": platform.machine(), "cpus": os.cpu_count(), "results": results}))
