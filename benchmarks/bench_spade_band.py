@@ -25,8 +25,8 @@ from PIL import Image
 
 from spadegan.device import describe_hardware, keep_freed_cpu_memory
 from spadegan.layers import SPADE
-from spadegan.layers import spade as spade_module
 from spadegan.layers.label_codes import LabelCodes
+from spadegan.layers.spade import runs_dense
 
 from bench_train import cpu_name  # the benchmarks' folder is on sys.path when run as a script
 
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             layer = SPADE("spadesyncbatch3x3", channels, 151)
             level = codes.at(size, size)
             windows = level.hidden_windows(1, 1)[0].numel()
-            auto = "dense" if windows + spade_module.NHIDDEN > spade_module.SPARSE_THRESHOLD * level.n else "lookup"
+            auto = "dense" if runs_dense(level, 1, 1) else "lookup"
             lookup, dense = (_time(layer, codes, size, th, args.rounds) for th in (float("inf"), float("-inf")))
             row = {"map": os.path.basename(path), "size": size, "channels": channels,
                    "band_fraction": round(level.boundary_fraction(1), 3), "windows": windows,

@@ -229,15 +229,17 @@ class CodeLevel:
         per image for the one-hot product (then a scatter does it). Cached."""
         key = ("sums", pw, groups)
         if key not in self._plans:
-            self._plans[key] = self._make_row_sums(self.band_plan(pw, groups).rows, groups * self.V)
+            plan = self.band_plan(pw, groups)
+            self._plans[key] = self._make_row_sums(plan.rows, groups * self.V, plan.bags.shape[0])
         return self._plans[key]
 
-    def _make_row_sums(self, rows: torch.Tensor, consts: int) -> "RowSums | None":
+    def _make_row_sums(self, rows: torch.Tensor, consts: int, band_rows: int) -> "RowSums | None":
         hw, dev = self.H * self.W, rows.device
         image = torch.arange(self.B, device=dev).repeat_interleave(hw)
         const = rows < consts
         keys, local = torch.unique(image[const] * consts + rows[const], return_inverse=True)
-        per_image = torch.bincount(keys // consts, minlength=self.B)
+        key_image = keys // consts
+        per_image = torch.bincount(key_image, minlength=self.B)
         k = int(per_image.max()) if keys.numel() else 0
         if k > ROW_SUMS_MAX_ROWS or self.n * k > ROW_SUMS_MAX_ELEMENTS:
             return None
@@ -245,8 +247,9 @@ class CodeLevel:
         column = local - start[image[const]]  # the pixel's column among its image's rows
         one_hot = torch.zeros(self.B, hw, max(k, 1), device=dev)
         one_hot.view(-1, max(k, 1))[const.nonzero().squeeze(1), column] = 1.0
-        table_rows = torch.full((self.B, max(k, 1)), -1, dtype=torch.long, device=dev)
-        table_rows[keys // consts, torch.arange(keys.numel(), device=dev) - start[keys // consts]] = keys % consts
+        # unused columns add into one row past the table's (consts + band_rows) rows
+        table_rows = torch.full((self.B, max(k, 1)), consts + band_rows, dtype=torch.long, device=dev)
+        table_rows[key_image, torch.arange(keys.numel(), device=dev) - start[key_image]] = keys % consts
         band = (~const).nonzero().squeeze(1)
         return RowSums(one_hot, table_rows, band, rows[band])
 
@@ -261,9 +264,9 @@ ROW_SUMS_MAX_ELEMENTS = 1 << 25
 class RowSums(NamedTuple):
     """See `CodeLevel.row_sums`: sum_n m[b, c, n] into row rows[b, n] for a (B, C, HW) map m:
     the constants' rows of image b by m[b] @ one_hot[b] (B x K columns, written to
-    `table_rows`; -1 pads), the band's rows (each read by a few pixels) by index_add."""
+    `table_rows`), the band's rows (each read by a few pixels) by index_add."""
     one_hot: torch.Tensor  # (B, HW, K) float32
-    table_rows: torch.Tensor  # (B, K) the table row of each column, -1 where unused
+    table_rows: torch.Tensor  # (B, K) the table row of each column; unused ones: one past the table
     band_pixels: torch.Tensor  # (P,) flat ids (in B x HW) of the pixels that read band rows
     band_rows: torch.Tensor  # (P,) their rows
 

@@ -38,6 +38,15 @@ NHIDDEN = 128  # fixed in the paper and the official checkpoints
 #: this many rows per pixel (the band's distinct hidden vectors, plus NHIDDEN for fixed costs)
 SPARSE_THRESHOLD = 0.6
 
+
+def runs_dense(level: CodeLevel, pw: int, groups: int, threshold: float | None = None) -> bool:
+    """Whether a SPADE level's gamma/beta are computed densely rather than by lookups: where
+    the band has more than `threshold` (SPARSE_THRESHOLD) distinct hidden windows per pixel,
+    counting NHIDDEN more for the lookup path's fixed costs."""
+    threshold = SPARSE_THRESHOLD if threshold is None else threshold
+    return pw > 0 and level.hidden_windows(pw, groups)[0].numel() + NHIDDEN > threshold * level.n
+
+
 #: maps of at least this many elements use `_GatheredModulation` (below, its Python backward
 #: costs more than it saves; benchmarks/README.md, Training)
 GATHERED_MODULATION_MIN = 1 << 17
@@ -66,15 +75,13 @@ class SPADE(nn.Module):
     def forward(self, x: torch.Tensor, segmap: torch.Tensor | LabelCodes) -> torch.Tensor:
         normalized = self.param_free_norm(x)
         if isinstance(segmap, LabelCodes):
-            found = self._sparse(segmap, x.shape[2], x.shape[3])
-            if isinstance(found[0], CodeLevel):  # per-row tables: gathered inside the multiply-add
-                level, table, pw, groups = found
+            level, pw, groups = self._level(segmap, x.shape[2], x.shape[3])
+            if normalized.numel() >= GATHERED_MODULATION_MIN and not runs_dense(level, pw, groups):
+                # per-row tables, gathered inside the multiply-add
+                table = self._modulation_lookup(segmap, level, pw, groups).to(normalized.dtype)
                 c = table.shape[1] // 2
-                table = table.to(normalized.dtype)
-                if normalized.numel() >= GATHERED_MODULATION_MIN:
-                    return _GatheredModulation.apply(normalized, table[:, :c], table[:, c:], level, pw, groups)
-                found = self._gather_maps(table, level.band_plan(pw, groups).rows, level)
-            scale, shift = found
+                return _GatheredModulation.apply(normalized, table[:, :c], table[:, c:], level, pw, groups)
+            scale, shift = self.modulation_sparse(segmap, x.shape[2], x.shape[3])
             return torch.addcmul(shift.to(normalized.dtype), normalized, scale.to(normalized.dtype))
         if segmap.shape[2:] != x.shape[2:]:  # same size: nearest resizing would only copy
             segmap = F.interpolate(segmap, size=x.shape[2:], mode="nearest")
@@ -87,38 +94,42 @@ class SPADE(nn.Module):
         """(1 + gamma, beta), each (B, C, h, w), of the label map resized to h x w, by lookups
         (the "1 +" goes into gamma's bias, so the layer is one multiply-add). `threshold`:
         SPARSE_THRESHOLD unless given."""
-        found = self._sparse(codes, h, w, threshold)
-        if isinstance(found[0], CodeLevel):
-            level, table, pw, groups = found
-            return self._gather_maps(table, level.band_plan(pw, groups).rows, level)
-        return found
+        level, pw, groups = self._level(codes, h, w)
+        if runs_dense(level, pw, groups, threshold):
+            return self._modulation_dense(codes, level, pw)
+        table = self._modulation_lookup(codes, level, pw, groups)
+        return self._gather_maps(table, level.band_plan(pw, groups).rows, level)
 
-    def _sparse(self, codes: LabelCodes, h: int, w: int, threshold: float | None = None) -> tuple:
-        """Either the maps (1 + gamma, beta) (the dense fallback), or (level, table, pw, groups):
-        the table (R, 2C) of [1 + gamma | beta] rows that `level.band_plan(pw, groups).rows`
-        assigns to the pixels."""
-        threshold = SPARSE_THRESHOLD if threshold is None else threshold
+    def _level(self, codes: LabelCodes, h: int, w: int) -> tuple[CodeLevel, int, int]:
+        """The codes at h x w, the kernels' padding and the constants' table groups (B with
+        3D noise, whose constants are per image)."""
         level = codes.at(h, w)
-        shared = self.mlp_shared[0]
-        pw = shared.kernel_size[0] // 2
-        convs = ((self.mlp_gamma.weight, self.mlp_gamma.bias + 1), (self.mlp_beta.weight, self.mlp_beta.bias))
-        args = (codes.label_channels, codes.instance)
-        noise = codes.code_noise()
-        groups = 1 if noise is None else level.B
-        if pw and level.hidden_windows(pw, groups)[0].numel() + NHIDDEN > threshold * level.n:
-            hidden = torch.relu(label_conv(level, shared.weight, shared.bias, *args, code_noise=noise))
-            hidden = hidden.view(level.B, level.H, level.W, -1).permute(0, 3, 1, 2).contiguous()
-            return tuple(F.conv2d(hidden, wt, b, padding=pw) for wt, b in convs)
-        return level, self._modulation_lookup(level, level.band_plan(pw, groups), convs, args, noise), pw, groups
+        return level, self.mlp_shared[0].kernel_size[0] // 2, 1 if codes.noise is None else level.B
 
-    def _modulation_lookup(self, level: CodeLevel, plan: BandPlan, convs: tuple, args: tuple[int, bool],
-                           noise: torch.Tensor | None) -> torch.Tensor:
+    def _convs(self) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+        """(weight, bias) of gamma's conv (the "1 +" in its bias) and of beta's."""
+        return (self.mlp_gamma.weight, self.mlp_gamma.bias + 1), (self.mlp_beta.weight, self.mlp_beta.bias)
+
+    def _modulation_dense(self, codes: LabelCodes, level: CodeLevel, pw: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(1 + gamma, beta) by convolutions of the looked-up hidden map (the fallback)."""
+        shared = self.mlp_shared[0]
+        hidden = torch.relu(label_conv(level, shared.weight, shared.bias, codes.label_channels, codes.instance,
+                                       code_noise=codes.code_noise()))
+        hidden = hidden.view(level.B, level.H, level.W, -1).permute(0, 3, 1, 2).contiguous()
+        return tuple(F.conv2d(hidden, wt, b, padding=pw) for wt, b in self._convs())
+
+    def _modulation_lookup(self, codes: LabelCodes, level: CodeLevel, pw: int, groups: int) -> torch.Tensor:
         """(R, 2C): per-code constants everywhere, the exact convolution at the boundary pixels.
 
         gamma and beta are computed together (their weights side by side, 2C outputs). Every
-        pixel reads one row of [per-code constants | the band's distinct values] (`plan.rows`).
-        With 3D noise the constants are per (image, code): G = B table groups.
+        pixel reads one row of [per-code constants | the band's distinct values]
+        (`level.band_plan(pw, groups).rows`). With 3D noise the constants are per (image,
+        code): G = B table groups.
         """
+        plan = level.band_plan(pw, groups)
+        convs = self._convs()
+        args = (codes.label_channels, codes.instance)
+        noise = codes.code_noise()
         shared = self.mlp_shared[0]
         tables = tap_tables(shared.weight, *args, code_noise=noise)  # (G, T, V + 1, 128)
         hidden_const = torch.relu(tables[:, :, :level.V].sum(1) + shared.bias).flatten(0, 1)  # (G V, 128)
@@ -177,11 +188,10 @@ def sum_rows(values: torch.Tensor, level: CodeLevel, pw: int, groups: int, num_r
     if plan is None:
         idx = level.band_plan(pw, groups).rows.view(b, 1, -1).expand(-1, c, -1)
         return values.new_zeros(b, c, num_rows).scatter_add_(2, idx, values).sum(0).t()
-    out = values.new_zeros(num_rows + 1, c)  # the last row takes the one-hot matrix's padding
+    out = values.new_zeros(num_rows + 1, c)  # the last row takes the one-hot matrix's unused columns
     with torch.autocast(values.device.type, enabled=False):  # sums in the map's own dtype
         per_const = torch.bmm(values, plan.one_hot.to(values.dtype))  # (B, C, K)
-    out.index_add_(0, plan.table_rows.view(-1).where(plan.table_rows.view(-1) >= 0, num_rows),
-                   per_const.transpose(1, 2).reshape(-1, c))
+    out.index_add_(0, plan.table_rows.view(-1), per_const.transpose(1, 2).reshape(-1, c))
     if plan.band_pixels.numel():
         hw = values.shape[2]
         band = values[plan.band_pixels // hw, :, plan.band_pixels % hw]  # (P, C)
