@@ -15,19 +15,31 @@ def shared_dir() -> Path:
     return Path(os.environ.get("SPADEGAN_SHARED", REPO.parent / "shared"))
 
 
+def missing_data(reason: str) -> None:
+    """Skip a test whose shared data is absent; under CI (CI set) that is a failure instead:
+    CI runs beside ../shared, so a missing fixture there means the parity tests did not run."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI is set, so missing shared data fails instead of skipping)")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def shared() -> Path:
     d = shared_dir()
     if not d.is_dir():
-        pytest.skip(f"shared test data not found at {d} (set SPADEGAN_SHARED)")
+        missing_data(f"shared test data not found at {d} (set SPADEGAN_SHARED)")
     return d
 
 
-def _fixture(shared: Path, kind: str, name: str) -> Path:
+def fixture_dir(shared: Path, kind: str, name: str) -> Path:
+    """../shared/fixtures/<kind>/<name>, or a skip (a failure under CI) when it is absent."""
     d = shared / "fixtures" / kind / name
     if not d.is_dir():
-        pytest.skip(f"{kind} fixture not found at {d}")
+        missing_data(f"{kind} fixture not found at {d}")
     return d
+
+
+_fixture = fixture_dir
 
 
 @pytest.fixture(scope="session")
