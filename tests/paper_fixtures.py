@@ -22,7 +22,7 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64, "int64": torch.in
 
 def fill_tensor(key: str, shape: list[int], dtype: str, seed: int, gain: float) -> torch.Tensor:
     """The fixtures' fill rule for one entry (see any of their README.md)."""
-    torch_dtype = _DTYPES[dtype]
+    torch_dtype = _DTYPES[dtype.removeprefix("torch.")]  # the FID spec writes "torch.float32"
     if not torch_dtype.is_floating_point:
         return torch.zeros(shape, dtype=torch_dtype)
     g = torch.Generator().manual_seed(zlib.crc32(key.encode()) + seed)
