@@ -4,7 +4,8 @@
   `from_uint8` back;
   `tile`: a batch as one picture;
 - `label_palette` / `label_to_numpy`: label maps in the dataset's palette colours (image
-  labels as they are);
+  labels as they are; a dataset mode without a class table, e.g. facades, gets generated
+  colours, said once);
 - `save_png`: an atomic PNG write;
 - `write_results_page`: the `index.html` grid of images (what `spadegan test` writes), built
   from `page` and `image_row`, which the training visualizer's web/ page uses too.
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .device import say_once
 from .fileio import atomic_write_bytes
 from .options import Options
 
@@ -60,11 +62,13 @@ def image_to_numpy(t: torch.Tensor) -> np.ndarray:
 
 def label_palette(opt: Options) -> np.ndarray:
     """(label_channels, 3) colours for the ids the networks see (dontcare index -> black)."""
-    from .data.palettes import DONTCARE, classes_for_dataset_mode, palette_array
-    try:
-        classes = classes_for_dataset_mode(opt.dataset_mode, opt.label_nc)
-    except Exception:  # an unknown mode still gets the fallback colours
-        classes = classes_for_dataset_mode("custom", opt.label_nc)
+    from .data.palettes import DATASET_CLASS_TABLES, DONTCARE, classes_for_dataset_mode, palette_array
+    mode = opt.dataset_mode
+    if mode not in DATASET_CLASS_TABLES and mode != "custom":  # e.g. facades: no class table
+        say_once(f"--dataset_mode {mode} has no palette: label maps are drawn in generated colours "
+                 "(those of --dataset_mode custom)")
+        mode = "custom"
+    classes = classes_for_dataset_mode(mode, opt.label_nc)
     n = opt.label_channels
     pal = palette_array(classes, n)
     if opt.contain_dontcare_label and not any(c.id == opt.label_nc and c.id != DONTCARE for c in classes):
