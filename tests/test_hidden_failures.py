@@ -45,3 +45,42 @@ def test_palette_errors_are_not_turned_into_fallback_colours(monkeypatch):
     monkeypatch.setattr(palettes, "load_classes", broken)
     with pytest.raises(OSError, match="ade20k class table"):
         label_palette(parse(["--dataset_mode", "ade20k"], train=True))
+
+
+# ---- TensorBoard --------------------------------------------------------------------------------
+def _visualizer(tmp_path, monkeypatch, fail_import=None):
+    """A Visualizer whose `from torch.utils.tensorboard import ...` raises `fail_import`; the
+    lines it prints."""
+    import builtins
+
+    from spadegan.train.visualizer import Visualizer
+    real_import = builtins.__import__
+
+    def importing(name, *args, **kwargs):
+        if fail_import is not None and name == "torch.utils.tensorboard":
+            raise fail_import
+        return real_import(name, *args, **kwargs)
+    monkeypatch.setattr(builtins, "__import__", importing)
+    lines: list[str] = []
+    opt = parse(["--name", "tb", "--checkpoints_dir", str(tmp_path), "--no_html"], train=True)
+    vis = Visualizer(opt, out=lines.append)
+    vis.close()
+    return vis, lines
+
+
+def test_tensorboard_not_installed_is_said_once(tmp_path, monkeypatch):
+    missing = ModuleNotFoundError("No module named 'tensorboard'", name="tensorboard")
+    vis, lines = _visualizer(tmp_path, monkeypatch, missing)
+    assert lines == ["TensorBoard logging off: tensorboard is not installed (pip install 'spadegan[train]')"]
+
+
+def test_a_broken_tensorboard_is_named_not_called_missing(tmp_path, monkeypatch):
+    too_old = ImportError("TensorBoard logging requires TensorBoard version 1.15 or above")
+    _, lines = _visualizer(tmp_path, monkeypatch, too_old)
+    assert len(lines) == 1 and "not installed" not in lines[0]
+    assert "cannot be imported (ImportError: TensorBoard logging requires TensorBoard version 1.15" in lines[0]
+    dependency = ModuleNotFoundError("No module named 'google.protobuf'", name="google.protobuf")
+    _, lines = _visualizer(tmp_path, monkeypatch, dependency)
+    assert len(lines) == 1 and "ModuleNotFoundError: No module named 'google.protobuf'" in lines[0]
+    with pytest.raises(TypeError, match="Descriptors cannot be created directly"):  # not an import problem
+        _visualizer(tmp_path, monkeypatch, TypeError("Descriptors cannot be created directly"))

@@ -5,7 +5,8 @@ Files follow the official layout under `checkpoints/<name>/`:
   lines (iters = samples into the epoch, time = seconds per sample, as the official code).
 - `web/index.html` + `web/images/epochEEE_iterIII_{input_label,synthesized_image,real_image}.png`
   (batches tiled into one picture, label maps in the dataset's palette colours).
-- `logs/`: TensorBoard scalars and images (skipped, with one notice, without tensorboard).
+- `logs/`: TensorBoard scalars and images (skipped, with one line saying why, when tensorboard
+  is not installed or fails to import; other failures of TensorBoard are errors).
 The pictures and pages themselves are made by `spadegan.visuals`.
 """
 
@@ -50,12 +51,23 @@ class Visualizer:
             self.img_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_name, "a") as fh:
             fh.write("================ Training Loss (%s) ================\n" % time.strftime("%c"))
+        self.writer = self._open_tensorboard()
+
+    def _open_tensorboard(self):
+        """TensorBoard's writer under logs/, or None after one line saying why: tensorboard not
+        installed (an optional extra), or installed but failing to import (its error named).
+        Any other failure propagates."""
         try:
             from torch.utils.tensorboard import SummaryWriter
-        except Exception:  # tensorboard is an optional extra
-            self._print("TensorBoard logging off: install tensorboard (pip install 'spadegan[train]')")
-        else:
-            self.writer = SummaryWriter(log_dir=str(self.dir / "logs"))
+        except ImportError as e:
+            if isinstance(e, ModuleNotFoundError) and e.name == "tensorboard":
+                self._print("TensorBoard logging off: tensorboard is not installed "
+                            "(pip install 'spadegan[train]')")
+            else:  # e.g. a version torch refuses, or a missing dependency of tensorboard
+                self._print(f"TensorBoard logging off: tensorboard is installed but cannot be imported "
+                            f"({type(e).__name__}: {e}); reinstall it (pip install 'spadegan[train]')")
+            return None
+        return SummaryWriter(log_dir=str(self.dir / "logs"))
 
     def _print(self, msg: str) -> None:
         (self.out or (lambda m: print(m, file=sys.stdout, flush=True)))(msg)
