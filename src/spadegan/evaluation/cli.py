@@ -16,6 +16,11 @@ What it measures, on the eval split (``--phase val`` by default) at the model's 
   package is the default. Without one, mIoU is reported as unavailable with the reason.
   Images are resized to the size the segmenter was trained at (recorded in its file, or
   ``--seg_size``) before segmenting; predictions are compared at the model's resolution.
+* **The papers' segmenters** (``--segmenter upernet101_ade20k|deeplabv2_cocostuff|drn105_cityscapes
+  --segmenter_weights FILE [FILE]``): the networks SPADE's Table 1 used, loaded from their
+  released files, with each reference's preprocessing, prediction protocol and mIoU /
+  accuracy accounting (``evaluation/paper_scoring.py``); the protocol is written to
+  ``metrics.json`` (``segmenter.protocol``). ``docs/evaluation.md`` gives the commands.
 * **FID / KID** between synthesized and real images with the standard InceptionV3 weights
   from ``--fid_weights``; without them they are reported as unavailable, never computed
   with a substitute network.
@@ -61,6 +66,8 @@ import torch
 from ..errors import SpadeganError
 
 from .evaluate import evaluate
+from .paper_scoring import SEG_RESOLUTIONS
+from .paper_segmenter import SEGMENTERS
 from .scorer_training import train_scorer_main
 
 __all__ = ["main", "build_parser"]
@@ -108,6 +115,24 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--crop_size", type=int, default=0,
                    help="evaluation width (0 = the model's crop_size); height from its aspect ratio")
     s = ap.add_argument_group("metrics")
+    s.add_argument("--segmenter", default="", choices=("",) + tuple(SEGMENTERS),
+                   help="score mIoU / accuracy with a paper's segmenter, loaded from its released files "
+                        "(--segmenter_weights) and scored as its reference does (docs/evaluation.md)")
+    s.add_argument("--segmenter_weights", nargs="+", default=[], metavar="FILE",
+                   help="the released file(s) of --segmenter, as downloaded: upernet101_ade20k: "
+                        "encoder_epoch_50.pth decoder_epoch_50.pth; deeplabv2_cocostuff: "
+                        "deeplabv2_resnet101_msc-cocostuff164k-100000.pth; drn105_cityscapes: "
+                        "drn-d-105_ms_cityscapes.pth")
+    s.add_argument("--segmenter_preprocessing", default="",
+                   help="the segmenter's input convention (default: the one of its current release); "
+                        "upernet101_ade20k: rgb_imagenet or bgr_legacy (the SPADE-era baseline-resnet101-upernet)")
+    s.add_argument("--segmenter_multiscale", choices=("default", "on", "off"), default="default",
+                   help="multi-scale prediction: the reference's default (UperNet: multi-scale over its test "
+                        "sizes; DeepLab: its MSC wrapper; DRN: single scale), or forced on/off")
+    s.add_argument("--seg_resolution", choices=SEG_RESOLUTIONS, default="model",
+                   help="with --segmenter: 'model' segments images at the generator's size against label maps "
+                        "resized there (nearest); 'label' upsamples each image (bilinear) to its label map's "
+                        "original size and scores there")
     s.add_argument("--seg_weights", default="", help="segmenter weights (default for landscapes: the shipped one)")
     s.add_argument("--seg_size", type=int, default=0,
                    help="resize images to this height before segmenting (0 = the size the segmenter was "
@@ -129,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default="",
                    help="output folder (default: the checkpoint folder; ./eval_builtin for --builtin). "
                         "With --train_segmenter: the segmenter file to write")
+    r.add_argument("--cache_dir", default="",
+                   help="where the real images' statistics (FID features, the paper segmenter's real-photo "
+                        "scores) are kept between runs (default: $XDG_CACHE_HOME/spadegan/eval)")
+    r.add_argument("--no_cache", action="store_true", help="recompute the real images' statistics every run")
     r.add_argument("--no_plots", action="store_true", help="do not write PNG plots")
     r.add_argument("--num_visuals", type=int, default=6, help="rows in samples.png (0 = none)")
     t = ap.add_argument_group("--train_segmenter (train the scorer on real train images)")

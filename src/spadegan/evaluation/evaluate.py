@@ -18,6 +18,8 @@ from ..device import resolve_device
 from ..errors import SpadeganError
 from .report import (HISTORY_KEYS, class_names, epoch_checkpoints, format_table, metrics_row, samples_png,
                      weights_epoch, write_json)
+from .cache import StatsCache, default_cache_dir, split_digest
+from .paper_scoring import PaperScorer, file_ids, segmenter_class_names
 from .scoring import FIDScorer, load_scorer, scorer_classes, segmentation_scores
 from .split import (EvalSplit, class_mean_colours, load_networks, load_split, paint_baseline, split_options,
                     synthesize_split, train_split)
@@ -29,6 +31,9 @@ _PRETRAINED = Path(__file__).resolve().parents[1] / "pretrained"
 NO_CLASSES = ("the model is conditioned on label images (--label_nc 0), not class ids, so there is no "
               "label map to compare a segmentation with")
 
+
+#: The paper accounting's scores beyond metrics_row's (see paper_scoring.paper_scores).
+PAPER_EXTRA_KEYS = ("pixel_accuracy_all_pixels", "frequency_weighted_iou", "scored_pixels", "ignored_pixels")
 
 #: The landscapes segmenter shipped in the package (made with ``--train_segmenter``).
 BUILTIN_SEGMENTER = _PRETRAINED / "landscapes_segmenter.pt"
@@ -118,16 +123,53 @@ class _Scorer:
 
     def __init__(self, run: _Run):
         self.run, args = run, run.args
+        self.model = None
+        self.paper: PaperScorer | None = None
+        self.cache = StatsCache(None if args.no_cache else Path(args.cache_dir) if args.cache_dir
+                                else default_cache_dir())
+        if args.segmenter:
+            self._load_paper_segmenter()
+        else:
+            self._load_scorer()
+        self.sfd = self._seg_fd_status(Path(args.seg_weights) if args.seg_weights else None)
+        self.ref_feats: np.ndarray | None = None
+        self.fid: FIDScorer | None = None
+
+    def _load_paper_segmenter(self) -> None:
+        """--segmenter: a paper's segmenter from its released files, scored the reference's way."""
+        from .paper_segmenter import load as load_paper_segmenter
+
+        run, args = self.run, self.run.args
+        if run.model_opt.image_label:
+            raise SpadeganError(f"--segmenter {args.segmenter}: {NO_CLASSES}")
+        if args.seg_weights:
+            raise SpadeganError("give either --segmenter with --segmenter_weights (a paper's segmenter) or "
+                                "--seg_weights (a small segmenter / TorchScript file), not both")
+        if not args.segmenter_weights:
+            raise SpadeganError(f"--segmenter {args.segmenter} needs --segmenter_weights FILE [FILE] (the released "
+                                "weights; docs/evaluation.md says which files)")
+        multiscale = {"default": None, "on": True, "off": False}[args.segmenter_multiscale]
+        segmenter = load_paper_segmenter(args.segmenter, args.segmenter_weights,
+                                         args.segmenter_preprocessing or None, run.device)
+        self.paper = PaperScorer(segmenter, multiscale, args.seg_resolution, args.batch_size, run.device)
+        h, w = run.split.labels.shape[-2:]
+        self.info = {"status": "ok", "reason": None, "weights": [str(f) for f in segmenter.files],
+                     "input_size": [h, w] if args.seg_resolution == "model" else "each label map's own size",
+                     "protocol": self.paper.protocol()}
+
+    def _load_scorer(self) -> None:
+        """--seg_weights (or the shipped landscapes segmenter): the small U-Net / TorchScript scorer."""
+        run, args = self.run, self.run.args
         h, w = run.split.labels.shape[-2:]
         seg_path = Path(args.seg_weights) if args.seg_weights else default_segmenter(run.eval_opt, run.model_opt)
-        self.info: dict[str, Any] = {"status": "ok", "reason": None, "weights": str(seg_path) if seg_path else None}
-        self.model = None
+        self.info = {"status": "ok", "reason": None, "weights": str(seg_path) if seg_path else None}
         if seg_path is None:
             self.info.update(status="unavailable", reason=(
                 "no --seg_weights given (for image-label models only seg_fd would use its features)"
                 if run.model_opt.image_label else
                 "no --seg_weights given (a segmenter for this dataset's classes; train one with "
-                "`spadegan eval --train_segmenter`); only the landscapes dataset has a shipped default"))
+                "`spadegan eval --train_segmenter`, or use a paper's segmenter with --segmenter); only the "
+                "landscapes dataset has a shipped default"))
         else:
             self.model = load_scorer(seg_path, run.device)
             n_seg = scorer_classes(self.model)
@@ -142,9 +184,6 @@ class _Scorer:
         if self.input_size == (h, w):
             self.input_size = None
         self.info["input_size"] = list(self.input_size) if self.input_size else [h, w]
-        self.sfd = self._seg_fd_status(seg_path)
-        self.ref_feats: np.ndarray | None = None
-        self.fid: FIDScorer | None = None
 
     def _seg_fd_status(self, seg_path: Path | None) -> dict[str, Any]:
         """seg_fd / seg_kid: the segmenter's pooled features, against real train photos."""
@@ -154,12 +193,15 @@ class _Scorer:
         sfd: dict[str, Any] = {"status": "ok", "reason": None, "description": SEG_FD_DESCRIPTION,
                                "segmenter": str(seg_path) if seg_path else None, "layers": list(FEATURE_LAYERS),
                                "pooling": "per-channel spatial mean and std", "feature_dim": None,
-                               "input_size": self.info["input_size"], "reference": None,
+                               "input_size": self.info.get("input_size"), "reference": None,
                                "kid_subset_size": None}
         same_photos = (eval_opt.phase == "train" if eval_opt.dataset_mode != "custom"
                        else bool(args.image_dir) and args.image_dir == args.baseline_image_dir)
         if args.no_seg_fd:
             sfd.update(status="off", reason="--no_seg_fd")
+        elif self.paper is not None:
+            sfd.update(status="off", reason="--segmenter: seg_fd uses the small scorer's features; the papers' "
+                                            "protocol reports FID/KID (--fid_weights)")
         elif same_photos:
             # the reference would be the evaluated photos themselves: the floor would read 0
             sfd.update(status="unavailable", reason="the eval split is the train split, which seg_fd uses as "
@@ -204,6 +246,8 @@ class _Scorer:
         (image-label models: no mIoU, only the features)."""
         from .segfd import pooled_features, segmenter_features
 
+        if self.paper is not None:
+            return self._paper_scores(images_u8, what), None
         if self.model is None:
             return None, None
         run = self.run
@@ -224,6 +268,25 @@ class _Scorer:
             result = scores()
         return result, torch.cat(collected).double().numpy()
 
+    def _paper_scores(self, images_u8: torch.Tensor, what: str) -> dict[str, Any]:
+        """The paper segmenter's scores; the real photos' are cached (they do not depend on the model)."""
+        run, paper = self.run, self.paper
+        assert paper is not None
+        labels = file_ids(run.split.labels, run.model_opt)
+        key = None
+        if what == "real":
+            protocol = {k: v for k, v in self.info["protocol"].items() if k != "files"}
+            key = self.cache.key("paper-seg-real", protocol=protocol,
+                                 split=split_digest(run.split.images, run.split.labels),
+                                 label_files=run.split.label_files if paper.resolution == "label" else None)
+            cached = self.cache.record(key)
+            if cached is not None:
+                return cached
+        result = paper.scores(images_u8, labels, run.split.label_files, desc=f"segmenting {what}")
+        if key is not None:
+            self.cache.put_record(key, result)
+        return result
+
     def row(self, images_u8: torch.Tensor, what: str, fid_desc: str | None) -> dict[str, Any]:
         """The metrics row of a set of images: mIoU/accuracies, FID/KID (with `fid_desc`), seg_fd/seg_kid."""
         from .segfd import seg_distances
@@ -234,7 +297,11 @@ class _Scorer:
         if feats is not None and self.ref_feats is not None:
             dist = seg_distances(self.ref_feats, feats, kid_subset_size=self.run.args.kid_subset_size,
                                  seed=self.run.args.seed)
-        return metrics_row(seg, fid, self.run.names, dist)
+        names = segmenter_class_names(self.paper.segmenter.name) if self.paper is not None else self.run.names
+        row = metrics_row(seg, fid, names, dist)
+        if self.paper is not None and seg is not None:
+            row.update({k: seg[k] for k in PAPER_EXTRA_KEYS})
+        return row
 
 
 def _baseline(run: _Run, scorer: _Scorer, train: EvalSplit | str | None) -> tuple[dict[str, Any], torch.Tensor | None]:
@@ -309,7 +376,8 @@ def evaluate(args: argparse.Namespace) -> int:
     if whole_train or scorer.sfd["status"] == "ok":
         train = train_split(model_opt, args, eval_opt, 0 if whole_train else len(split))
     scorer.set_reference(train)
-    scorer.fid = FIDScorer(args.fid_weights, split.images, run.device, args.batch_size, args.kid_subset_size)
+    scorer.fid = FIDScorer(args.fid_weights, split.images, run.device, args.batch_size, args.kid_subset_size,
+                           scorer.cache)
     notes: list[str] = []
     if scorer.fid.available and len(split) < 2048:
         notes.append(f"FID from {len(split)} images per set is biased upwards; compare only runs with "
@@ -342,6 +410,8 @@ def evaluate(args: argparse.Namespace) -> int:
     if args.num_visuals > 0:
         metrics["plots"]["samples"] = samples_png(run.out / "samples.png", split, fake, baseline_imgs,
                                                   model_opt, args.num_visuals)
+    metrics["cache"] = {"folder": str(scorer.cache.folder) if scorer.cache.folder else None,
+                        "reused": scorer.cache.hits}
     metrics["seconds"] = round(time.time() - t0, 1)
     write_json(run.out / "metrics.json", metrics)
     print(format_table(metrics))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ from torch import nn
 
 from ..errors import SpadeganError
 from ..visuals import from_uint8
+from .cache import StatsCache, files_sha256, split_digest
 
 
 def load_scorer(path: str | os.PathLike[str], device: torch.device | str = "cpu") -> nn.Module:
@@ -96,7 +98,7 @@ class FIDScorer:
     """FID/KID against one fixed real set; the Inception net and real features are computed once."""
 
     def __init__(self, weights: str, real_u8: torch.Tensor, device: torch.device, batch_size: int,
-                 kid_subset_size: int) -> None:
+                 kid_subset_size: int, cache: StatsCache | None = None) -> None:
         from .fid import FIDUnavailable, load_fid_inception
 
         self.model = None
@@ -108,7 +110,13 @@ class FIDScorer:
         except FIDUnavailable as exc:
             self.reason = exc.reason
             return
-        self.real = self._features(real_u8, "FID: real images")
+        cache = cache or StatsCache(None)
+        key = cache.key("fid-real", weights_sha256=files_sha256([Path(weights)]), split=split_digest(real_u8),
+                        resize="pytorch-fid: bilinear to 299x299, align_corners=False, no antialias")
+        self.real = cache.array(key)
+        if self.real is None:
+            self.real = self._features(real_u8, "FID: real images")
+            cache.put_array(key, self.real)
 
     @property
     def available(self) -> bool:

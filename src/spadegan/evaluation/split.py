@@ -30,13 +30,14 @@ class EvalSplit:
     ``labels``: N x H x W long class ids (dontcare already mapped to ``label_nc``), or for
     image labels (``--label_nc 0``) the N x input_nc x H x W label images in [-1, 1];
     ``images``: N x 3 x H x W uint8; ``instances``: N x 1 x H x W float or None;
-    ``names``: file stems.
+    ``names``: file stems; ``label_files``: the label maps' paths (scoring at their own size).
     """
 
     labels: torch.Tensor
     images: torch.Tensor
     instances: torch.Tensor | None
     names: list[str]
+    label_files: list[str] | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -69,7 +70,8 @@ def load_split(opt: Any, how_many: int = 0, desc: str = "loading eval split") ->
             instances.append(inst.float())
         names.append(Path(item["path"]).stem)
     return EvalSplit(torch.stack(labels), torch.stack(images),
-                     torch.stack(instances) if len(instances) == n and n else None, names)
+                     torch.stack(instances) if len(instances) == n and n else None, names,
+                     [s.label for s in dataset.samples[:n]])
 
 
 def split_options(model_opt: Any, args: argparse.Namespace, phase: str) -> Any:
