@@ -54,6 +54,19 @@ def train_fixture_dir(shared: Path) -> Path:
     return _fixture(shared, "official_train", "ade_tiny")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_dir(tmp_path_factory):
+    # `spadegan eval` keeps real-image statistics under $XDG_CACHE_HOME; tests must neither
+    # read a user's entries nor leave their own behind
+    old = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg_cache"))
+    yield
+    if old is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = old
+
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     # the tests use tiny networks: two OpenMP threads on a shared 2-core machine spin-wait on
