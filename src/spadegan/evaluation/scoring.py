@@ -111,7 +111,9 @@ class FIDScorer:
             self.reason = exc.reason
             return
         cache = cache or StatsCache(None)
-        key = cache.key("fid-real", weights_sha256=files_sha256([Path(weights)]), split=split_digest(real_u8),
+        weights_path = Path(weights)  # load_fid_inception checked it exists (a test's stub loader may not)
+        weights_id = files_sha256([weights_path]) if weights_path.is_file() else str(weights_path)
+        key = cache.key("fid-real", weights_sha256=weights_id, split=split_digest(real_u8),
                         resize="pytorch-fid: bilinear to 299x299, align_corners=False, no antialias")
         self.real = cache.array(key)
         if self.real is None:
