@@ -176,7 +176,7 @@ def test_several_gpu_ids_use_the_first_saying_so_once(monkeypatch):
 
 def test_test_and_synthesize_with_several_gpu_ids_use_the_first_saying_so_once(monkeypatch):
     from spadegan.options import parse
-    from spadegan.synthesize import _flag_device
+    from spadegan.synthesize.cli import _flag_device
     fake_cuda(monkeypatch, count=2)
     opt = parse(["--gpu_ids", "1,0", "--batchSize", "2"], train=False)  # `spadegan test`'s options
     with pytest.warns(SpadeganWarning, match="--gpu_ids 1,0: this process runs on cuda:1 only") as seen:
@@ -248,3 +248,28 @@ def test_keep_freed_cpu_memory_serves_large_tensors_from_the_reused_heap():
                               text=True, check=True).stdout.split()
     assert run("default") == ["None", "True", "False"]
     assert run("keep") == ["True", "False", "True"]
+
+
+_SCOPED = """
+import ctypes, torch
+from spadegan.device import keeping_freed_cpu_memory
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in
+                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+def mapped():  # whether a 64 MB tensor is a fresh mapping (glibc's defaults) rather than heap
+    big = torch.empty(64 << 18)
+    return libc.mallinfo2().hblkhd >= 64 << 20
+with keeping_freed_cpu_memory() as kept:
+    inside = mapped()
+print(kept, inside, mapped())
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux" or platform.libc_ver()[0] != "glibc", reason="glibc malloc only")
+def test_keeping_freed_cpu_memory_sets_glibc_defaults_again_on_the_way_out():
+    """What a training run uses: inside the block a 64 MB tensor comes from the heap, after it
+    glibc maps it afresh again, as with its defaults."""
+    out = subprocess.run([sys.executable, "-c", _SCOPED], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "False", "True"]

@@ -84,3 +84,46 @@ def test_a_broken_tensorboard_is_named_not_called_missing(tmp_path, monkeypatch)
     assert len(lines) == 1 and "ModuleNotFoundError: No module named 'google.protobuf'" in lines[0]
     with pytest.raises(TypeError, match="Descriptors cannot be created directly"):  # not an import problem
         _visualizer(tmp_path, monkeypatch, TypeError("Descriptors cannot be created directly"))
+
+
+# ---- glibc malloc settings of CPU training ------------------------------------------------------
+def test_training_keeps_freed_cpu_memory_only_while_it_runs(tmp_path, monkeypatch):
+    """Constructing a Trainer changes nothing; run() sets glibc's malloc to keep freed blocks and
+    sets glibc's defaults again when it ends (the real effect: test_device's mallinfo2 test)."""
+    from test_train import SynthPairs, tiny_opt
+
+    from spadegan.train.trainer import Trainer
+    calls: list[tuple] = []
+    monkeypatch.setattr(dev, "_mallopt", lambda settings: calls.append(tuple(settings)) or True)
+    t = Trainer(tiny_opt(tmp_path), dataset=SynthPairs(), progress=False, log=False)
+    assert calls == [] and not dev.cpu_memory_kept()
+    during: list[bool] = []
+    step = t.train_one_step
+    monkeypatch.setattr(t, "train_one_step", lambda i, data: (during.append(dev.cpu_memory_kept()), step(i, data)))
+    t.run(max_steps=1)
+    assert during == [True] and not dev.cpu_memory_kept() and not t.cpu_memory_kept
+    assert calls == [dev._KEEP, dev._GLIBC_DEFAULTS]
+    # a failing run sets the defaults again too
+    calls.clear()
+    monkeypatch.setattr(t, "train_one_step", lambda i, data: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        t.run(max_steps=2)
+    assert calls == [dev._KEEP, dev._GLIBC_DEFAULTS] and not dev.cpu_memory_kept()
+
+
+def test_kept_cpu_memory_blocks_nest_and_respect_the_process_wide_setting(monkeypatch):
+    calls: list[tuple] = []
+    monkeypatch.setattr(dev, "_mallopt", lambda settings: calls.append(tuple(settings)) or True)
+    monkeypatch.setattr(dev, "_MALLOC_KEPT", {"process": False, "blocks": 0})
+    with dev.keeping_freed_cpu_memory(enabled=False) as kept:
+        assert not kept and calls == []
+    with dev.keeping_freed_cpu_memory() as kept:
+        with dev.keeping_freed_cpu_memory() as inner:
+            assert kept and inner and calls == [dev._KEEP]
+        assert dev.cpu_memory_kept() and calls == [dev._KEEP]  # the outer block still holds them
+    assert calls == [dev._KEEP, dev._GLIBC_DEFAULTS] and not dev.cpu_memory_kept()
+    calls.clear()
+    assert dev.keep_freed_cpu_memory()  # for the whole process (the benchmarks): no block undoes it
+    with dev.keeping_freed_cpu_memory() as kept:
+        assert kept
+    assert calls == [dev._KEEP] and dev.cpu_memory_kept()

@@ -22,13 +22,18 @@ Reduced precision (`precision_policy`), chosen where it is known to be faster th
 A probe that cannot answer (a private torch helper missing or failing) counts as "not
 supported", never as supported, and says so once. `describe_hardware` reports the same
 facts for messages and benchmarks.
+
+CPU memory: `keeping_freed_cpu_memory` (a training run) sets glibc's malloc to keep freed
+blocks for reuse and sets glibc's defaults again when the run ends; `keep_freed_cpu_memory`
+does it for the rest of the process (the benchmarks).
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 
@@ -47,13 +52,35 @@ def say_once(message: str) -> None:
 
 
 # ---- CPU memory --------------------------------------------------------------------------------
-#: glibc mallopt parameters and what spadegan sets them to (see keep_freed_cpu_memory)
+#: glibc mallopt parameters, what spadegan sets them to (see keep_freed_cpu_memory) and glibc's
+#: documented defaults (mallopt(3)), which keeping_freed_cpu_memory sets again on its way out
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _MMAP_THRESHOLD, _TRIM_THRESHOLD = 1 << 30, 2**31 - 1
+_KEEP = ((_M_MMAP_THRESHOLD, _MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
+_GLIBC_DEFAULTS = ((_M_MMAP_THRESHOLD, 128 * 1024), (_M_TRIM_THRESHOLD, 128 * 1024))
+#: who holds spadegan's malloc settings: the whole process (keep_freed_cpu_memory) and/or the
+#: `with keeping_freed_cpu_memory()` blocks now open
+_MALLOC_KEPT = {"process": False, "blocks": 0}
+
+
+def _mallopt(settings: Sequence[tuple[int, int]]) -> bool:
+    """glibc's mallopt(param, value) for each pair; whether all applied (False off glibc). With
+    glibc's defaults it also hands the kept free memory back (malloc_trim), as they would have."""
+    import ctypes
+    import platform
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL("libc.so.6")
+    applied = all([bool(libc.mallopt(param, ctypes.c_int(value))) for param, value in settings])
+    if settings == _GLIBC_DEFAULTS:
+        libc.malloc_trim(ctypes.c_size_t(0))
+    return applied
 
 
 def keep_freed_cpu_memory() -> bool:
-    """Ask glibc's malloc to keep freed memory for reuse rather than hand it back to the system.
+    """Ask glibc's malloc to keep freed memory for reuse rather than hand it back to the system,
+    for the rest of the process (the benchmarks; training uses `keeping_freed_cpu_memory`,
+    which undoes it when the run ends).
 
     A training step frees and reallocates the same large tensors every iteration. By default
     glibc serves blocks above its mmap threshold (at most 32 MB) with fresh mappings, and
@@ -63,13 +90,40 @@ def keep_freed_cpu_memory() -> bool:
     its largest step, as PyTorch's CUDA caching allocator does. Returns whether it was applied
     (Linux with glibc; elsewhere nothing changes). Calling it again is harmless.
     """
-    import ctypes
-    import platform
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
-    libc = ctypes.CDLL("libc.so.6")
-    return bool(libc.mallopt(_M_MMAP_THRESHOLD, ctypes.c_int(_MMAP_THRESHOLD))
-                and libc.mallopt(_M_TRIM_THRESHOLD, ctypes.c_int(_TRIM_THRESHOLD)))
+    applied = _mallopt(_KEEP)
+    _MALLOC_KEPT["process"] = _MALLOC_KEPT["process"] or applied
+    return applied
+
+
+def cpu_memory_kept() -> bool:
+    """Whether spadegan's malloc settings (`keep_freed_cpu_memory`) are in force now."""
+    return bool(_MALLOC_KEPT["process"] or _MALLOC_KEPT["blocks"])
+
+
+@contextlib.contextmanager
+def keeping_freed_cpu_memory(enabled: bool = True) -> Iterator[bool]:
+    """`keep_freed_cpu_memory` for the length of a `with` block (a training run), then glibc's
+    settings again; yields whether the settings are in force inside.
+
+    mallopt has no getter, so the way out sets glibc's documented defaults (mmap and trim
+    thresholds of 128 KiB), not values read before, and hands the freed memory kept so far back
+    to the system (malloc_trim); glibc's adaptive raising of the mmap
+    threshold, which any mallopt call turns off for good, stays off. Inside another such block,
+    or after a process-wide `keep_freed_cpu_memory()`, nothing changes on the way in or out.
+    `enabled=False` (e.g. training on a GPU) changes nothing and yields False.
+    """
+    if not enabled:
+        yield False
+        return
+    outer = cpu_memory_kept()
+    applied = outer or _mallopt(_KEEP)
+    _MALLOC_KEPT["blocks"] += int(applied)
+    try:
+        yield applied
+    finally:
+        _MALLOC_KEPT["blocks"] -= int(applied)
+        if not outer:  # also after a partial failure: nothing of ours stays set
+            _mallopt(_GLIBC_DEFAULTS)
 
 
 # ---- devices -----------------------------------------------------------------------------------

@@ -43,7 +43,7 @@ from .. import networks
 from ..checkpoint import load_network_weights, network_state_dict, weights_file
 from ..data.datasets import create_dataset
 from ..data.loader import handling_stop_signals
-from ..device import dtype_name, keep_freed_cpu_memory, precision_policy
+from ..device import dtype_name, keeping_freed_cpu_memory, precision_policy
 from ..errors import SpadeganError
 from ..fileio import load_torch_file, save_file_set
 from ..options import Options
@@ -100,8 +100,7 @@ class Trainer:
             raise SpadeganError(f"--batchSize {opt.batchSize} is the global batch and must be a multiple of "
                                 f"the number of processes ({self.dist.world_size})")
         self.expr_dir = opt.expr_dir
-        # CPU training reallocates the same large tensors every step: keep freed memory for reuse
-        self.cpu_memory_kept = self.device.type == "cpu" and keep_freed_cpu_memory()
+        self.cpu_memory_kept = False  # during run() on a CPU: glibc keeps freed blocks for reuse
         # the VGG weights first: a missing file must stop training before anything is written
         if not opt.no_vgg_loss and vgg is None:
             vgg = networks.load_vgg19(opt.vgg_weights or None, required=True)
@@ -518,13 +517,16 @@ class Trainer:
         self._bar = tqdm(total=self.total_epochs * nb, initial=min(self.iteration, self.total_epochs * nb),
                          disable=not self.progress, dynamic_ncols=True, unit="it", desc="train")
         self.visualizer.out = self._bar.write if self.progress else None
-        if self.cpu_memory_kept:
-            self._say("CPU memory: freed blocks are kept for reuse (glibc malloc settings), which saves "
-                      "the page faults of every step's large tensors; the process keeps its peak memory")
         self._last_postfix = 0.0
         stopped: str | None = None
         try:
-            with self._signal_handlers():
+            # CPU training reallocates the same large tensors every step: keep freed memory for reuse
+            with self._signal_handlers(), keeping_freed_cpu_memory(self.device.type == "cpu") as kept:
+                self.cpu_memory_kept = kept
+                if kept:
+                    self._say("CPU memory: freed blocks are kept for reuse while training (glibc malloc "
+                              "settings, set back to glibc's defaults when it ends), which saves the page "
+                              "faults of every step's large tensors; the process keeps its peak memory")
                 for epoch in range(self.epoch, last_epoch + 1):
                     stopped = self._run_epoch(epoch, last_epoch, max_steps)
                     if stopped:
@@ -532,6 +534,7 @@ class Trainer:
                 else:
                     self._say("Training was successfully finished.")
         finally:
+            self.cpu_memory_kept = False
             self._bar.close()
             self._bar = None
             self.visualizer.close()
