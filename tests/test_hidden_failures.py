@@ -127,3 +127,52 @@ def test_kept_cpu_memory_blocks_nest_and_respect_the_process_wide_setting(monkey
     with dev.keeping_freed_cpu_memory() as kept:
         assert kept
     assert calls == [dev._KEEP] and dev.cpu_memory_kept()
+
+
+# ---- the paint app's inference thread ------------------------------------------------------------
+def test_paint_worker_never_runs_a_second_thread_beside_a_hung_model():
+    import asyncio
+    import threading
+    import time
+
+    from spadegan.app.worker import InferenceWorker
+    entered, release = threading.Event(), threading.Event()
+
+    class Hung:
+        """A model that hangs in its first call until released."""
+
+        def synthesize_batch(self, labels, seeds, styles):
+            entered.set()
+            release.wait(10)
+            return [np.full((2, 2, 3), seed, np.uint8) for seed in seeds]
+
+    worker = InferenceWorker(Hung(), queue_size=2, max_batch=1, batch_wait_ms=0)
+
+    def threads() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "spadegan-inference"]
+
+    async def stuck_then_restarted():
+        loop = asyncio.get_running_loop()
+        first = asyncio.create_task(worker.submit(np.zeros((2, 2), np.int64), 1, None))
+        assert await loop.run_in_executor(None, entered.wait, 10)
+        await loop.run_in_executor(None, worker.stop, 0.05)  # the model does not return in time
+        stuck = threads()
+        assert len(stuck) == 1
+        with pytest.raises(SpadeganError, match="still inside a model call"):
+            worker.start()
+        assert threads() == stuck  # no second thread
+        release.set()  # the model returns: its thread ends, and the worker may start again
+        result = await first
+        await loop.run_in_executor(None, stuck[0].join, 10)
+        worker.start()
+        again = await worker.submit(np.zeros((2, 2), np.int64), 2, None)
+        return result, again
+
+    t0 = time.monotonic()
+    try:
+        result, again = asyncio.run(stuck_then_restarted())
+    finally:
+        release.set()
+        worker.stop()
+    assert result.image[0, 0, 0] == 1 and again.image[0, 0, 0] == 2 and threads() == []
+    assert time.monotonic() - t0 < 5

@@ -84,15 +84,29 @@ class InferenceWorker:
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
+        """Start the inference thread (nothing to do while it runs).
+
+        Raises SpadeganError while a thread that `stop` asked to end is still inside a model
+        call: a second thread beside it would run the model twice at once and share its queue.
+        """
         with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._stopped = False
-                self._thread = threading.Thread(target=self._run, name="spadegan-inference", daemon=True)
-                self._thread.start()
+            thread = self._thread
+            if thread is not None and thread.is_alive():
+                if self._stopped:
+                    raise SpadeganError("cannot start the paint app's inference thread: the one stopped before is "
+                                        "still inside a model call (the model may be stuck); it ends when that "
+                                        "call returns, or restart the process")
+                return
+            self._stopped = False
+            self._thread = threading.Thread(target=self._run, name="spadegan-inference", daemon=True)
+            self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Fail the queued requests and end the thread, waiting up to `timeout` seconds for a
+        model call in progress; a call that does not return by then is logged, and the thread
+        ends after it (until then `start` refuses)."""
         with self._lock:
-            thread, self._thread = self._thread, None
+            thread = self._thread  # kept while alive: start() must not run a second one beside it
             self._stopped = True
         if thread is not None:
             self._queue.put(None)
@@ -107,6 +121,12 @@ class InferenceWorker:
                 self._finish(job, HTTPError(503, "server is shutting down"), is_error=True)
         if thread is not None and thread.is_alive():
             self._queue.put(None)  # still inside a slow backend call: let it exit afterwards
+            log.warning("the inference thread is still inside a model call %g s after stop(); it ends when the "
+                        "call returns, and the worker cannot start again until then", timeout)
+        else:
+            with self._lock:
+                if self._thread is thread:
+                    self._thread = None
 
     # -- request side (event loop) -----------------------------------------------------
     def retry_after_s(self) -> int:
