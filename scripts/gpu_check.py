@@ -13,7 +13,7 @@
    uninterrupted run (deterministic kernels are asked for, as exact resume on CUDA needs);
 3. engine: the synthesis engine in fp32, fp16 and bf16 against the faithful network in fp32
    on the built-in model (max abs error, PSNR, ms/image);
-4. paint: the paint app's backend (`spadegan.synthesize.AppBackend`) on the device: images of
+4. paint: the paint app's backend (`spadegan.app.adapter.AppBackend`) on the device: images of
    the right shape, the same seed giving the same image, close to the CPU's;
 5. launch: `spadegan train --gpu_ids 0,1` on a tiny procedural dataset (one nccl process
    per GPU; skipped with fewer than 2 GPUs; the CPU dry run starts 2 gloo processes).
@@ -261,7 +261,8 @@ def check_engine(device: torch.device, batch: int, reps: int) -> list[dict]:
 
 # ---- 4. paint ----------------------------------------------------------------------------------------
 def check_paint(device: torch.device) -> list[dict]:
-    from spadegan.synthesize import AppBackend, Synthesizer
+    from spadegan.app.adapter import AppBackend
+    from spadegan.synthesize import Synthesizer
     backend = AppBackend(Synthesizer.from_checkpoint(None, device=device))
     cpu = AppBackend(Synthesizer.from_checkpoint(None, device="cpu", precision="fp32"))
     labels = [lab.numpy().astype(np.uint8) for lab in landscape_labels(2, backend.height)]

@@ -252,7 +252,9 @@ def test_synthesizer_api_takes_label_images(rgb_model, pairs):
     from spadegan.errors import SpadeganWarning
     from spadegan.synthesize import Synthesizer
 
-    with pytest.warns(SpadeganWarning, match="the fast engine needs class-id label maps .*running the faithful"):
+    # the network that runs instead is named with its SPADE implementation (label images: dense)
+    with pytest.warns(SpadeganWarning, match=r"the fast engine needs class-id label maps .*"
+                                             r"running the training network \(dense SPADE, fp32\)"):
         syn = Synthesizer.from_checkpoint(rgb_model, device="cpu", precision="fp32")
     assert syn.engine is None and syn.image_label and syn.input_nc == 3 and syn.classes == []
     path = sorted((pairs / "layouts").glob("*.png"))[0]
@@ -372,7 +374,8 @@ def test_paint_backend_takes_a_colour_label(rgb_model, pairs):
     from fastapi.testclient import TestClient
 
     from spadegan.app.server import create_app
-    from spadegan.synthesize import AppBackend, Synthesizer
+    from spadegan.app.adapter import AppBackend
+    from spadegan.synthesize import Synthesizer
 
     syn = Synthesizer.from_checkpoint(rgb_model, device="cpu", precision="fp32", use_engine=False)
     backend = AppBackend(syn)

@@ -192,12 +192,12 @@ def test_oversized_label_image_and_palette_file_are_refused(tmp_path, monkeypatc
 
     from spadegan.data.palettes import load_palette_file
     from spadegan.fileio import MAX_OPTIONS_BYTES
-    from spadegan.synthesize import _open_image
+    from spadegan.synthesize.inputs import open_image
 
     Image.new("L", (100, 100)).save(tmp_path / "bomb.png")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow refuses more than twice this
     with pytest.raises(SpadeganError, match=r"label map .*bomb.png is refused: .*decompression bomb"):
-        _open_image(tmp_path / "bomb.png", "label map")
+        open_image(tmp_path / "bomb.png", "label map")
     big = tmp_path / "classes.json"
     big.write_bytes(b"[" + b" " * MAX_OPTIONS_BYTES + b"]")
     with pytest.raises(SpadeganError, match=r"palette file .*classes.json is larger than"):

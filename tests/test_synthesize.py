@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,8 @@ from spadegan.data.palettes import label_to_color
 from spadegan.data.semantics import to_semantics
 from spadegan.errors import SpadeganError
 from spadegan.options import save_options
-from spadegan.synthesize import AppBackend, Synthesizer, main as synth_main
+from spadegan.app.adapter import AppBackend
+from spadegan.synthesize import Synthesizer, main as synth_main
 
 
 def make_checkpoint(folder: Path, *flags: str, with_E: bool = False) -> Path:
@@ -139,7 +141,7 @@ def test_size_keeps_the_label_aspect_ratio(parity_dir):
 
 
 def test_builtin_model_missing_gives_a_clear_error(monkeypatch, tmp_path):
-    import spadegan.synthesize as S
+    import spadegan.synthesize.synthesizer as S  # where builtin_checkpoint reads it
 
     monkeypatch.setattr(S, "BUILTIN_DIR", tmp_path / "nothing")
     with pytest.raises(SpadeganError, match="no built-in model.*--checkpoint"):
@@ -190,6 +192,45 @@ def test_app_backend_follows_the_paint_app_protocol(parity_dir):
     assert np.array_equal(out[0], syn.synthesize(ids[0], output="numpy"))
 
 
+def png_bytes(arr: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_the_paint_app_reads_labels_with_the_synthesizers_decoder(parity_dir):
+    from spadegan.app.inputs import HTTPError, decode_label
+
+    syn = Synthesizer.from_checkpoint(parity_dir, device="cpu", precision="fp32")
+    be = AppBackend(syn)
+    kw = dict(label_nc=be.label_nc, classes=be.classes, width=64, height=64, max_pixels=1 << 20)
+    ids = blocky_ids(4, 12)  # no 255: the app sends model ids, where 255 is not dontcare
+    grey_rgb = np.stack([ids.astype(np.uint8)] * 3, -1)
+    for arr in (ids.astype(np.uint8), label_to_color(ids, syn.palette), grey_rgb):  # ids, palette, grey RGB
+        assert np.array_equal(decode_label(png_bytes(arr), **kw), syn.label_ids(arr))
+    bad = ids.copy()
+    bad[0, :3] = 40
+    with pytest.raises(HTTPError) as app_err:
+        decode_label(png_bytes(bad.astype(np.uint8)), **kw)
+    with pytest.raises(SpadeganError) as api_err:
+        syn.label_ids(bad)
+    # one wording, each with its own label space
+    assert app_err.value.status == 400 and app_err.value.message == (
+        "label: label id(s) 40 (3 px) not known to this model, which accepts ids 0..12 (label_nc=13); "
+        "use the ids of the dataset it was trained on")
+    assert str(api_err.value).startswith(
+        "label map: label id(s) 40 (3 px) not known to this model, which accepts 0..11 and 255 (dontcare)")
+    colour = label_to_color(ids, syn.palette)
+    colour[5, 7] = (255, 0, 255)
+    with pytest.raises(HTTPError, match=r"#ff00ff \(255, 0, 255\) x1 px e\.g\. at \(x=7, y=5\)"):
+        decode_label(png_bytes(colour), **kw)
+    # what the app decoded reaches the network as it is: the app's image is the API's
+    out = be.synthesize_batch([decode_label(png_bytes(label_to_color(ids, syn.palette)), **kw)], [None], [None])
+    assert np.array_equal(out[0], syn.synthesize(ids, output="numpy"))
+
+
 # ---- the command line -----------------------------------------------------------------------
 def test_cli_on_official_folder_with_its_flags_and_a_bad_file(parity_dir, tmp_path, capsys):
     labels = tmp_path / "labels"
@@ -211,9 +252,13 @@ def test_cli_on_official_folder_with_its_flags_and_a_bad_file(parity_dir, tmp_pa
     assert np.array_equal(np.asarray(Image.open(out / "map1.png")),
                           syn.synthesize(labels / "map1.png", output="numpy"))
     # without the flags: the options come from opt.txt / opt.pkl in the folder
+    capsys.readouterr()
     rc = synth_main(["--checkpoint", str(parity_dir), "--label", str(labels / "map0.png"),
                      "--out", str(tmp_path / "out2"), "--no_engine", "--size", "128"])
     assert rc == 0 and Image.open(tmp_path / "out2" / "map0.png").size == (128, 128)
+    # --no_engine names the network that ran and its SPADE implementation
+    assert re.search(r"wrote 1 image\(s\) to .* with the training network \((sparse|dense) SPADE, (fp32|bf16|fp16)\)",
+                     capsys.readouterr().out)
 
 
 def test_cli_on_coco_sample_labels_with_instances(shared, tmp_path):
@@ -248,6 +293,26 @@ def test_cli_vae_samples_style_and_demo(tmp_path):
         for kind in ("label", "procedural", "style0", "style1", "style2", "stylesource", "styled"):
             assert (tmp_path / "demo" / f"scene{i}_{kind}.png").is_file()
             assert f"scene{i}_{kind}.png" in page
+
+
+def test_corrupt_options_file_with_override_flags_is_an_error_naming_it(tmp_path):
+    flags = ["--label_nc", "5", "--no_instance", "--dataset_mode", "custom", "--label_dir", "x", "--image_dir", "y"]
+    ck = make_checkpoint(tmp_path / "ck", *flags)
+    write_ids(tmp_path / "l.png", blocky_ids(0, 5))
+    args = ["--checkpoint", str(ck), "--label", str(tmp_path / "l.png"), "--out", str(tmp_path / "o")]
+    (ck / "opt.json").write_text("{not json")
+    # the flags override the saved options; they are never applied over defaults instead
+    with pytest.raises(SpadeganError, match=re.escape(f"cannot read options file {ck / 'opt.json'}") +
+                       r".*flags given \(--ngf 8\) override the options saved in .*opt\.json"):
+        synth_main(args + ["--ngf", "8"])
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(SpadeganError, match=re.escape(str(ck / "opt.json"))):  # without flags, as before
+        synth_main(args)
+    # no options file at all: the flags say it all
+    for name in ("opt.json", "opt.txt", "opt.pkl"):
+        (ck / name).unlink()
+    assert synth_main(args + flags + ["--ngf", "8", "--crop_size", "64", "--load_size", "64"]) == 0
+    assert Image.open(tmp_path / "o" / "l.png").size == (64, 64)
 
 
 def test_cli_errors_are_one_line_spadegan_errors(parity_dir, tmp_path, capsys):

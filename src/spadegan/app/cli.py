@@ -29,7 +29,8 @@ def _parser() -> argparse.ArgumentParser:
 def build_backend(checkpoint: str | None, device: str | None = None, precision: str = "auto",
                   which_epoch: str = "latest"):
     """The app's model adapter for a checkpoint, or for the built-in model when None."""
-    from ..synthesize import AppBackend, Synthesizer
+    from ..synthesize import Synthesizer
+    from .adapter import AppBackend
     try:
         syn = Synthesizer.from_checkpoint(checkpoint, device=device, precision=precision,
                                           which_epoch=which_epoch)

@@ -1,7 +1,9 @@
 """Decoding what a request sends (label PNG, style image, seed) and encoding the answer.
 
 Pure functions run in the server's thread pool; every bad input becomes an `HTTPError`
-naming the problem (see `spadegan.app.server` for the accepted encodings).
+naming the problem (see `spadegan.app.server` for the accepted encodings). Label maps and
+label images are read by spadegan's one decoder, `spadegan.synthesize.inputs`, as
+`spadegan synthesize` and the `Synthesizer` read them.
 """
 
 import io
@@ -12,7 +14,6 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from ..data.palettes import grey_ids
 from ..errors import SpadeganError
 
 
@@ -61,69 +62,24 @@ def open_upload(data: bytes, what: str, *, max_pixels: int, require_png: bool) -
     return im
 
 
-def _palette_lookup(classes: Sequence[dict]) -> dict[int, int]:
-    """Packed 0xRRGGBB colour -> class id (first class wins on duplicate colours)."""
-    lut: dict[int, int] = {}
-    for c in classes:
-        r, g, b = (int(v) for v in c["color"])
-        lut.setdefault((r << 16) | (g << 8) | b, int(c["id"]))
-    return lut
-
-
-def _fmt_colors(keys: np.ndarray, counts: np.ndarray, limit: int = 5) -> str:
-    order = np.argsort(-counts)[:limit]
-    parts = [f"#{int(keys[i]):06x} ({int(counts[i])} px)" for i in order]
-    more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
-    return ", ".join(parts) + more
-
-
 def decode_label(
     data: bytes, *, label_nc: int, classes: Sequence[dict], width: int, height: int, max_pixels: int
 ) -> np.ndarray:
     """Decode a label PNG (see module docstring for the accepted encodings).
 
-    Returns a ``(height, width)`` id map (``uint8`` if ``label_nc <= 256`` else ``int64``),
-    nearest-neighbour resized to the model size. Raises :class:`HTTPError` on bad input.
+    The ids are read by spadegan's one label decoder (`spadegan.synthesize.inputs`) in the
+    app's label space: model ids ``0..label_nc-1`` (255 is an id, not dontcare), colour
+    PNGs in the palette ``classes``, grey RGB PNGs as ids. Returns a ``(height, width)`` id
+    map (``uint8`` if ``label_nc <= 256`` else ``int64``), nearest-neighbour resized to the
+    model size. Raises :class:`HTTPError` (400, the decoder's message) on bad input.
     """
-    im = open_upload(data, "label", max_pixels=max_pixels, require_png=True)
-    mode = im.mode
-    if mode in ("L", "P", "1", "I", "I;16", "I;16B", "I;16L", "LA", "PA"):
-        if mode in ("LA", "PA"):
-            im = im.getchannel(0)  # alpha is not part of a label
-        ids = np.asarray(im).astype(np.int64)
-    elif mode in ("RGB", "RGBA", "RGBX"):
-        rgb = np.asarray(im.convert("RGB")).astype(np.int64)
-        packed = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
-        keys, inverse = np.unique(packed.ravel(), return_inverse=True)
-        lut = _palette_lookup(classes)
-        mapped = [lut.get(int(k), -1) for k in keys]
-        if all(m >= 0 for m in mapped):
-            ids = np.asarray(mapped, dtype=np.int64)[inverse].reshape(packed.shape)
-        elif (grey := grey_ids(rgb)) is not None:
-            ids = grey
-        else:
-            unknown = np.asarray([k for k, m in zip(keys, mapped) if m < 0])
-            counts = np.bincount(inverse.ravel(), minlength=len(keys))[[i for i, m in enumerate(mapped) if m < 0]]
-            raise HTTPError(
-                400,
-                "label is an RGB image with colours that are not palette colours and it is not "
-                f"gray (R==G==B) either; unknown colours: {_fmt_colors(unknown, counts)}. "
-                "Send a grayscale PNG of class ids or use exactly the palette colours from /api/info.",
-            )
-    else:
-        raise HTTPError(400, f"label PNG has unsupported mode {mode!r}; use 8-bit grayscale (L) class ids")
+    from ..synthesize.inputs import LabelSpace, read_label_ids
 
-    if ids.ndim != 2:
-        raise HTTPError(400, f"label must be a single-channel id map, got shape {ids.shape}")
-    if ids.size and (ids.min() < 0 or ids.max() >= label_nc):
-        bad, counts = np.unique(ids[(ids < 0) | (ids >= label_nc)], return_counts=True)
-        listed = ", ".join(f"{int(b)} ({int(n)} px)" for b, n in zip(bad[:8], counts[:8]))
-        more = f" and {len(bad) - 8} more" if len(bad) > 8 else ""
-        raise HTTPError(
-            400,
-            f"label contains class id(s) {listed}{more}, but this model accepts ids 0..{label_nc - 1} "
-            f"(label_nc={label_nc})",
-        )
+    im = open_upload(data, "label", max_pixels=max_pixels, require_png=True)
+    try:
+        ids = read_label_ids(im, LabelSpace.model_ids(label_nc, classes), "label")
+    except SpadeganError as exc:
+        raise HTTPError(400, str(exc)) from None
     if ids.shape != (height, width):
         # Mode "I" keeps ids > 255 intact through the resize; NEAREST never invents ids.
         ids = np.asarray(
@@ -138,11 +94,12 @@ def decode_label_image(data: bytes, *, channels: int, width: int, height: int, m
     Returns ``(height, width, channels)`` float32 in [0, 1], resized bilinearly to the model
     size (as the datasets resize label images). Another channel count is a 400 naming both.
     """
-    from ..data.transforms import label_image_array, resize_label_array
+    from ..data.transforms import resize_label_array
+    from ..synthesize.inputs import read_label_image
 
     im = open_upload(data, "label", max_pixels=max_pixels, require_png=True)
     try:
-        arr = label_image_array(im, "label", channels, source="this model's input_nc")
+        arr = read_label_image(im, channels, "label")
     except SpadeganError as exc:
         raise HTTPError(400, str(exc)) from None
     if arr.shape[:2] != (height, width):

@@ -297,7 +297,8 @@ def color_to_label(rgb: np.ndarray, palette: PaletteLike, path_for_errors: str =
         for u in order:
             k = int(uniq[u])
             y, x = divmod(int(first[u]), w)
-            parts.append(f"({k >> 16}, {(k >> 8) & 255}, {k & 255}) x{int(counts[u])} px e.g. at (x={x}, y={y})")
+            parts.append(f"#{k:06x} ({k >> 16}, {(k >> 8) & 255}, {k & 255}) x{int(counts[u])} px "
+                         f"e.g. at (x={x}, y={y})")
         more = f" and {unknown.size - len(order)} more" if unknown.size > len(order) else ""
         raise SpadeganError(
             f"{path_for_errors}: {unknown.size} colour(s) not in the palette: {'; '.join(parts)}{more}. "

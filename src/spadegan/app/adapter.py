@@ -1,0 +1,43 @@
+"""`AppBackend`: the paint app's model adapter (`SynthesisBackend`) over a `Synthesizer`.
+
+The server decodes and range-checks every label with the synthesizer's own decoder
+(`spadegan.synthesize.inputs`, through `app.inputs.decode_label`) before a job reaches the
+worker, so the adapter hands the decoded maps to `Synthesizer.synthesize_decoded` as they
+are: they become tensors there, once, and are not checked again.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from ..synthesize import Synthesizer
+
+
+class AppBackend:
+    """The paint app's model adapter (`spadegan.app.backend.SynthesisBackend`) over a Synthesizer.
+
+    `label_nc` is the synthesizer's `label_channels`: the app sends model ids 0..label_nc-1,
+    where 255 is an id like any other, not dontcare. For a --label_nc 0 model `label_nc` is
+    0, `classes` empty and `input_nc` the channels of the label images the app sends
+    ((H, W, input_nc) float32 in [0, 1] at the model size).
+    """
+
+    def __init__(self, synthesizer: "Synthesizer", name: str | None = None):
+        self.synthesizer = synthesizer
+        self.label_nc = synthesizer.label_channels  # ids the app may send: 0..label_nc-1
+        self.input_nc = synthesizer.input_nc
+        self.width, self.height = synthesizer.width, synthesizer.height
+        self.use_vae = synthesizer.use_vae
+        self.name = name or synthesizer.name
+        self.classes = [{"id": c.id, "name": c.name, "color": [int(v) for v in c.color]}
+                        for c in synthesizer.classes if c.id < self.label_nc]
+
+    def synthesize_batch(self, labels: list[np.ndarray], seeds: list[int | None],
+                         styles: list[np.ndarray | None]) -> list[np.ndarray]:
+        """Decoded (H, W) id maps (or label images) + seeds + optional (H, W, 3) style photos, all at
+        the model size -> (H, W, 3) uint8 images."""
+        return self.synthesizer.synthesize_decoded(labels, None, styles, seeds, (self.height, self.width),
+                                                   output="numpy")
