@@ -13,7 +13,9 @@ writes; --batchSize stays the global batch.
 
 test: like the official test.py, options come from the command line (official checkpoint
 folders hold opt.txt too, for reference); `checkpoints/<name>/<which_epoch>_net_G.pth` is
-loaded (spadegan's or an official release) into a `Synthesizer` (the faithful network, fp32) and
+loaded (spadegan's or an official release) into a `Synthesizer` running the training network (not the
+fast engine; its SPADE implementation, dense or sparse, as --spade_impl and the device choose:
+`Synthesizer.network` names it) in fp32, and
 `results/<name>/test_<which_epoch>/images/{input_label,synthesized_image,real_image}/<stem>.png`
 plus an `index.html` grid are written. With --use_vae the style comes from the photo
 beside each label map (the official behaviour), from `--style_image PATH`, or, with
@@ -100,8 +102,9 @@ def train_main(argv: list[str]) -> int:
 
 # ---- test -------------------------------------------------------------------------------------
 def _test_synthesizer(opt: Options):
-    """The checkpoint's generator as a Synthesizer running the faithful network in fp32 (the
-    official test's images), and whether VAE styles are drawn at random."""
+    """The checkpoint's generator as a Synthesizer running the training network in fp32, not the
+    engine (the official test's images; `syn.network` names its SPADE implementation), and whether
+    VAE styles are drawn at random."""
     from ..checkpoint import weights_file
     from ..synthesize import Synthesizer
 
