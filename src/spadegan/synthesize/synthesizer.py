@@ -346,7 +346,7 @@ class Synthesizer:
 
     def synthesize(self, label: LabelLike, instance: LabelLike | None = None, style: ImageLike | None = None,
                    seed: int | None = None, width: int | None = None, output: str = "pil",
-                   region_seeds: dict[int, int] | None = None):
+                   region_seeds: dict[int, int] | None = None) -> Image.Image | np.ndarray:
         """One label map -> a PIL image (or (H, W, 3) uint8 with output='numpy').
 
         `instance`: instance ids (models trained with instance maps; class boundaries are
