@@ -9,6 +9,26 @@ features: the average pools inside the A/C/E blocks ignore padded zeros (TensorF
 semantics), the last E block pools with max instead of average, and the classifier has 1008
 outputs.
 
+Protocol (pinned to pytorch-fid 0.3.0 and torch-fidelity 0.4.0 by ``tests/test_fid_parity.py``
+on ``shared/fixtures/fid_pytorch_fid``):
+
+- Input: RGB in [0, 1] (uint8 / 255, as torchvision's ``ToTensor``), resized to 299 x 299
+  with pytorch-fid's resize: ``torch.nn.functional.interpolate(mode="bilinear",
+  align_corners=False)``, no antialias, then ``2 x - 1``. This is clean-fid's
+  ``mode="legacy_pytorch"``. clean-fid's ``mode="clean"`` is a different protocol: it resizes
+  each channel of the 0..255 image as a float PIL image with antialiased bicubic filtering
+  *and* feeds a different network (the StyleGAN2-ADA TorchScript TF-Inception with
+  ``(x - 128) / 128``). Swapping in only its resize here would give numbers equal to neither
+  tool, so spadegan offers no "clean" option with this network.
+- FID: mean and unbiased covariance (``np.cov``, N - 1) of the float64 features, then
+  ``|mu1 - mu2|^2 + Tr S1 + Tr S2 - 2 Tr sqrt(S1 S2)``. How ``Tr sqrt(S1 S2)`` was computed
+  (pytorch-fid's scipy ``sqrtm``, its ``eps * I`` retry, the exact low-rank identity for sets
+  with no more images than feature dimensions, or the symmetric ``eigh`` route) is returned
+  by :func:`fid_from_features_details` / :func:`frechet_distance_details` as
+  ``method_used`` and ``eps_retry``; a fallback the caller did not ask for is announced once.
+- KID: torch-fidelity's unbiased MMD^2 with the kernel ``(x.y / D + 1)^3``, subsets drawn as
+  torch-fidelity draws them (``numpy.random.RandomState(rng_seed)``, default 2020).
+
 Nothing is downloaded: the weights come from a path the user gives. Without one the metric
 is reported as *unavailable* with the reason, never computed with a substitute network
 (random or differently trained weights give numbers that are not FID).
@@ -27,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..device import say_once
 from ..errors import SpadeganError
 from ..fileio import load_torch_file
 
@@ -37,7 +58,11 @@ __all__ = [
     "load_fid_inception",
     "activation_statistics",
     "frechet_distance",
+    "frechet_distance_details",
     "fid_from_features",
+    "fid_from_features_details",
+    "FRECHET_METHODS",
+    "FID_METHODS",
     "kid",
     "extract_features",
     "compute_fid_kid",
@@ -330,6 +355,12 @@ def activation_statistics(features: Any) -> tuple[np.ndarray, np.ndarray]:
     return feats.mean(axis=0), np.cov(feats, rowvar=False)
 
 
+#: ``method`` values of :func:`frechet_distance_details` (statistics only) and of
+#: :func:`fid_from_features_details` (features; adds "auto" and "lowrank").
+FRECHET_METHODS = ("sqrtm", "eigh")
+FID_METHODS = ("auto", "sqrtm", "eigh", "lowrank")
+
+
 def _sym_sqrt_psd(a: np.ndarray) -> np.ndarray:
     """Square root of a symmetric PSD matrix; round-off negatives are clipped to 0."""
     vals, vecs = np.linalg.eigh((a + a.T) / 2.0)
@@ -345,48 +376,88 @@ def _trace_sqrt_product_eigh(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
     return float(np.sqrt(np.clip(vals, 0.0, None)).sum())
 
 
-def _trace_sqrt_product_sqrtm(sigma1: np.ndarray, sigma2: np.ndarray, eps: float) -> float:
+def _trace_sqrt_product_lowrank(x: np.ndarray, y: np.ndarray, sigma_y: np.ndarray) -> float:
+    # S1 = A^T A with A = centred rows of x / sqrt(N1 - 1): the non-zero eigenvalues of S1 S2
+    # are those of the N1 x N1 symmetric PSD matrix A S2 A^T (exact, no D x D square root).
+    a = (x - x.mean(axis=0)) / math.sqrt(x.shape[0] - 1)
+    if y.shape[0] <= y.shape[1]:
+        b = (y - y.mean(axis=0)) / math.sqrt(y.shape[0] - 1)
+        inner = (a @ b.T) @ (b @ a.T)  # A S2 A^T with S2 = B^T B, never forming D x D
+    else:
+        inner = a @ sigma_y @ a.T
+    vals = np.linalg.eigvalsh((inner + inner.T) / 2.0)
+    return float(np.sqrt(np.clip(vals, 0.0, None)).sum())
+
+
+def _scipy_sqrtm(m: np.ndarray) -> np.ndarray:
     try:
         from scipy import linalg
     except ImportError as exc:
         raise SpadeganError(
-            "FID needs scipy; install it with `pip install scipy` (or `pip install "
-            "spadegan[eval]`), or call frechet_distance(..., method='eigh')"
+            "FID's method 'sqrtm' needs scipy; install it with `pip install scipy` (or `pip "
+            "install spadegan[eval]`), or pass method='eigh' (or 'lowrank' for features)"
         ) from exc
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scipy warns on singular / ill-conditioned inputs
+        out = linalg.sqrtm(m)
+    return out[0] if isinstance(out, tuple) else out
 
-    def root(m: np.ndarray) -> np.ndarray:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # scipy warns on ill-conditioned inputs
-            out = linalg.sqrtm(m)
-        return out[0] if isinstance(out, tuple) else out
 
-    covmean = root(sigma1 @ sigma2)
-    if not np.all(np.isfinite(covmean)):
-        # Singular product (e.g. fewer samples than dimensions): regularise both factors.
+def _trace_sqrt_product_sqrtm(sigma1: np.ndarray, sigma2: np.ndarray,
+                              eps: float) -> tuple[float, bool, str | None]:
+    """pytorch-fid's ``calculate_frechet_distance`` core: (trace, eps_retry, fallback).
+
+    ``fallback`` is None when scipy's result was used, else why the trace came from ``eigh``
+    instead (where pytorch-fid raises ValueError).
+    """
+    covmean = _scipy_sqrtm(sigma1 @ sigma2)
+    eps_retry = not np.all(np.isfinite(covmean))
+    if eps_retry:
+        # pytorch-fid's retry for a singular product: eps * I added to both covariances.
+        say_once(f"FID: scipy sqrtm(sigma1 @ sigma2) gave non-finite values; retrying with {eps:g} * I "
+                 "added to both covariances as pytorch-fid does (recorded as eps_retry)")
         offset = np.eye(sigma1.shape[0]) * eps
-        covmean = root((sigma1 + offset) @ (sigma2 + offset))
-    if np.iscomplexobj(covmean):
-        # Tiny imaginary parts are round-off; a large one means sqrtm failed.
-        scale = max(1.0, float(np.max(np.abs(covmean.real))))
-        if np.max(np.abs(np.diagonal(covmean).imag)) > 1e-3 * scale:
-            return _trace_sqrt_product_eigh(sigma1, sigma2)
-        covmean = covmean.real
+        covmean = _scipy_sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    why = fallback = None
     if not np.all(np.isfinite(covmean)):
-        return _trace_sqrt_product_eigh(sigma1, sigma2)
-    return float(np.trace(covmean))
+        why = fallback = "scipy sqrtm gave non-finite values even with the eps * I retry"
+    elif np.iscomplexobj(covmean):
+        # pytorch-fid's test: an imaginary diagonal part above 1e-3 means sqrtm failed.
+        imag = np.diagonal(covmean).imag
+        if not np.allclose(imag, 0, atol=1e-3):
+            why = ("scipy sqrtm's result has an imaginary diagonal part above 1e-3 (pytorch-fid "
+                   "raises ValueError)")
+            fallback = f"{why}: up to {float(np.max(np.abs(imag))):.3g}"
+        covmean = covmean.real
+    if fallback is not None:
+        say_once(f"FID: {why}; Tr sqrt(S1 S2) computed with method 'eigh' instead (recorded as "
+                 "method_used='eigh')")
+        return _trace_sqrt_product_eigh(sigma1, sigma2), eps_retry, fallback
+    return float(np.trace(covmean)), eps_retry, None
 
 
-def frechet_distance(mu1: Any, sigma1: Any, mu2: Any, sigma2: Any, eps: float = 1e-6,
-                     method: str = "sqrtm") -> float:
-    """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2).
+def _distance(diff: np.ndarray, sigma1: np.ndarray, sigma2: np.ndarray, tr_covmean: float) -> float:
+    value = float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * tr_covmean)
+    # The exact value is >= 0; only clip round-off, so real bugs still show as negatives.
+    tol = 1e-8 * max(1.0, float(np.trace(sigma1) + np.trace(sigma2)))
+    return 0.0 if -tol < value < 0.0 else value
+
+
+def frechet_distance_details(mu1: Any, sigma1: Any, mu2: Any, sigma2: Any, eps: float = 1e-6,
+                             method: str = "sqrtm") -> dict[str, Any]:
+    """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2), with how it was computed.
 
     ``d = |mu1 - mu2|^2 + Tr(S1) + Tr(S2) - 2 Tr sqrt(S1 S2)``.
 
-    ``method="sqrtm"`` (default) uses scipy's matrix square root like the reference FID
-    code, so numbers are comparable with published ones; if that fails numerically
-    (non-finite result, or a large imaginary part) it retries with ``eps`` added to the
-    diagonals and then falls back to ``method="eigh"``, which computes the trace through a
-    symmetric eigendecomposition and is always real.
+    ``method="sqrtm"`` (default) is pytorch-fid's ``calculate_frechet_distance``: scipy's
+    matrix square root of ``S1 S2``; if that is not finite, again with ``eps * I`` added to
+    both covariances. Where pytorch-fid would raise (still not finite, or an imaginary
+    diagonal part above 1e-3) the trace comes from ``method="eigh"`` instead, which uses a
+    symmetric eigendecomposition and is always real; that fallback is announced once.
+
+    Returns a dict: ``fid`` (float), ``method`` (as asked), ``method_used`` ("sqrtm" or
+    "eigh"), ``eps_retry`` (whether pytorch-fid's ``eps * I`` retry ran), ``fallback`` (None,
+    or why ``method_used`` is not the method asked for).
     """
     m1, m2 = _as_float64(mu1, "mu1").ravel(), _as_float64(mu2, "mu2").ravel()
     s1, s2 = np.atleast_2d(_as_float64(sigma1, "sigma1")), np.atleast_2d(_as_float64(sigma2, "sigma2"))
@@ -396,63 +467,102 @@ def frechet_distance(mu1: Any, sigma1: Any, mu2: Any, sigma2: Any, eps: float = 
             f"statistics shapes do not match: mu1 {m1.shape}, sigma1 {s1.shape}, "
             f"mu2 {m2.shape}, sigma2 {s2.shape}; both sets must use the same feature extractor"
         )
+    eps_retry, fallback = False, None
     if method == "sqrtm":
-        tr_covmean = _trace_sqrt_product_sqrtm(s1, s2, eps)
+        tr_covmean, eps_retry, fallback = _trace_sqrt_product_sqrtm(s1, s2, eps)
     elif method == "eigh":
         tr_covmean = _trace_sqrt_product_eigh(s1, s2)
     else:
-        raise SpadeganError(f"unknown Frechet distance method '{method}'; use 'sqrtm' or 'eigh'")
-    diff = m1 - m2
-    value = float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * tr_covmean)
-    # The exact value is >= 0; only clip round-off, so real bugs still show as negatives.
-    tol = 1e-8 * max(1.0, float(np.trace(s1) + np.trace(s2)))
-    if -tol < value < 0.0:
-        value = 0.0
-    return value
+        raise SpadeganError(f"unknown Frechet distance method '{method}'; use one of {FRECHET_METHODS}")
+    return {"fid": _distance(m1 - m2, s1, s2, tr_covmean), "method": method,
+            "method_used": "eigh" if fallback else method, "eps_retry": eps_retry,
+            "fallback": fallback}
 
 
-def fid_from_features(feats1: Any, feats2: Any, method: str = "sqrtm") -> float:
-    """Frechet distance between the Gaussians fitted to two N x D feature sets.
+def frechet_distance(mu1: Any, sigma1: Any, mu2: Any, sigma2: Any, eps: float = 1e-6,
+                     method: str = "sqrtm") -> float:
+    """The ``fid`` of :func:`frechet_distance_details` (see there for ``method``)."""
+    return frechet_distance_details(mu1, sigma1, mu2, sigma2, eps, method)["fid"]
 
-    When a set has no more rows than dimensions its covariance is singular (rank < D), the
-    case where a D x D matrix square root is slow and unreliable. Then the exact low-rank
-    identity is used instead: with ``S1 = A^T A`` (``A`` = centred rows / sqrt(N1 - 1)), the
-    non-zero eigenvalues of ``S1 S2`` are those of the small symmetric PSD matrix
-    ``A S2 A^T``, so ``Tr sqrt(S1 S2)`` is the sum of their square roots. Otherwise this is
-    ``frechet_distance`` on ``activation_statistics`` with the given ``method``.
+
+def fid_from_features_details(feats1: Any, feats2: Any, method: str = "auto",
+                              eps: float = 1e-6) -> dict[str, Any]:
+    """Frechet distance between the Gaussians fitted to two N x D feature sets, with how.
+
+    ``method``:
+
+    - ``"auto"`` (default): ``"lowrank"`` when a set has no more rows than dimensions (its
+      covariance is singular, where scipy's D x D ``sqrtm`` is slow, ~60 s at D = 2048, and
+      only ~1e-5 accurate), else ``"sqrtm"``. The choice is this documented rule, so it is
+      recorded in ``method_used`` but not announced.
+    - ``"lowrank"`` (only when a set has N <= D rows): exact in float64. With
+      ``S1 = A^T A`` (``A`` = centred rows of the smaller set / sqrt(N1 - 1)), the non-zero
+      eigenvalues of ``S1 S2`` are those of the N1 x N1 symmetric PSD matrix ``A S2 A^T``;
+      ``Tr sqrt(S1 S2)`` is the sum of their roots.
+    - ``"sqrtm"`` / ``"eigh"``: :func:`frechet_distance_details` on the statistics.
+
+    Returns the dict of :func:`frechet_distance_details` (``fid``, ``method``,
+    ``method_used``, ``eps_retry``, ``fallback``) plus ``num_features`` ([N1, N2]).
     """
     x, y = _as_float64(feats1, "feats1"), _as_float64(feats2, "feats2")
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
         raise SpadeganError(f"features must be N x D with equal D, got {x.shape} and {y.shape}")
+    if method not in FID_METHODS:
+        raise SpadeganError(f"unknown FID method '{method}'; use one of {FID_METHODS}")
     mu1, s1 = activation_statistics(x)
     mu2, s2 = activation_statistics(y)
-    dim = x.shape[1]
-    if min(x.shape[0], y.shape[0]) > dim:
-        return frechet_distance(mu1, s1, mu2, s2, method=method)
-    # Factor the smaller set (lower rank, smaller inner matrix).
-    if x.shape[0] > y.shape[0]:
-        x, y, s1, s2 = y, x, s2, s1
-    a = (x - x.mean(axis=0)) / math.sqrt(x.shape[0] - 1)
-    if y.shape[0] <= dim:
-        b = (y - y.mean(axis=0)) / math.sqrt(y.shape[0] - 1)
-        inner = (a @ b.T) @ (b @ a.T)  # A S2 A^T with S2 = B^T B, never forming D x D
+    low_rank = min(x.shape[0], y.shape[0]) <= x.shape[1]
+    if method == "lowrank" and not low_rank:
+        raise SpadeganError(
+            f"FID method 'lowrank' needs a set with no more feature vectors than dimensions, got "
+            f"{x.shape[0]} and {y.shape[0]} of dimension {x.shape[1]}; use 'sqrtm' or 'eigh'")
+    used = method
+    if method == "auto":
+        used = "lowrank" if low_rank else "sqrtm"
+    if used == "lowrank":
+        # Factor the smaller set (lower rank, smaller inner matrix).
+        small, large, s_large = (x, y, s2) if x.shape[0] <= y.shape[0] else (y, x, s1)
+        tr_covmean = _trace_sqrt_product_lowrank(small, large, s_large)
+        details = {"fid": _distance(mu1 - mu2, s1, s2, tr_covmean), "method": method,
+                   "method_used": "lowrank", "eps_retry": False, "fallback": None}
     else:
-        inner = a @ s2 @ a.T
-    vals = np.linalg.eigvalsh((inner + inner.T) / 2.0)
-    tr_covmean = float(np.sqrt(np.clip(vals, 0.0, None)).sum())
-    diff = mu1 - mu2
-    value = float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * tr_covmean)
-    tol = 1e-8 * max(1.0, float(np.trace(s1) + np.trace(s2)))
-    return 0.0 if -tol < value < 0.0 else value
+        details = frechet_distance_details(mu1, s1, mu2, s2, eps, used)
+        details["method"] = method
+    details["num_features"] = [int(x.shape[0]), int(y.shape[0])]
+    return details
+
+
+def fid_from_features(feats1: Any, feats2: Any, method: str = "auto") -> float:
+    """The ``fid`` of :func:`fid_from_features_details` (see there for ``method``)."""
+    return fid_from_features_details(feats1, feats2, method)["fid"]
+
+
+def _kid_subsets(n1: int, n2: int, m: int, num_subsets: int, seed: int | None,
+                 rng_seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Row indices (i1, i2) of each KID subset, in the order they are drawn."""
+    if seed is not None:  # spadegan's former stream, kept so seeded numbers still reproduce
+        gen = np.random.default_rng(seed)
+        for _ in range(num_subsets):
+            yield gen.choice(n1, m, replace=False), gen.choice(n2, m, replace=False)
+        return
+    rng = np.random.RandomState(rng_seed)  # torch-fidelity's kid_features_to_metric
+    for _ in range(num_subsets):
+        i1 = rng.choice(n1, m, replace=False)
+        yield i1, rng.choice(n2, m, replace=False)
 
 
 def kid(feats1: Any, feats2: Any, num_subsets: int = 100, subset_size: int = 1000,
-        seed: int = 0) -> tuple[float, float]:
-    """Kernel Inception Distance: mean and std of unbiased MMD^2 over random subsets.
+        seed: int | None = None, rng_seed: int = 2020) -> tuple[float, float]:
+    """Kernel Inception Distance: mean and std (ddof 0) of unbiased MMD^2 over random subsets.
 
-    Uses the polynomial kernel ``k(x, y) = (x.y / D + 1)^3`` (Binkowski et al., 2018).
-    Each subset draws ``subset_size`` rows (without replacement) from each set; the size is
-    capped at the smaller set. Reproducible for a given ``seed``.
+    torch-fidelity's KID (Binkowski et al., 2018): polynomial kernel
+    ``k(x, y) = (x.y / D + 1)^3``; per subset ``i1 = rng.choice(N1, m, replace=False)`` then
+    ``i2 = rng.choice(N2, m, replace=False)`` with ``rng = numpy.random.RandomState(rng_seed)``
+    (torch-fidelity's default seed is 2020), so equal features give torch-fidelity's numbers.
+    Computed in float64. ``subset_size`` larger than a set (torch-fidelity refuses) is capped
+    at the smaller set's size, saying so once. ``seed`` (an int) instead draws from
+    ``numpy.random.default_rng(seed)``, the stream spadegan used before, to reproduce
+    earlier seeded numbers.
     """
     x, y = _as_float64(feats1, "feats1"), _as_float64(feats2, "feats2")
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
@@ -464,18 +574,20 @@ def kid(feats1: Any, feats2: Any, num_subsets: int = 100, subset_size: int = 100
         )
     if num_subsets < 1:
         raise SpadeganError(f"num_subsets must be >= 1, got {num_subsets}")
-    dim = x.shape[1]
-    rng = np.random.default_rng(seed)
+    if m < subset_size:
+        say_once(f"KID: subset_size {subset_size} is more than the {m} feature vectors of the smaller "
+                 f"set; using subsets of {m} (torch-fidelity would refuse)")
+    gamma = 1.0 / x.shape[1]
     values = np.empty(num_subsets)
-    for i in range(num_subsets):
-        a = x[rng.choice(x.shape[0], m, replace=False)]
-        b = y[rng.choice(y.shape[0], m, replace=False)]
-        k_aa = (a @ a.T / dim + 1.0) ** 3
-        k_bb = (b @ b.T / dim + 1.0) ** 3
-        k_ab = (a @ b.T / dim + 1.0) ** 3
+    for i, (i1, i2) in enumerate(_kid_subsets(x.shape[0], y.shape[0], m, num_subsets, seed, rng_seed)):
+        a, b = x[i1], y[i2]
+        k_aa = (a @ a.T * gamma + 1.0) ** 3
+        k_bb = (b @ b.T * gamma + 1.0) ** 3
+        k_ab = (a @ b.T * gamma + 1.0) ** 3
         # Unbiased estimator: drop the diagonal (self-similarity) terms of K_aa and K_bb.
-        within = (k_aa.sum() - np.trace(k_aa) + k_bb.sum() - np.trace(k_bb)) / (m * (m - 1))
-        values[i] = within - 2.0 * k_ab.mean()
+        within = ((k_aa.sum(axis=1) - np.diagonal(k_aa)).sum()
+                  + (k_bb.sum(axis=1) - np.diagonal(k_bb)).sum()) / (m * (m - 1))
+        values[i] = within - 2.0 * k_ab.sum() / (m * m)
     return float(values.mean()), float(values.std())
 
 
@@ -554,7 +666,7 @@ def compute_fid_kid(real_images_iter: Iterable[Any], fake_images_iter: Iterable[
                     weights_path: str | os.PathLike[str] | None, device: str | torch.device = "cpu",
                     batch_size: int = 32, value_range: tuple[float, float] = (-1.0, 1.0),
                     kid_subsets: int = 100, kid_subset_size: int = 1000,
-                    fid_method: str = "sqrtm") -> dict[str, Any]:
+                    fid_method: str = "auto") -> dict[str, Any]:
     """FID and KID between two image collections.
 
     Each iterable yields image batches: float tensors B x 3 x H x W in ``value_range``
@@ -562,13 +674,16 @@ def compute_fid_kid(real_images_iter: Iterable[Any], fake_images_iter: Iterable[
 
     Returns a dict with ``status`` ("ok" or "unavailable"), ``reason`` (why unavailable, or
     None), ``fid``, ``kid_mean``, ``kid_std`` (None when unavailable), ``num_real``,
-    ``num_fake`` and ``notes`` (caveats, e.g. too few images for a comparable FID). When the
-    weights are unavailable the image iterables are not consumed. ``fid_method`` is passed
-    to :func:`frechet_distance` (see :func:`fid_from_features` for small sets).
+    ``num_fake``, ``notes`` (caveats, e.g. too few images for a comparable FID) and how FID
+    was computed: ``fid_method_used``, ``fid_eps_retry``, ``fid_fallback`` (the
+    ``method_used``, ``eps_retry`` and ``fallback`` of :func:`fid_from_features_details`, to
+    which ``fid_method`` is passed; None when unavailable). When the weights are unavailable
+    the image iterables are not consumed. KID uses torch-fidelity's subsets (``kid``).
     """
     result: dict[str, Any] = {
         "status": "unavailable", "reason": None, "fid": None, "kid_mean": None,
         "kid_std": None, "num_real": 0, "num_fake": 0, "notes": [],
+        "fid_method_used": None, "fid_eps_retry": None, "fid_fallback": None,
     }
     try:
         model = load_fid_inception(weights_path, device)
@@ -584,7 +699,10 @@ def compute_fid_kid(real_images_iter: Iterable[Any], fake_images_iter: Iterable[
             f"{fake.shape[0]}"
         )
         return result
-    result["fid"] = fid_from_features(real, fake, method=fid_method)
+    details = fid_from_features_details(real, fake, method=fid_method)
+    result["fid"] = details["fid"]
+    result["fid_method_used"], result["fid_eps_retry"] = details["method_used"], details["eps_retry"]
+    result["fid_fallback"] = details["fallback"]
     result["kid_mean"], result["kid_std"] = kid(real, fake, kid_subsets, kid_subset_size)
     result["status"] = "ok"
     if min(real.shape[0], fake.shape[0]) < _FEATURE_DIM:
