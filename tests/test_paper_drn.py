@@ -8,6 +8,7 @@ public `paper_segmenter.load`.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,8 @@ from PIL import Image
 
 from conftest import fixture_dir
 from paper_fixtures import write_released
-from spadegan.errors import SpadeganError
+import spadegan.device
+from spadegan.errors import SpadeganError, SpadeganWarning
 from spadegan.evaluation import paper_segmenter
 from spadegan.evaluation.paper import drn
 
@@ -93,14 +95,17 @@ def assert_pred_equal(pred: torch.Tensor, expected_pred: torch.Tensor, log_probs
 
 # ---- parity with the reference ------------------------------------------------------------------
 
-def test_single_scale_parity(segmenter, expected, image):
+def test_single_scale_parity(segmenter, expected, image, monkeypatch):
+    monkeypatch.setattr(spadegan.device, "_SAID", set())
     network = segmenter.network
     torch.testing.assert_close(network.normalize(image[None]), expected["input_normalized"], atol=1e-6, rtol=0)
     log_probs, seg_x = network.reference_outputs(image[None])
     torch.testing.assert_close(seg_x, expected["seg_x"], atol=ATOL, rtol=1e-5)
     torch.testing.assert_close(log_probs, expected["logits"], atol=ATOL, rtol=1e-5)
     torch.testing.assert_close(network.log_probabilities(image[None]), expected["logits"], atol=ATOL, rtol=1e-5)
-    probs = segmenter.probabilities(image)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # sizes that are multiples of 8: nothing cropped, nothing said
+        probs = segmenter.probabilities(image)
     assert probs.shape == (19, 64, 128) and probs.dtype == torch.float32
     torch.testing.assert_close(probs, expected["logits"][0].exp(), atol=1e-5, rtol=1e-5)
     pred = segmenter.predict(image)
@@ -154,12 +159,14 @@ def test_multiscale_batch_equals_singles(segmenter, image):
 
 # ---- sizes that are not multiples of 8 ------------------------------------------------------------
 
-def test_other_sizes_crop_the_output(segmenter, image):
-    """The reference's output is 8*ceil(H/8) x 8*ceil(W/8); probabilities crop it to H x W."""
+def test_other_sizes_crop_the_output(segmenter, image, monkeypatch):
+    """The reference's output is 8*ceil(H/8) x 8*ceil(W/8); probabilities crop it to H x W (said once)."""
+    monkeypatch.setattr(spadegan.device, "_SAID", set())
     odd = image[:, :61, :122].contiguous()
     log_probs, seg_x = segmenter.network.reference_outputs(odd[None])
     assert seg_x.shape == (1, 19, 8, 16) and log_probs.shape == (1, 19, 64, 128)
-    probs = segmenter.probabilities(odd)
+    with pytest.warns(SpadeganWarning, match="cropped"):
+        probs = segmenter.probabilities(odd)
     assert probs.shape == (19, 61, 122)
     torch.testing.assert_close(probs, log_probs[0, :, :61, :122].exp(), atol=0, rtol=0)
     assert torch.equal(segmenter.predict(odd), probs.argmax(0))
@@ -168,6 +175,8 @@ def test_other_sizes_crop_the_output(segmenter, image):
     total = segmenter.network.multiscale_log_probabilities(small[None])
     assert total.shape == (1, 19, 21, 30) and torch.isfinite(total).all()
     assert torch.equal(segmenter.predict(small, multiscale=True), total[0].argmax(0))
+    with pytest.raises(SpadeganError, match="1x30"):
+        segmenter.predict(small[:, :1], multiscale=True)
 
 
 def test_bilinear_kernel_matches_fill_up_weights():
@@ -251,6 +260,20 @@ def test_cityscapes_targets_match_cityscapes_scripts(fixture):
     assert np.array_equal(paper_segmenter.dataset_targets("cityscapes", torch.tensor(ids).view(5, 7)),
                           wanted.reshape(5, 7))
     assert (paper_segmenter.dataset_targets("cityscapes", np.array([34, 255])) == paper_segmenter.IGNORE).all()
+
+
+def test_convolutions_run_without_tf32(segmenter, image):
+    """cuDNN's TF32 is off during each pass (the reference's numbers are float32), restored after."""
+    seen = []
+    handle = segmenter.network.model.register_forward_pre_hook(
+        lambda module, args: seen.append(torch.backends.cudnn.allow_tf32))
+    before = torch.backends.cudnn.allow_tf32
+    try:
+        segmenter.predict(image[:, :16, :16])
+        segmenter.network.multiscale_log_probabilities(image[None, :, :16, :16])
+    finally:
+        handle.remove()
+    assert seen == [False] * 7 and torch.backends.cudnn.allow_tf32 == before
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -21,6 +21,10 @@ log-softmax map whose size differs from (h, w) (the scale-1 map too, when H or W
 multiple of 8) is resized to (h, w) per channel with PIL BILINEAR on float32 ('F' mode,
 `resize_4d_tensor`), and the six maps are summed (log-probabilities, not averaged).
 
+On CUDA the convolutions run in full float32 (cuDNN's TF32 switched off around each pass and
+restored after): the reference's numbers were float32, and TF32's 10-bit mantissa over 105
+layers moves the log-probabilities by far more than float rounding.
+
 The default protocol is single scale: it is what users of this file ran (`--ms` crashes on the
 labelled val split in the reference; SPADE/CLADE/GAN Compression scored single scale).
 """
@@ -28,7 +32,8 @@ labelled val split in the reference; SPADE/CLADE/GAN Compression scored single s
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +41,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from ...device import say_once
 from ...errors import SpadeganError
 from .weights import load_released
 
@@ -157,6 +163,17 @@ class DRNSeg(nn.Module):
         return torch.log_softmax(self.up(seg_x), dim=1), seg_x
 
 
+@contextmanager
+def _float32_convolutions() -> Iterator[None]:
+    """cuDNN convolutions without TF32 inside the block (the setting is restored after)."""
+    previous = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = previous
+
+
 class DRNSegmenter:
     """A loaded DRN-D-105 (eval mode) on `device`, with the contract of `paper/__init__.py`."""
 
@@ -178,13 +195,22 @@ class DRNSegmenter:
         """`DRNSeg(x)` as the reference returns it: (log-softmax (B, 19, 8*ceil(H/8),
         8*ceil(W/8)), class scores `seg_x` (B, 19, ceil(H/8), ceil(W/8))), on the device."""
         _check_batch(images)
-        return self.model(self.normalize(images))
+        return self._run(images)
+
+    def _run(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with _float32_convolutions():
+            return self.model(self.normalize(images))
 
     @torch.no_grad()
     def log_probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """Single-scale log-softmax, float32 (B, 19, H, W): the reference's output cropped to H x W."""
         height, width = images.shape[-2:]
-        return self.reference_outputs(images)[0][:, :, :height, :width]
+        log_probs = self.reference_outputs(images)[0]
+        if log_probs.shape[-2:] != (height, width):
+            say_once("DRN-D-105 outputs 8*ceil(H/8) x 8*ceil(W/8) maps and fyu/drn's single-scale "
+                     "test never resizes them; for image sizes that are not multiples of 8 the "
+                     "extra bottom rows / right columns are cropped (pixel (i, j) stays pixel (i, j))")
+        return log_probs[:, :, :height, :width]
 
     @torch.no_grad()
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
@@ -196,6 +222,9 @@ class DRNSegmenter:
         """`test_ms`'s sum of log-softmax maps over the six scales, float32 (B, 19, H, W), CPU."""
         _check_batch(images)
         height, width = images.shape[-2:]
+        if min(height, width) < 2:
+            raise SpadeganError(f"multi-scale DRN-D-105 needs images of at least 2x2 (its 0.5 scale), "
+                                f"got {height}x{width}")
         pictures = [Image.fromarray(image.permute(1, 2, 0).numpy()) for image in images.cpu()]
         total: np.ndarray | int = 0
         for scale in (1.0, *MS_SCALES):
@@ -205,7 +234,7 @@ class DRNSegmenter:
                 size = (int(width * scale), int(height * scale))
                 batch = torch.stack([torch.from_numpy(np.array(p.resize(size, Image.BICUBIC)))
                                      for p in pictures]).permute(0, 3, 1, 2)
-            log_probs = self.model(self.normalize(batch))[0]
+            log_probs = self._run(batch)[0]
             total = total + _resize_4d(log_probs, height, width)
         return torch.from_numpy(total)
 
