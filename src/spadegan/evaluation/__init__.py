@@ -2,6 +2,10 @@
 segmenter for datasets without a public one, seg_fd/seg_kid (realism in that segmenter's
 feature space, for when the Inception weights are unavailable), and training/metric plots.
 
+The papers' segmenters (UperNet-101 for ADE20K, DeepLabV2 for COCO-Stuff, DRN-D-105 for
+Cityscapes) load from their released files: `paper_segmenter.load`; their accounting is in
+`paper_scoring`.
+
 Heavy optional dependencies (scipy for FID, matplotlib for plots) are imported only when
 the function needing them runs, so importing this package stays cheap.
 """
@@ -14,6 +18,8 @@ from .fid import (
     compute_fid_kid,
     extract_features,
     fid_from_features,
+    fid_from_features_details,
+    frechet_distance_details,
     frechet_distance,
     kid,
     load_fid_inception,
@@ -41,6 +47,8 @@ __all__ = [
     "compute_fid_kid",
     "extract_features",
     "fid_from_features",
+    "fid_from_features_details",
+    "frechet_distance_details",
     "frechet_distance",
     "kid",
     "load_fid_inception",

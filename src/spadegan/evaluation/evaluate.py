@@ -32,6 +32,13 @@ NO_CLASSES = ("the model is conditioned on label images (--label_nc 0), not clas
               "label map to compare a segmentation with")
 
 
+#: How FID/KID are computed (metrics.json "fid_protocol"; pinned by tests/test_fid_parity.py).
+FID_PROTOCOL = ("pytorch-fid: InceptionV3 pool3 (pt_inception-2015-12-05-6726825d.pth), images resized with torch "
+                "bilinear to 299x299 (align_corners=False, no antialias) and scaled to [-1, 1]; FID from float64 "
+                "statistics (each row's fid_method says how the matrix square root was taken); KID as "
+                "torch-fidelity: polynomial kernel (degree 3, gamma 1/2048, coef0 1), unbiased MMD^2 over "
+                "random subsets (rng seed 2020)")
+
 #: The paper accounting's scores beyond metrics_row's (see paper_scoring.paper_scores).
 PAPER_EXTRA_KEYS = ("pixel_accuracy_all_pixels", "frequency_weighted_iou", "scored_pixels", "ignored_pixels")
 
@@ -396,7 +403,8 @@ def evaluate(args: argparse.Namespace) -> int:
         "miou_status": "n/a" if model_opt.image_label else scorer.info["status"],
         "miou_reason": NO_CLASSES if model_opt.image_label else scorer.info["reason"],
         "segmenter": scorer.info, "fid_status": "ok" if scorer.fid.available else "unavailable",
-        "fid_reason": scorer.fid.reason, "fid_weights": args.fid_weights or None, "seg_fd": scorer.sfd,
+        "fid_reason": scorer.fid.reason, "fid_weights": args.fid_weights or None,
+        "fid_protocol": FID_PROTOCOL, "seg_fd": scorer.sfd,
         "synthesized": scorer.row(fake, "synthesized", "FID: synthesized"),
         "real": scorer.row(split.images, "real", None),
         "baseline": None, "epochs": [], "plots": {}, "notes": notes,

@@ -133,12 +133,19 @@ class FIDScorer:
         return extract_features(self.model, batches, self.device, self.batch_size)
 
     def __call__(self, fake_u8: torch.Tensor, desc: str) -> dict[str, Any]:
-        from .fid import fid_from_features, kid
+        """FID, KID (torch-fidelity's subsets) and how FID's matrix square root was computed."""
+        from .fid import fid_from_features_details, kid
 
+        empty = {"fid": None, "kid_mean": None, "kid_std": None, "fid_method": None}
         if self.model is None:
-            return {"fid": None, "kid_mean": None, "kid_std": None}
+            return empty
         fake = self._features(fake_u8, desc)
         if min(len(fake), len(self.real)) < 2:
-            return {"fid": None, "kid_mean": None, "kid_std": None}
-        k_mean, k_std = kid(self.real, fake, subset_size=self.kid_subset_size)
-        return {"fid": fid_from_features(self.real, fake), "kid_mean": k_mean, "kid_std": k_std}
+            return empty
+        # KID subsets cannot be larger than the sets: capped here, and metrics.json says so
+        subset = min(self.kid_subset_size, len(fake), len(self.real))
+        k_mean, k_std = kid(self.real, fake, subset_size=subset)
+        details = fid_from_features_details(self.real, fake)
+        method = {"method_used": details["method_used"], "eps_retry": details["eps_retry"],
+                  "fallback": details["fallback"], "kid_subset_size": subset}
+        return {"fid": details["fid"], "kid_mean": k_mean, "kid_std": k_std, "fid_method": method}
