@@ -200,7 +200,7 @@ def test_legacy_resize_matches_opencv_values() -> None:
     assert torch.equal(down, torch.tensor(CV2_DOWN_8x10_TO_3x4, dtype=torch.uint8))
     same = _pattern(5, 6)[None]
     assert torch.equal(upernet.cv2_resize_linear(same, (5, 6)), same)
-    half = upernet.cv2_resize_linear(_pattern(4, 6)[None], (2, 3))[0].long()  # OpenCV's INTER_AREA 2x path
+    half = upernet.cv2_resize_linear(_pattern(4, 6)[None], (2, 3))[0].long()  # = OpenCV's INTER_AREA 2x path
     blocks = _pattern(4, 6).long().unfold(1, 2, 2).unfold(2, 2, 2).sum((-1, -2))
     assert torch.equal(half, (blocks + 2) >> 2)
 

@@ -17,8 +17,8 @@ Preprocessings (`PREPROCESSINGS`, the first is the default):
   `cv2.imread` BGR, `cv2.resize` INTER_LINEAR on the uint8 image, float 0..255 minus
   [102.9801, 115.9465, 122.7717] (B, G, R), std 1. OpenCV is not a dependency, so the resize is
   `cv2_resize_linear` below: OpenCV's fixed-point INTER_LINEAR for 8-bit images recomputed in
-  integer arithmetic (see its docstring for where it can differ from a given cv2 build by one
-  grey level).
+  integer arithmetic (bit-exact with the cv2 build checked; its docstring says which and where
+  other builds might differ by one grey level).
 
 Evaluation: `probabilities` is one pass at the image's own short side (test.py with
 imgSizes = (short side,)): the size rounded up to a multiple of 32 (the image stretched to it
@@ -241,23 +241,20 @@ def _cv2_linear_taps(src: int, dst: int, clamp_weights: bool) -> tuple[np.ndarra
 def cv2_resize_linear(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """uint8 (B, C, H, W) -> (B, C, *size): `cv2.resize(img, (w, h))` (INTER_LINEAR) for 8-bit images.
 
-    OpenCV is not a dependency; this recomputes its 8-bit algorithm in integers: half-pixel
-    centres, float32 positions, 11-bit weights rounded half-to-even, a horizontal pass kept in
-    int (weights 2048 per pixel), and the vertical pass as OpenCV's SIMD code (x86 SSE/AVX,
-    which computes all but a row's last few values) does it: ((b0 * (h0 >> 4)) >> 16) +
-    ((b1 * (h1 >> 4)) >> 16), then + 2 >> 2. Known differences from a given cv2 build: its
-    scalar tail of each row uses (b0 * h0 + b1 * h1 + 2^21) >> 22, and IPP-accelerated builds
-    may take their own path; either can move a value by one grey level (of 255), far below what
-    changes a segmentation. An exact 2x shrink is OpenCV's INTER_AREA fast path (2x2 mean,
-    rounded), equal size is a copy; both as OpenCV does.
+    OpenCV is not a dependency; this recomputes its 8-bit algorithm (imgproc resize.cpp) in
+    integers: half-pixel centres, float32 positions, 11-bit weights rounded half-to-even, the
+    horizontal pass kept in int (scaled by 2048), the vertical pass as OpenCV's vector code
+    computes it: ((b0 * (h0 >> 4)) >> 16) + ((b1 * (h1 >> 4)) >> 16), then + 2 >> 2. Equal size
+    is a copy; an exact 2x shrink, which OpenCV hands to INTER_AREA (2x2 sum + 2 >> 2), gives
+    the same values here. Checked bit-exact against opencv-python-headless 4.14.0 (x86-64 wheel)
+    on 300 random size pairs, odd widths and shrinks included. Not checked: other builds (IPP,
+    other CPUs' vector code, OpenCV 3.x of the SPADE era), whose arithmetic might move a value by
+    one grey level of 255 (OpenCV's scalar formula (b0 * h0 + b1 * h1 + 2^21) >> 22 can).
     """
     (h, w), (th, tw) = images.shape[2:], size
-    src = images.numpy().astype(np.int64)
     if (h, w) == (th, tw):
         return images.clone()
-    if h == 2 * th and w == 2 * tw:
-        area = src[:, :, 0::2, 0::2] + src[:, :, 0::2, 1::2] + src[:, :, 1::2, 0::2] + src[:, :, 1::2, 1::2]
-        return torch.from_numpy(((area + 2) >> 2).astype(np.uint8))
+    src = images.numpy().astype(np.int64)
     x0, x1, a0, a1 = _cv2_linear_taps(w, tw, clamp_weights=True)
     y0, y1, b0, b1 = _cv2_linear_taps(h, th, clamp_weights=False)
     rows = src[:, :, :, x0] * a0 + src[:, :, :, x1] * a1  # (B, C, H, tw), scaled by 2048
