@@ -273,7 +273,8 @@ def preprocess(images: torch.Tensor, size: tuple[int, int], preprocessing: str) 
     if preprocessing == "bgr_legacy":
         x = cv2_resize_linear(images.flip(1), size).float()  # RGB -> BGR, as cv2.imread gives it
         return x - torch.tensor(LEGACY_BGR_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
-    raise SpadeganError(f"UperNet segmenter has no preprocessing {preprocessing!r}; choose one of {', '.join(PREPROCESSINGS)}")
+    raise SpadeganError(f"UperNet segmenter has no preprocessing {preprocessing!r}; "
+                        f"choose one of {', '.join(PREPROCESSINGS)}")
 
 
 # ---- the segmenter -----------------------------------------------------------------------------
