@@ -59,7 +59,12 @@ def segmenter(released: Path) -> paper_segmenter.PaperSegmenter:
 
 @pytest.fixture(scope="module")
 def probs(segmenter: paper_segmenter.PaperSegmenter, image: torch.Tensor) -> torch.Tensor:
-    return segmenter.probabilities(image)
+    threads = torch.get_num_threads()  # module fixtures run before conftest's one-thread fixture
+    torch.set_num_threads(1)
+    try:
+        return segmenter.probabilities(image)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _probs_mismatch(probs: torch.Tensor, expected: dict[str, torch.Tensor]) -> float:
@@ -109,17 +114,27 @@ def test_single_scale_is_the_base_network_alone(segmenter: paper_segmenter.Paper
     assert torch.equal(pred, net.probabilities(image[None], multiscale=False)[0].argmax(0))
 
 
-def test_batch_of_two_equals_singles(segmenter: paper_segmenter.PaperSegmenter, image: torch.Tensor) -> None:
+def test_batch_of_two_equals_singles(segmenter: paper_segmenter.PaperSegmenter, image: torch.Tensor,
+                                     probs: torch.Tensor) -> None:
     other = image.flip(-1).roll(17, dims=-2).contiguous()
     batch = torch.stack([image, other])
     batch_probs = segmenter.network.probabilities(batch)
     assert batch_probs.shape == (2, 182, 96, 128)
     # logits reach |2000|: float rounding moves them by ~1e-3 and the probabilities by ~5e-5
-    assert torch.allclose(batch_probs[0], segmenter.probabilities(image), atol=2e-4)
+    assert torch.allclose(batch_probs[0], probs, atol=2e-4)
     assert torch.allclose(batch_probs[1], segmenter.probabilities(other), atol=2e-4)
     preds = segmenter.predict_batch(batch)
     assert preds.dtype == torch.int64 and preds.shape == (2, 96, 128)
-    assert torch.equal(preds[1], segmenter.predict(other))
+    assert torch.equal(preds, batch_probs.argmax(1))
+
+
+def test_other_sizes(segmenter: paper_segmenter.PaperSegmenter) -> None:
+    odd = torch.randint(0, 256, (3, 45, 61), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    assert segmenter.probabilities(odd).shape == (182, 45, 61)
+    assert segmenter.network.logits(odd[None]).shape == (1, 182, 6, 8)
+    assert segmenter.predict(odd[:, :2, :3]).shape == (2, 3)
+    with pytest.raises(SpadeganError, match="at least 2x2 pixels, got 1x5"):
+        segmenter.predict(odd[:, :1, :5])
 
 
 def test_file_without_bn_counters_loads(fixture: Path, tmp_path: Path, image: torch.Tensor,
@@ -164,7 +179,7 @@ def test_missing_file_names_the_release(tmp_path: Path) -> None:
 def test_other_networks_file_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "drn-d-105_ms_cityscapes.pth"  # DRN-style keys: nothing under base.
     torch.save({"base.0.weight": torch.zeros(16, 3, 7, 7), "seg.weight": torch.zeros(19, 512, 1, 1)}, path)
-    with pytest.raises(SpadeganError, match=f"lacks 52[0-9] key.*unknown key.*expected the released file {FILE}"):
+    with pytest.raises(SpadeganError, match=f"lacks 528 key.*unknown key.*expected the released file {FILE}"):
         paper_segmenter.load(NAME, [path])
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(SpadeganError, match=str(path.name)):

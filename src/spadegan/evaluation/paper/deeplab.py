@@ -165,7 +165,11 @@ class DeepLabV2Segmenter:
         self.num_classes = NUM_CLASSES
 
     def _input(self, images: torch.Tensor) -> torch.Tensor:
-        return preprocess_bgr_caffe(as_uint8_batch(images)).to(self.device)
+        batch = as_uint8_batch(images)
+        height, width = batch.shape[-2:]
+        if min(height, width) * min(MSC_SCALES) < 1:  # the 0.5x copy would be empty
+            raise SpadeganError(f"deeplabv2_cocostuff needs images of at least 2x2 pixels, got {height}x{width}")
+        return preprocess_bgr_caffe(batch).to(self.device)
 
     @torch.no_grad()
     def logits(self, images: torch.Tensor, multiscale: bool = True) -> torch.Tensor:
@@ -178,8 +182,8 @@ class DeepLabV2Segmenter:
     def probabilities(self, images: torch.Tensor, multiscale: bool = True) -> torch.Tensor:
         """Softmax of the logits upsampled bilinearly (align_corners=False) to the image size,
         float32 (B, 182, H, W). MSC is part of the network: the default runs it once."""
+        size = tuple(as_uint8_batch(images).shape[-2:])
         logits = self.logits(images, multiscale)
-        size = tuple(images.shape[-2:])
         return F.softmax(F.interpolate(logits, size=size, mode="bilinear", align_corners=False), dim=1)
 
     @torch.no_grad()
