@@ -37,23 +37,25 @@ def test_ade20k_accounting_counts_absent_classes_as_zero():
     # 4 classes; class 3 never occurs in labels or predictions
     conf = _conf([0, 0, 1, 2, 2], [0, 1, 1, 2, 2], 4)
     all_classes = paper_scores(conf, ignored_pixels=0, miou_over="all_classes")
-    present = paper_scores(conf, ignored_pixels=0, miou_over="present_classes")
+    present = paper_scores(conf, ignored_pixels=0, miou_over="labelled_classes")
     ious = [1 / 2, 1 / 2, 1.0]  # class 0: I 1, U 2; class 1: I 1, U 2; class 2: I 2, U 2
     assert all_classes["miou"] == pytest.approx(sum(ious) / 4, abs=1e-9)  # CSAIL: mean over all 150
     assert present["miou"] == pytest.approx(sum(ious) / 3, abs=1e-12)  # deeplab / drn: nanmean
 
 
-def test_present_classes_leave_out_classes_only_predicted():
-    # class 2 is predicted but never labelled: deeplab-pytorch's mean IoU leaves it out
-    conf = _conf([0, 2, 1], [0, 0, 1], 3)
-    s = paper_scores(conf, 0, "present_classes")
+def test_labelled_classes_leave_out_classes_only_predicted_union_classes_keep_them():
+    # class 2 is predicted but never labelled: deeplab-pytorch's mean IoU leaves it out,
+    # fyu/drn's nanmean keeps it (IoU 0); class 3 is neither: out of both
+    conf = _conf([0, 2, 1], [0, 0, 1], 4)
+    s = paper_scores(conf, 0, "labelled_classes")
     assert s["per_class_iou"][2] == 0.0
     assert s["miou"] == pytest.approx((1 / 2 + 1) / 2)
+    assert paper_scores(conf, 0, "union_classes")["miou"] == pytest.approx((1 / 2 + 1 + 0) / 3)
 
 
 def test_pixel_accuracy_with_and_without_ignored_pixels():
     conf = _conf([0, 1, 1, 0], [0, 1, 0, IGNORE], 2)  # the ignored pixel is dropped by the matrix
-    s = paper_scores(conf, ignored_pixels=1, miou_over="present_classes")
+    s = paper_scores(conf, ignored_pixels=1, miou_over="labelled_classes")
     assert s["pixel_accuracy"] == pytest.approx(2 / 3)
     assert s["pixel_accuracy_all_pixels"] == pytest.approx(2 / 4)  # SPADE's Cityscapes convention
     assert s["scored_pixels"] == 3 and s["ignored_pixels"] == 1
@@ -145,7 +147,7 @@ def test_eval_deeplab_on_the_coco_sample(shared, seg_files, tmp_path):
     m = _eval(argv + ["--out", str(tmp_path / "a")])
     protocol = m["segmenter"]["protocol"]
     assert protocol["segmenter"] == "deeplabv2_cocostuff" and protocol["resolution"] == "model"
-    assert protocol["accounting"]["miou_over"] == "present_classes"
+    assert protocol["accounting"]["miou_over"] == "labelled_classes"
     assert len(protocol["files_sha256"]) == 64
     for row in ("synthesized", "real"):
         r = m[row]
@@ -215,3 +217,21 @@ def test_eval_segmenter_flag_errors(shared, seg_files, tmp_path):
                           str(seg_files["deeplabv2_cocostuff"][0])])
     with pytest.raises(SpadeganError, match="invalid choice"):
         ecli.main(base + ["--segmenter", "segformer"])
+
+
+def test_cocostuff_accounting_equals_deeplab_pytorch_metric_scores(shared):
+    """The fixture's `metric.scores([label.png], [pred], 182)` from the unmodified reference."""
+    from PIL import Image
+
+    folder = fixture_dir(shared, "segmenters", "deeplabv2_cocostuff")
+    reference = json.loads((folder / "spec.json").read_text())["reference_scores_pred_vs_label"]
+    pred = torch.load(folder / "expected.pt", weights_only=True)["pred"][0].numpy()
+    target = dataset_targets("cocostuff", np.asarray(Image.open(folder / "label.png")))
+    conf = confusion_matrix(pred, target, 182, ignore_index=IGNORE)
+    s = paper_scores(conf, int((target == IGNORE).sum()), "labelled_classes")
+    assert s["miou"] == pytest.approx(reference["Mean IoU"], rel=1e-9)
+    assert s["pixel_accuracy"] == pytest.approx(reference["Pixel Accuracy"], rel=1e-9)
+    assert s["mean_accuracy"] == pytest.approx(reference["Mean Accuracy"], rel=1e-9)
+    assert s["frequency_weighted_iou"] == pytest.approx(reference["Frequency Weighted IoU"], rel=1e-9)
+    # the nanmean over classes labelled OR predicted (DRN's rule) would not equal it here
+    assert paper_scores(conf, 0, "union_classes")["miou"] != pytest.approx(reference["Mean IoU"], rel=1e-3)

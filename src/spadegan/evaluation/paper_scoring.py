@@ -61,7 +61,8 @@ ACCOUNTING: dict[str, dict[str, Any]] = {
     "cityscapes": {
         "reference": "fyu/drn segment.py (fast_hist, per_class_iu)",
         "labels": "the 35 label ids -> 19 train ids (cityscapesScripts labels.py); all other ids ignored",
-        "miou": "nanmean of per-class IoU (classes with a non-empty union), summed over the split",
+        "miou": "nanmean of per-class IoU, i.e. over classes labelled or predicted (a non-empty union), "
+                "summed over the split",
     },
 }
 _PIXEL_ACCURACY = ("pixel_accuracy: correct / scored pixels (ignored pixels left out, as the reference's "
@@ -72,8 +73,9 @@ _PIXEL_ACCURACY = ("pixel_accuracy: correct / scored pixels (ignored pixels left
 def paper_scores(conf: np.ndarray, ignored_pixels: int, miou_over: str) -> dict[str, Any]:
     """A reference's scores from a confusion matrix (rows = label, columns = prediction).
 
-    `miou_over`: "all_classes" (ADE20K: I / (U + 1e-10) averaged over every class) or
-    "present_classes" (nanmean over classes with labelled pixels / a non-empty union).
+    `miou_over`: "all_classes" (ADE20K: I / (U + 1e-10) averaged over every class),
+    "labelled_classes" (COCO-Stuff: classes with at least one labelled pixel) or
+    "union_classes" (Cityscapes: nanmean, i.e. classes labelled or predicted).
     """
     c = np.asarray(conf, dtype=np.float64)
     tp, per_label, per_pred = np.diag(c), c.sum(axis=1), c.sum(axis=0)
@@ -84,9 +86,9 @@ def paper_scores(conf: np.ndarray, ignored_pixels: int, miou_over: str) -> dict[
         acc = tp / per_label
     if miou_over == "all_classes":
         miou = float(np.mean(tp / (union + 1e-10)))
-    elif miou_over == "present_classes":
-        present = per_label > 0
-        miou = float(np.nanmean(iou[present])) if present.any() else float("nan")
+    elif miou_over in ("labelled_classes", "union_classes"):
+        present = per_label > 0 if miou_over == "labelled_classes" else union > 0
+        miou = float(np.mean(iou[present])) if present.any() else float("nan")
     else:
         raise SpadeganError(f"unknown mIoU accounting {miou_over!r}")
     freq = per_label / scored if scored else per_label

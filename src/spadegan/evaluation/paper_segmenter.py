@@ -12,8 +12,8 @@
 `probabilities(image)` is the network run once on the image at its own size with the
 reference's preprocessing, its class probabilities at the image's size; `predict(image)` is the
 class map under the reference's default evaluation protocol. `targets(label)` turns a label map
-of the dataset's own ids into the class ids the segmenter predicts (ignored pixels = 255), and
-`ACCOUNTING` says how each reference turns a confusion matrix into its scores.
+of the dataset's own ids into the class ids the segmenter predicts (ignored pixels = 255);
+`evaluation.paper_scoring` turns predictions into each reference's scores.
 """
 
 from __future__ import annotations
@@ -47,16 +47,16 @@ class SegmenterInfo:
     dataset: str
     network: ModuleType
     reference: str
-    miou_over: str  # "all_classes" (absent classes score 0) or "present_classes" (nanmean)
+    miou_over: str  # see paper_scoring.paper_scores: all_classes, labelled_classes or union_classes
 
 
 SEGMENTERS: dict[str, SegmenterInfo] = {
     "upernet101_ade20k": SegmenterInfo(
         "ade20k", upernet, "CSAILVision/semantic-segmentation-pytorch eval.py", "all_classes"),
     "deeplabv2_cocostuff": SegmenterInfo(
-        "cocostuff", deeplab, "kazuto1011/deeplab-pytorch main.py test + libs/utils/metric.py", "present_classes"),
+        "cocostuff", deeplab, "kazuto1011/deeplab-pytorch main.py test + libs/utils/metric.py", "labelled_classes"),
     "drn105_cityscapes": SegmenterInfo(
-        "cityscapes", drn, "fyu/drn segment.py test", "present_classes"),
+        "cityscapes", drn, "fyu/drn segment.py test", "union_classes"),
 }
 
 

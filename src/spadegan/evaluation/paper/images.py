@@ -24,7 +24,7 @@ def as_uint8_batch(image: Any) -> torch.Tensor:
         channels_first = True
     else:
         array = np.asarray(image)
-        tensor = torch.from_numpy(np.ascontiguousarray(array))
+        tensor = torch.from_numpy(np.array(array, copy=True))  # a writable copy: PIL arrays are read-only
         channels_first = False
     if tensor.dtype != torch.uint8:
         raise SpadeganError(f"segmenter input must be uint8 RGB (0..255), got dtype {tensor.dtype}")
