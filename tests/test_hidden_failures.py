@@ -4,6 +4,7 @@ CPU training, a paint worker stuck in a model, and the precision `--amp` trains 
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -176,3 +177,88 @@ def test_paint_worker_never_runs_a_second_thread_beside_a_hung_model():
         worker.stop()
     assert result.image[0, 0, 0] == 1 and again.image[0, 0, 0] == 2 and threads() == []
     assert time.monotonic() - t0 < 5
+
+
+# ---- the precision --amp trains in ---------------------------------------------------------------
+def _amx_cpu(monkeypatch, bf16_faster: bool | None) -> None:
+    """A CPU with AMX (bf16 is the policy's choice); the timing of --amp says bf16 is faster or
+    not, or (None) must not run at all."""
+    from spadegan.train.trainer import Trainer
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    if bf16_faster is None:
+        timing = lambda *a, **k: pytest.fail("--amp timed the precision again")  # noqa: E731
+    else:
+        timing = lambda self, dtypes, rounds=4: [[2.0] * 4, [1.0 if bf16_faster else 3.0] * 4]  # noqa: E731
+    monkeypatch.setattr(Trainer, "_time_generator_steps", timing)
+
+
+def _amp_trainer(tmp_path, *flags: str):
+    from test_train import SynthPairs, tiny_opt
+
+    from spadegan.train.trainer import Trainer
+    return Trainer(tiny_opt(tmp_path, "--gpu_ids", "-1", *flags), dataset=SynthPairs(), progress=False, log=False)
+
+
+def _saved_amp(tmp_path) -> str:
+    import json
+    return json.loads((tmp_path / "ck" / "run" / "opt.json").read_text())["amp"]
+
+
+@pytest.mark.parametrize("bf16_faster", [True, False], ids=["bf16 timed faster", "fp32 timed faster"])
+def test_a_resumed_run_keeps_the_precision_recorded_in_its_options(tmp_path, monkeypatch, capsys, bf16_faster):
+    from spadegan.train.state import OPTIM_FILE
+    chosen = "bf16" if bf16_faster else "fp32"
+    _amx_cpu(monkeypatch, bf16_faster)
+    t = _amp_trainer(tmp_path, "--amp")
+    assert t.precision == chosen and t.opt.amp == chosen and _saved_amp(tmp_path) == chosen
+    assert re.search(rf"^\s*amp: {chosen}\s+\[default: \]$", (tmp_path / "ck" / "run" / "opt.txt").read_text(), re.M)
+    t.run(max_steps=1)
+    (tmp_path / "ck" / "run" / OPTIM_FILE).unlink()  # the options alone say it (as for --which_epoch N)
+    _amx_cpu(monkeypatch, None)  # a timing now would fail the test
+    capsys.readouterr()
+    t = _amp_trainer(tmp_path, "--amp", "--continue_train")
+    assert t.precision == chosen and _saved_amp(tmp_path) == chosen
+    said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("--amp")]
+    assert len(said) == 1 and f"training in {chosen}, the precision this run trained in so far" in said[0]
+    assert "opt.json" in said[0] and "not timed again" in said[0]
+
+
+def test_an_explicit_amp_precision_is_not_timed(tmp_path, monkeypatch, capsys):
+    _amx_cpu(monkeypatch, None)
+    t = _amp_trainer(tmp_path, "--amp", "bf16")
+    assert t.amp_dtype == torch.bfloat16 and not t.scaler_G.is_enabled() and _saved_amp(tmp_path) == "bf16"
+    assert capsys.readouterr().out.count("--amp: training in bf16 as --amp bf16 asks, not timed") == 1
+    t.run(max_steps=1)
+    # an explicit precision on resume wins over the recorded one, and says so
+    t = _amp_trainer(tmp_path, "--amp", "fp32", "--continue_train")
+    assert t.precision == "fp32" and "this run trained in bf16 so far" in capsys.readouterr().out
+    t = _amp_trainer(tmp_path, "--amp", "fp32")
+    assert t.amp_dtype is None and _saved_amp(tmp_path) == "fp32"
+    # where plain --amp would choose otherwise, the line says so
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    t = _amp_trainer(tmp_path, "--amp", "bf16")
+    assert t.precision == "bf16" and "plain --amp would pick fp32: this CPU" in capsys.readouterr().out
+    # no --amp stays fp32 and records no precision
+    t = _amp_trainer(tmp_path)
+    assert t.amp_dtype is None and _saved_amp(tmp_path) == ""
+
+
+def test_bad_amp_values_are_clear_errors(tmp_path, monkeypatch):
+    import json
+
+    from spadegan.options import amp_setting, options_from_dict
+    with pytest.raises(SpadeganError, match="argument --amp: invalid choice: 'bf17'"):
+        parse(["--amp", "bf17"], train=True)
+    with pytest.raises(SpadeganError, match="--amp 'half' is not a precision"):
+        options_from_dict({"amp": "half"})
+    # options saved before --amp took a value
+    assert (amp_setting(True), amp_setting(False), parse(["--amp"], train=True).amp) == ("auto", "", "auto")
+    from spadegan.train.state import OPTIM_FILE
+    _amx_cpu(monkeypatch, None)
+    _amp_trainer(tmp_path, "--amp", "bf16").run(max_steps=1)
+    (tmp_path / "ck" / "run" / OPTIM_FILE).unlink()
+    path = tmp_path / "ck" / "run" / "opt.json"
+    saved = json.loads(path.read_text())
+    path.write_text(json.dumps(dict(saved, amp="bf17")))
+    with pytest.raises(SpadeganError, match=rf"{re.escape(str(path))}: --amp 'bf17' is not a precision"):
+        _amp_trainer(tmp_path, "--amp", "--continue_train")

@@ -36,6 +36,8 @@ PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_c
 DATASET_MODES = ("coco", "ade20k", "cityscapes", "facades", "custom", "landscapes")
 NETG_CHOICES = ("spade", "pix2pixhd")
 GAN_MODES = ("hinge", "original", "ls", "w")
+#: --amp's values: plain `--amp` is "auto"; "" (the default) is no --amp
+AMP_CHOICES = ("auto", "bf16", "fp16", "fp32")
 
 
 def _opt(default: Any, help: str, phase: str = BASE, choices: Iterable | None = None,
@@ -162,12 +164,17 @@ class Options:
                            "work), dense (the reference convolutions of one-hot maps) or auto (sparse on the "
                            "CPU, dense on CUDA)", choices=("auto", "dense", "sparse"))
     device: str = _opt("", "cpu, cuda or cuda:N; overrides --gpu_ids")
-    amp: bool = _opt(False, "mixed precision where it is faster: bf16 on AMX CPUs and GPUs of compute "
-                     "capability >= 8.0, fp16 on older GPUs, else fp32", TRAIN)
+    amp: str = _opt("", "mixed precision. --amp alone (auto): where it is faster, bf16 on GPUs of compute "
+                    "capability >= 8.0 and on AMX CPUs if a timed step says so, fp16 on older GPUs, else fp32; "
+                    "--amp bf16|fp16|fp32: that precision, not timed. The precision chosen is recorded in "
+                    "opt.txt and a --continue_train run keeps it", TRAIN, choices=AMP_CHOICES)
     vgg_weights: str = _opt("", "path to torchvision's vgg19-dcbb9e9d.pth for the VGG loss", TRAIN)
     style_image: str = _opt("", "with --use_vae: encode this photo for the style", TEST)
     num_samples: int = _opt(1, "with --use_vae: random styles per label map", TEST)
     isTrain: bool = field(default=True, metadata={"derived": True})
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "amp", amp_setting(self.amp))
 
     # ---- derived values -------------------------------------------------------------
     @property
@@ -228,6 +235,20 @@ class Options:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Options)}
+
+
+def amp_setting(value: Any) -> str:
+    """--amp's value as Options hold it: "" (off), "auto" or a precision in AMP_CHOICES; the
+    True/False of options saved before --amp took a value read as "auto"/"". Anything else
+    is a SpadeganError."""
+    if value is None or value is False or value in ("", "False"):
+        return ""
+    if value is True or value == "True":
+        return "auto"
+    if isinstance(value, str) and value in AMP_CHOICES:
+        return value
+    raise SpadeganError(f"--amp {value!r} is not a precision: use --amp alone (automatic), "
+                        + ", ".join(f"--amp {c}" for c in AMP_CHOICES[1:]))
 
 
 # ---- defaults that depend on other options (the official modify_commandline_options) ----
@@ -297,6 +318,8 @@ def _build_parser(train: bool, defaults: dict[str, Any], ns: dict[str, Any] | No
             typ = float
         if name == "seed":
             typ = int
+        if name == "amp":  # `--amp` alone is "auto"
+            kw.update(nargs="?", const="auto")
         p.add_argument("--" + name, type=typ, choices=f.metadata.get("choices"), **kw)
     return p
 

@@ -5,7 +5,8 @@
 
 train: parse -> dataset options resolved (e.g. custom without --instance_dir trains with
 no_instance) -> dataset listed and validated -> VGG weights found (or a message saying how
-to provide them / pass --no_vgg_loss) -> options printed and saved -> Trainer.run().
+to provide them / pass --no_vgg_loss) -> options printed -> Trainer (which saves them, --amp
+as the precision chosen) -> Trainer.run().
 Several --gpu_ids (`--gpu_ids 0,1`) start one DistributedDataParallel process per GPU
 (`launch.py`); under torchrun (`torchrun --nproc_per_node 2 -m spadegan.train.cli ...`)
 torchrun starts them. Either way each process joins the group and rank 0 alone prints and
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 
 from ..errors import SpadeganError, run_command
-from ..options import Options, format_options, parse, save_options
+from ..options import Options, format_options, parse
 
 
 def options_banner(opt: Options) -> str:
@@ -83,7 +84,6 @@ def train_main(argv: list[str]) -> int:
         if show:
             print("spadegan train " + " ".join(argv), flush=True)
             print(options_banner(opt), flush=True)
-            save_options(opt)
             if info.enabled:
                 print(f"DistributedDataParallel: {info.world_size} processes ({'nccl' if info.device.type == 'cuda' else 'gloo'}), "
                       f"{opt.batchSize // info.world_size} samples each of the global --batchSize {opt.batchSize}",

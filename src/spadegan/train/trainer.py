@@ -21,7 +21,8 @@ What spadegan adds:
   return normally;
 - --amp with the precision policy of `spadegan.device` (bf16 autocast on AMX CPUs and CUDA
   GPUs of compute capability >= 8.0, fp16 + GradScaler on older GPUs, fp32 with a warning
-  elsewhere), --seed, one device (`opt.torch_device`), DistributedDataParallel under torchrun
+  elsewhere), or `--amp bf16|fp16|fp32` as asked; the precision is saved as `amp` with the
+  options and a resumed run keeps it; --seed, one device (`opt.torch_device`), DistributedDataParallel under torchrun
   or the `--gpu_ids 0,1,...` launcher (`launch.py`);
 - --ema_decay: a moving average of G (`ema.py`), saved as `<epoch>_net_EMA.pth` with fresh
   batch-norm statistics, and continued exactly on resume.
@@ -43,10 +44,10 @@ from .. import networks
 from ..checkpoint import load_network_weights, network_state_dict, weights_file
 from ..data.datasets import create_dataset
 from ..data.loader import handling_stop_signals
-from ..device import dtype_name, keeping_freed_cpu_memory, precision_policy
+from ..device import PRECISIONS, dtype_name, keeping_freed_cpu_memory, precision_policy
 from ..errors import SpadeganError
 from ..fileio import load_torch_file, save_file_set
-from ..options import Options
+from ..options import Options, amp_setting, load_options_file, save_options
 from .distributed import (DistInfo, all_reduce_mean, any_rank, barrier, broadcast_object,
                           use_cpu_sync_batchnorm)
 from .ema import STAT_BATCHES, GeneratorEMA
@@ -114,7 +115,8 @@ class Trainer:
         self.sampler, self.loader = make_train_loader(self.dataset, opt, self.seed, self.dist)
         self.dataset_size = self.sampler.batches_per_epoch * opt.batchSize  # samples per epoch
         self._set_position(resume_pos)
-        self._check_amp_speed()
+        self._settle_precision()
+        self._record_options()
         self.g_losses: dict[str, torch.Tensor] = {}
         self.d_losses: dict[str, torch.Tensor] = {}
         self.generated: torch.Tensor | None = None
@@ -262,18 +264,66 @@ class Trainer:
             self.model.E = DDP(self.model.netE, **kw)
 
     def _setup_amp(self) -> None:
-        """--amp: the precision policy of `spadegan.device` (bf16 on AMX CPUs and CUDA >= 8.0,
-        fp16 + GradScaler on older GPUs, else fp32 with one warning saying why)."""
-        self.amp_dtype: torch.dtype | None = None
-        use_scaler = False
-        if self.opt.amp:
-            policy = precision_policy(self.device)
-            self.amp_dtype, use_scaler = policy.autocast_dtype, policy.needs_grad_scaler
-            if self.amp_dtype is None and self.is_main:
-                print(f"warning: --amp ignored: {policy.reason}; training in fp32", flush=True)
+        """The run's precision (`_choose_precision`): its autocast dtype and, for fp16, the
+        loss scalers. A CPU's bf16 under plain --amp is timed later (`_settle_precision`)."""
+        name, self._amp_message = broadcast_object(self._choose_precision(), self.dist)
+        self.amp_dtype: torch.dtype | None = None if name == "fp32" else PRECISIONS[name]
         dev = "cuda" if self.device.type == "cuda" else "cpu"
-        self.scaler_G = torch.amp.GradScaler(dev, enabled=use_scaler)
-        self.scaler_D = torch.amp.GradScaler(dev, enabled=use_scaler)
+        self.scaler_G = torch.amp.GradScaler(dev, enabled=name == "fp16")
+        self.scaler_D = torch.amp.GradScaler(dev, enabled=name == "fp16")
+
+    def _choose_precision(self) -> tuple[str, str | None]:
+        """(precision, the line saying so) for the run; line None: plain --amp on a CPU
+        offering bf16, which a timing decides. Under plain --amp a resumed run keeps the
+        precision it recorded (not timed again); --amp bf16|fp16|fp32 is that precision; no
+        --amp is fp32 (said only where the run trained otherwise so far)."""
+        asked, recorded = self.opt.amp, self._recorded_precision()
+        if recorded is not None and asked not in ("auto", recorded[0]) and self.is_main:
+            print(f"note: this run trained in {recorded[0]} so far ({recorded[1]}); it goes on in "
+                  f"{asked or 'fp32'} as {'--amp ' + asked if asked else 'no --amp'} asks (plain --amp keeps "
+                  f"{recorded[0]})", flush=True)
+        if not asked:
+            return "fp32", ""
+        if recorded is not None and asked == "auto":
+            return recorded[0], (f"--amp: training in {recorded[0]}, the precision this run trained in so far "
+                                 f"({recorded[1]}); not timed again (--amp bf16|fp16|fp32 chooses one)")
+        policy = precision_policy(self.device)
+        if asked != "auto":
+            differs = "" if asked == policy.name else f"; plain --amp would pick {policy.name}: {policy.reason}"
+            return asked, f"--amp: training in {asked} as --amp {asked} asks, not timed{differs}"
+        if policy.name == "fp32":
+            return "fp32", f"warning: --amp ignored: {policy.reason}; training in fp32"
+        if self.device.type == "cpu":
+            return policy.name, None
+        return policy.name, f"--amp: training in {policy.name}: {policy.reason}"
+
+    def _recorded_precision(self) -> tuple[str, str] | None:
+        """With --continue_train: (the precision the run trained in, where that is recorded):
+        latest_optim.pth's, else the amp of the options saved beside the checkpoints (no --amp
+        there: fp32); None when neither says (a fresh run, official checkpoints)."""
+        if not self.opt.continue_train:
+            return None
+        if self.resume_state is not None and "amp_dtype" in self.resume_state:
+            saved = self.resume_state["amp_dtype"]
+            names = {None: "fp32", "bfloat16": "bf16", "float16": "fp16"}
+            if saved not in names:
+                raise SpadeganError(f"{self.expr_dir / OPTIM_FILE}: amp_dtype {saved!r} is not a precision "
+                                    f"({', '.join(map(repr, names))}); delete it to resume with fresh optimizers")
+            return names[saved], str(self.expr_dir / OPTIM_FILE)
+        path = next((self.expr_dir / n for n in ("opt.json", "opt.pkl", "opt.txt")
+                     if (self.expr_dir / n).is_file()), None)
+        if path is None:
+            return None
+        saved = load_options_file(path)
+        if "amp" not in saved:
+            return None
+        try:
+            amp = amp_setting(saved["amp"])
+        except SpadeganError as e:
+            raise SpadeganError(f"{path}: {e}") from None
+        if amp == "auto":  # written before the precision was recorded
+            return None
+        return amp or "fp32", f"amp in {path}"
 
     def autocast(self, dtype: torch.dtype | None | str = "run"):
         """The run's autocast (or `dtype`'s: None for fp32)."""
@@ -282,8 +332,9 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=dtype)
 
-    def _check_amp_speed(self) -> None:
-        """--amp on a CPU: keep bf16 only if it measures faster than fp32 for this model.
+    def _settle_precision(self) -> None:
+        """Plain --amp on a CPU offering bf16: keep it only if it measures faster than fp32 for
+        this model; every other choice is said as it was made (`_choose_precision`).
 
         AMX makes bf16 matrix products fast, but on small networks the conversions cost more
         than they save (the built-in model's 64 px configuration is slower in bf16). bf16 must
@@ -291,24 +342,34 @@ class Trainer:
         not timed, may gain less, so fp32 (exact, the reference) keeps it. Three
         timed generator steps (forward + backward, no update) of each, after one warm-up,
         decide; every buffer (batch-norm statistics, spectral-norm vectors) and RNG state is
-        restored afterwards, so the run is as if nothing happened. A resumed run keeps the
-        choice its training state recorded."""
-        if self.amp_dtype is None or self.device.type != "cpu":
-            return
-        decided = (self.resume_state or {}).get("amp_dtype", "unknown")
-        if decided != "unknown":
-            self.amp_dtype = getattr(torch, decided) if decided else None
-            return
-        fp32_s, amp_s = (min(t[1:]) for t in self._time_generator_steps([None, self.amp_dtype]))  # [0]: warm-up
-        keep = broadcast_object(amp_s < AMP_MIN_GAIN * fp32_s, self.dist)
-        name = dtype_name(self.amp_dtype)
+        restored afterwards, so the run is as if nothing happened. Two runs on a busy machine
+        can decide differently: `--amp bf16` or `--amp fp32` does not time."""
+        if self._amp_message is None:
+            with keeping_freed_cpu_memory():  # as training runs
+                times = self._time_generator_steps([None, self.amp_dtype])
+            fp32_s, amp_s = (min(t[1:]) for t in times)  # [0]: warm-up
+            keep = broadcast_object(amp_s < AMP_MIN_GAIN * fp32_s, self.dist)
+            name = dtype_name(self.amp_dtype)
+            self._say(f"--amp: a generator step in {name} takes {1000 * amp_s:.0f} ms against "
+                      f"{1000 * fp32_s:.0f} ms in fp32: "
+                      + ("training in " + name if keep else "training in fp32, which is as fast or faster here"))
+            if not keep:
+                self.amp_dtype = None
+        elif self._amp_message:
+            self._say(self._amp_message)
+
+    def _record_options(self) -> None:
+        """The options saved beside the checkpoints (opt.txt, opt.json, opt.pkl), --amp as the
+        precision chosen (`amp: bf16`), which a --continue_train keeps without timing again."""
+        if self.opt.amp:
+            self.opt = self.opt.replace(amp=self.precision)
         if self.is_main:
-            print(f"--amp: a generator step in {name} takes {1000 * amp_s:.0f} ms against {1000 * fp32_s:.0f} ms "
-                  "in fp32: "
-                  + ("training in " + name if keep else "training in fp32, which is as fast or faster here"),
-                  flush=True)
-        if not keep:
-            self.amp_dtype = None
+            save_options(self.opt)
+
+    @property
+    def precision(self) -> str:
+        """The run's precision: "bf16", "fp16" or "fp32"."""
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype]
 
     def _time_generator_steps(self, dtypes: list, rounds: int = 4) -> list[list[float]]:
         """Seconds of `rounds` G steps (no optimizer update) per autocast dtype, interleaved;
