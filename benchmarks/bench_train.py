@@ -4,6 +4,7 @@
     python benchmarks/bench_train.py --quick         # 2 timed rounds
     python benchmarks/bench_train.py --configs builtin,builtin128
     python benchmarks/bench_train.py --profile --configs ade20k   # where one iteration's time goes
+    python benchmarks/bench_train.py --device cuda --configs ade20k,builtin128   # on a GPU
 
 Each configuration runs in its own subprocess, which builds one trainer per variant
 (`--spade_impl dense` fp32, `--spade_impl sparse` fp32, sparse with `--amp`) on the same
@@ -25,7 +26,11 @@ Configurations (the VGG loss off everywhere, as the issue's comparison with the 
 - `builtin128`: the same at 128x128.
 - `oasis128`: builtin128 with --netD oasis (3D noise, LabelMix, EMA 0.999), no VAE.
 
-Prints a table, then one JSON line with the CPU, torch and every measurement.
+With `--device cuda` the variants also include dense with `--amp` (on CUDA `--spade_impl auto`
+picks dense; this measures whether sparse should be picked there), and every timed
+iteration ends with `torch.cuda.synchronize()`.
+
+Prints a table, then one JSON line with the CPU (and GPU), torch and every measurement.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ CONFIGS = {
     "oasis128": dict(mode="landscapes", size=128, ngf=16, batch=8, maps="landscapes", norm="1x1", oasis=True),
 }
 VARIANTS = [("dense", False), ("sparse", False), ("sparse", True)]
+CUDA_VARIANTS = VARIANTS + [("dense", True)]
 
 
 def cpu_name() -> str:
@@ -88,11 +94,12 @@ def _label_maps(c: dict, n: int):
     return torch.stack([torch.from_numpy(generate_scene(i, size=s)[0]).float()[None] for i in range(n)])
 
 
-def _argv(c: dict, impl: str, amp: bool, tmp: str) -> list[str]:
+def _argv(c: dict, impl: str, amp: bool, tmp: str, device: str = "cpu") -> list[str]:
+    where = ["--gpu_ids", "-1"] if device == "cpu" else ["--gpu_ids", "0", "--device", device]
     argv = ["--name", f"{impl}{int(amp)}", "--checkpoints_dir", tmp, "--dataset_mode", c["mode"],
             "--ngf", str(c["ngf"]), "--ndf", str(c["ngf"]), "--crop_size", str(c["size"]),
             "--load_size", str(c["size"]), "--batchSize", str(c["batch"]), "--seed", "0", "--nThreads", "0",
-            "--no_vgg_loss", "--gpu_ids", "-1", "--spade_impl", impl]
+            "--no_vgg_loss", *where, "--spade_impl", impl]
     if c.get("norm") == "1x1":
         argv += ["--norm_G", "spectralspadesyncbatch1x1"]
     if c.get("vae"):
@@ -102,7 +109,7 @@ def _argv(c: dict, impl: str, amp: bool, tmp: str) -> list[str]:
     return argv + (["--amp"] if amp else [])
 
 
-def _build_runs(config: str, tmp: str, variants: list[tuple[str, bool]]) -> list[dict]:
+def _build_runs(config: str, tmp: str, variants: list[tuple[str, bool]], device: str = "cpu") -> list[dict]:
     """One trainer per variant on the configuration's fixed batch, with that batch."""
     import torch
     from torch.utils.data import Dataset
@@ -123,7 +130,7 @@ def _build_runs(config: str, tmp: str, variants: list[tuple[str, bool]]) -> list
 
     runs = []
     for impl, amp in variants:
-        t = Trainer(parse(_argv(c, impl, amp, tmp), train=True), dataset=Batch(), progress=False, log=False)
+        t = Trainer(parse(_argv(c, impl, amp, tmp, device), train=True), dataset=Batch(), progress=False, log=False)
         runs.append({"impl": impl, "amp": amp, "trainer": t, "data": next(iter(t.loader)), "times": []})
     return runs
 
@@ -143,17 +150,21 @@ def _profile(config: str, rows: int = 20) -> None:
                                                              max_name_column_width=40, max_shapes_column_width=60))
 
 
-def _worker(config: str, rounds: int) -> dict:
+def _worker(config: str, rounds: int, device: str = "cpu") -> dict:
     import torch
 
     from spadegan.device import dtype_name
 
+    cuda = device.startswith("cuda")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     with tempfile.TemporaryDirectory() as tmp:
-        runs = _build_runs(config, tmp, VARIANTS)
-        for r in range(rounds + 1):  # round 0 is warm-up (allocator, oneDNN kernel selection)
+        runs = _build_runs(config, tmp, CUDA_VARIANTS if cuda else VARIANTS, device)
+        for r in range(rounds + 1):  # round 0 is warm-up (allocator, oneDNN / cuDNN kernel selection)
             for run in runs:
+                sync()
                 t0 = time.perf_counter()
                 run["trainer"].train_one_step(0, run["data"])
+                sync()
                 if r:
                     run["times"].append(time.perf_counter() - t0)
         rows = []
@@ -166,7 +177,11 @@ def _worker(config: str, rounds: int) -> dict:
                          "times": [round(x, 4) for x in run["times"]],
                          "rounds": len(run["times"]), "finite": all(math.isfinite(v) for v in losses.values())})
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"config": config, "rows": rows, "peak_mb": round(peak_mb), "threads": torch.get_num_threads()}
+    out = {"config": config, "rows": rows, "peak_mb": round(peak_mb), "threads": torch.get_num_threads()}
+    if cuda:
+        out["gpu"] = torch.cuda.get_device_name(device)
+        out["gpu_peak_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--profile", action="store_true",
                     help="instead of timing: profile one sparse fp32 iteration of each configuration")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     rounds = args.rounds or (2 if args.quick else 5)
@@ -188,14 +204,14 @@ def main(argv: list[str] | None = None) -> int:
             _profile(config)
         return 0
     if args.worker:
-        print("RESULT " + json.dumps(_worker(args.worker, rounds)), flush=True)
+        print("RESULT " + json.dumps(_worker(args.worker, rounds, args.device)), flush=True)
         return 0
 
     results = []
     for config in [c.strip() for c in args.configs.split(",") if c.strip()]:
         print(f"running {config} ...", file=sys.stderr, flush=True)
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", config, "--rounds", str(rounds),
-               "--threads", str(args.threads)]
+               "--threads", str(args.threads), "--device", args.device]
         r = subprocess.run(cmd, capture_output=True, text=True)
         line = next((ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")), None)
         if r.returncode != 0 or line is None:
@@ -205,8 +221,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
     cpu = cpu_name()
+    gpu = results[0].get("gpu") if results else None
     print(f"\nCPU: {cpu} ({torch.backends.cpu.get_cpu_capability()}), torch {torch.__version__}, "
-          f"{results[0]['threads'] if results else '?'} threads")
+          f"{results[0]['threads'] if results else '?'} threads" + (f", GPU: {gpu}" if gpu else ""))
     print(f"{'config':<13} {'variant':<16} {'s/iter':>8} {'min':>8} {'vs dense':>9} {'paired':>7} {'finite':>7}")
     for res in results:
         dense = next(r for r in res["rows"] if r["impl"] == "dense")
@@ -217,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             name = f"{r['impl']} {r['precision']}" + (" (--amp)" if r["amp"] else "")
             print(f"{r['config']:<13} {name:<16} {r['sec_per_iter']:>8.3f} {r['sec_min']:>8.3f} "
                   f"{r['speedup_vs_dense']:>8.2f}x {r['paired_speedup']:>6.2f}x {str(r['finite']):>7}")
-    print(json.dumps({"bench": "train", "rounds": rounds, "cpu": cpu,
+    print(json.dumps({"bench": "train", "rounds": rounds, "cpu": cpu, "device": args.device, "gpu": gpu,
                       "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
                       "machine": platform.machine(), "cpus": os.cpu_count(), "results": results}))
     return 0
