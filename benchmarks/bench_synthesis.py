@@ -20,6 +20,10 @@ variant, speed-up against the faithful network, max abs error against the faithf
 output (fp32) and PSNR against the engine's fp32 output (bf16), and the achieved GFLOP/s
 counting the faithful network's FLOPs, next to a large fp32 and bf16 matmul measured in
 the same run. With `--json` the last line is one JSON object {"results": [...], ...}.
+`--baseline_src DIR` instead times this tree's fp32 engine against the engine of another
+source tree (e.g. `git worktree add /tmp/before HEAD`, DIR /tmp/before/src), run in a
+worker process on the same weights and maps, interleaved repetition by repetition, and
+prints both, their ratio (median over repetitions of baseline / this) and max |difference|.
 On a CPU without native bf16 (no AVX512-BF16/AMX) bf16 is emulated and very slow: it is
 then run once, at batch 1 only, unless `--bf16_all`.
 """
@@ -42,7 +46,9 @@ import torch
 import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
+# a --baseline_src worker imports spadegan from the other tree (see compare_baseline)
+_SRC = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--_src=")), str(REPO / "src"))
+sys.path.insert(0, _SRC)
 
 from spadegan import networks, options  # noqa: E402
 from spadegan.data.semantics import to_semantics  # noqa: E402
@@ -286,7 +292,7 @@ def ablation(config: str, args) -> list[dict]:
     def engine(sparse: bool, winograd: bool) -> SynthesisEngine:
         e = SynthesisEngine.from_generator(G, "fp32", winograd=winograd)
         if not sparse:
-            e.sparse_threshold = -1.0
+            e.sparse_threshold = -math.inf
         return e
 
     steps = {
@@ -310,6 +316,62 @@ def ablation(config: str, args) -> list[dict]:
     base = statistics.median(times["faithful network (NCHW, no_grad)"])
     return [{"step": k, "ms": 1000 * statistics.median(v), "speedup": base / statistics.median(v)}
             for k, v in times.items()]
+
+
+def run_worker(args) -> None:
+    """--baseline_src's worker: this process imported spadegan from --_src; builds the same
+    generator and engine as compare_baseline and, per line on stdin, times one batch ("run",
+    answers the seconds) or saves the output ("save PATH")."""
+    opt = make_options(args.configs[0], args.quick)
+    label, inst, _ = label_maps(args.configs[0], opt, args.batches[0], args.noise_labels)
+    engine = SynthesisEngine.from_generator(unit_scale_generator(opt, label, inst), "fp32")
+    out = engine.generate(label, inst)  # warm-up
+    print("ready", flush=True)
+    for line in sys.stdin:
+        cmd = line.split()
+        if cmd[0] == "run":
+            t0 = time.perf_counter()
+            out = engine.generate(label, inst)
+            print(time.perf_counter() - t0, flush=True)
+        elif cmd[0] == "save":
+            torch.save(out, cmd[1])
+            print("saved", flush=True)
+
+
+def compare_baseline(config: str, batch: int, args) -> dict:
+    """ms/image of this tree's fp32 engine and of --baseline_src's (a worker process), interleaved."""
+    import tempfile
+    cmd = [sys.executable, __file__, "--_worker", f"--_src={args.baseline_src}", "--configs", config,
+           "--batches", str(batch)] + (["--quick"] if args.quick else []) + (["--noise_labels"] if args.noise_labels else [])
+    env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
+    worker = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+
+    def ask(line: str) -> str:
+        worker.stdin.write(line + "\n")
+        worker.stdin.flush()
+        return worker.stdout.readline().strip()
+
+    opt = make_options(config, args.quick)
+    label, inst, src = label_maps(config, opt, batch, args.noise_labels)
+    engine = SynthesisEngine.from_generator(unit_scale_generator(opt, label, inst), "fp32")
+    out = engine.generate(label, inst)  # warm-up
+    if worker.stdout.readline().strip() != "ready":
+        raise RuntimeError(f"the baseline worker ({args.baseline_src}) did not start")
+    base, this = [], []
+    for _ in range(args.reps):
+        base.append(float(ask("run")))
+        t0 = time.perf_counter()
+        engine.generate(label, inst)
+        this.append(time.perf_counter() - t0)
+    with tempfile.TemporaryDirectory() as tmp:
+        ask(f"save {tmp}/out.pt")
+        diff = float((torch.load(f"{tmp}/out.pt") - out).abs().max())
+    worker.stdin.close()
+    worker.wait()
+    return {"config": config, "batch": batch, "baseline_ms": 1000 * statistics.median(base) / batch,
+            "this_ms": 1000 * statistics.median(this) / batch,
+            "ratio": statistics.median(b / t for b, t in zip(base, this)), "max_abs_diff": diff,
+            "reps": args.reps, "labels": src}
 
 
 def trained_psnr(path: str) -> dict:
@@ -347,12 +409,29 @@ def main(argv: list[str] | None = None) -> int:
                                                    "(default: the built-in model, if shipped)")
     p.add_argument("--ablation", action="store_true",
                    help="only time the engine's ideas switched on one by one (batch 1, first config)")
+    p.add_argument("--baseline_src", default=None,
+                   help="only time this tree's fp32 engine against the one imported from this src folder")
     p.add_argument("--_child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--_worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--_src", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args._child:
         run_child(args)
+        return 0
+    if args._worker:
+        run_worker(args)
+        return 0
+    if args.baseline_src:
+        print(f"# fp32 engine, this tree against {args.baseline_src}, threads {torch.get_num_threads()}, median of "
+              f"{args.reps} interleaved; load average {os.getloadavg()[0]:.1f}", flush=True)
+        found = [compare_baseline(c, b, args) for c in args.configs for b in args.batches]
+        for r in found:
+            print(f"{r['config']:<11}{r['batch']:>3}  baseline {r['baseline_ms']:>7.0f} ms/img  this {r['this_ms']:>7.0f} "
+                  f"ms/img  baseline/this {r['ratio']:.2f}x  max|diff| {r['max_abs_diff']:.1e}", flush=True)
+        if args.json:
+            print(json.dumps({"baseline": found, "load_average": os.getloadavg()[0]}))
         return 0
     hw = describe_hardware("cpu")
     bf16_native = bool(hw["bf16"])

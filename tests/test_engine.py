@@ -76,9 +76,9 @@ def make_generator(opt, lab, inst, z, seed: int = 1) -> torch.nn.Module:
 def engine_of(G, precision="fp32", mode="auto"):
     e = SynthesisEngine.from_generator(G, precision=precision)
     if mode == "sparse":  # the per-class shortcut wherever it is possible
-        e.sparse_threshold, e.min_sparse_pixels = 1.0, 0
-    elif mode == "dense":
-        e.sparse_threshold = -1.0
+        e.sparse_threshold = math.inf
+    elif mode == "dense":  # 1x1 kernels have no band: their levels are always lookups
+        e.sparse_threshold = -math.inf
     return e
 
 
@@ -173,27 +173,46 @@ def test_engine_is_at_least_as_close_to_float64_as_the_faithful_network():
 
 
 def test_sparse_path_is_taken_on_real_like_maps_and_agrees(monkeypatch):
-    """Large regions (as in real label maps): the default thresholds pick the sparse path."""
+    """Large regions (as in real label maps): the layers' rule (`runs_dense`, the one the
+    training path uses) picks the band path at the high resolutions, dense on tiny maps."""
     opt = tiny_opt(crop_size=128)
     lab, inst, z = tiny_maps(opt, batch=1, cell=32)
     G = make_generator(opt, lab, inst, z)
     from spadegan.engine import engine as eng
     seen = []
-    orig = eng._Level.irregular
+    orig = eng.runs_dense
 
-    def spy(self, pw, threshold, min_pixels):
-        res = orig(self, pw, threshold, min_pixels)
-        seen.append((self.H, res is not None))
+    def spy(level, pw, groups, threshold=None):
+        res = orig(level, pw, groups, threshold)
+        seen.append((level.H, res))
         return res
 
-    monkeypatch.setattr(eng._Level, "irregular", spy)
-    e = engine_of(G)
-    e.min_sparse_pixels = 1024
-    out = e.generate(lab, inst, z)
+    monkeypatch.setattr(eng, "runs_dense", spy)
+    out = engine_of(G).generate(lab, inst, z)
     with torch.no_grad():
         ref = G(semantics(opt, lab, inst), z)
-    assert (128, True) in seen and (4, False) in seen
+    assert (128, False) in seen and (4, True) in seen
     assert float((out - ref).abs().max()) <= TOL
+
+
+def test_engine_rejects_unknown_ids_as_the_synthesizer_does():
+    """Ids past the class count (dontcare mapped to label_nc) are the Synthesizer's error, not
+    "class 0 on an instance edge" (id = class count) or an IndexError (larger ids)."""
+    from spadegan.synthesize import Synthesizer
+    for cfg in (dict(), dict(instance=True)):
+        opt = tiny_opt(**cfg)
+        lab, inst, z = tiny_maps(opt, batch=1)
+        G = make_generator(opt, lab, inst, z)
+        e, syn = engine_of(G), Synthesizer(G, device="cpu", use_engine=False)
+        for bad in (opt.label_channels, opt.label_channels + 7, -1):
+            ids = lab.clone()
+            ids[0, 5:9, 5:9] = bad
+            with pytest.raises(SpadeganError) as want:
+                syn.label_ids(ids[0].numpy())
+            with pytest.raises(SpadeganError) as got:
+                e.generate(ids, inst, z)
+            assert str(got.value) == str(want.value)
+            assert f"label id(s) {bad} (16 px) not known to this model" in str(got.value)
 
 
 @pytest.mark.parametrize("cfg", [dict(), dict(instance=True, norm_G="spectralspadeinstance3x3", crop_size=128),

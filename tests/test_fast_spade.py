@@ -63,7 +63,7 @@ def _compare_grads(ref: dict, got: dict, tol: float = 1e-4) -> None:
 def _spade_run(layer: SPADE, x: torch.Tensor, seg, target: torch.Tensor) -> tuple[torch.Tensor, dict]:
     layer.zero_grad()
     x = x.clone().requires_grad_(True)
-    out = layer(x, seg)
+    out = layer(x, seg, "sparse" if isinstance(seg, LabelCodes) else "dense")
     (out * target).sum().backward()
     grads = {n: p.grad.clone() for n, p in layer.named_parameters()}
     grads["input"] = x.grad.clone()
@@ -213,8 +213,9 @@ def test_generator_matches_dense_in_float64(norm_G, instance, use_vae):
     target = torch.randn(2, 3, 64, 64, dtype=torch.float64)
     state = {k: v.clone() for k, v in G.state_dict().items()}
     results = []
-    for seg in (to_semantics(label[:, None], None if inst is None else inst[:, None], opt).double(),
-                LabelCodes.from_label(label, inst, opt)):
+    for impl, seg in (("dense", to_semantics(label[:, None], None if inst is None else inst[:, None], opt).double()),
+                      ("sparse", LabelCodes.from_label(label, inst, opt))):
+        G.spade_impl = impl
         G.load_state_dict(state)  # the same spectral-norm vectors and batch statistics
         G.zero_grad()
         out = G(seg, z=z)
@@ -239,6 +240,7 @@ def test_sparse_generator_feeds_its_convolutions_contiguous_maps(norm_G, monkeyp
         layouts.append(x.is_contiguous())
         return conv2d(x, *args, **kwargs)
     monkeypatch.setattr(F, "conv2d", recording_conv2d)
+    G.spade_impl = "sparse"
     G(codes).sum().backward()
     assert len(layouts) > 10 and all(layouts), layouts
 
@@ -294,7 +296,8 @@ def test_label_conv_and_semantics_match_the_one_hot_tensor():
 
 def test_bad_ids_and_missing_instance_are_clear_errors():
     opt = _Opt(4, dontcare=False, instance=False)
-    with pytest.raises(SpadeganError, match="id 4, outside 0..3"):
+    with pytest.raises(SpadeganError, match=r"label id\(s\) 4 \(16 px\) not known to this model, which accepts "
+                                            r"0..3 \(label_nc=4, no dontcare class\)"):
         LabelCodes.from_label(torch.full((1, 4, 4), 4), None, opt)
     with pytest.raises(SpadeganError, match="needs an instance map"):
         LabelCodes.from_label(torch.zeros(1, 4, 4), None, _Opt(4, False, True))
@@ -360,3 +363,46 @@ def test_sparse_training_reads_d_input_as_codes_only_where_that_pays(label_nc, n
     assert seen == [lookup]
     ref = model.netD(torch.cat([codes.semantics(), fake], 1))
     assert torch.allclose(pred_fake[0][-1], ref[0][-1], atol=1e-5)
+
+
+def test_implementation_is_chosen_explicitly_and_a_mismatched_input_is_an_error(monkeypatch):
+    """The SPADE implementation is the network's (define_G(impl=...), recorded as spade_impl),
+    not the input's type: the other form is a SpadeganError, and spectral norm's order of
+    operations follows the implementation (the dense reference keeps the official one)."""
+    from spadegan.layers import blocks
+    opt, _ = _generator("spectralspadesyncbatch3x3", instance=False)
+    label = maps("scene", (1, 64, 64), 8)
+    codes, sem = LabelCodes.from_label(label, None, opt), to_semantics(label[:, None], None, opt)
+    dense, sparse = networks.define_G(opt, impl="dense"), networks.define_G(opt, impl="sparse")
+    assert (dense.spade_impl, sparse.spade_impl, networks.define_G(opt).spade_impl) == ("dense", "sparse", "auto")
+    with pytest.raises(SpadeganError, match="dense SPADE .* not LabelCodes"):
+        dense(codes)
+    with pytest.raises(SpadeganError, match="sparse SPADE .* not Tensor"):
+        sparse(sem)
+    with pytest.raises(SpadeganError, match="not LabelCodes"):
+        SPADE("spadebatch3x3", 4, 8)(torch.randn(1, 4, 8, 8), codes)
+    with pytest.raises(SpadeganError, match="one of dense, sparse, auto"):
+        networks.define_G(opt, impl="fast")
+    scaled = []
+    orig = blocks.conv2d_output_scaled
+    monkeypatch.setattr(blocks, "conv2d_output_scaled", lambda conv, x: scaled.append(1) or orig(conv, x))
+    dense.train()(sem)
+    assert scaled == []  # the official order: conv(x) with the normalised weight
+    sparse.train()(codes)
+    assert len(scaled) == 2 * 7 + 4  # every conv of every block (and conv_s in up_0..up_3, where fin != fout)
+
+
+def test_training_model_decides_the_implementation_once_when_built():
+    from spadegan.train.model import Pix2PixModel
+    argv = ["--dataset_mode", "custom", "--label_dir", ".", "--image_dir", ".", "--label_nc", "5",
+            "--no_instance", "--ngf", "8", "--ndf", "8", "--crop_size", "32", "--gpu_ids", "-1", "--no_vgg_loss"]
+    opt = parse(argv, train=True)  # --spade_impl auto: sparse on the CPU, dense on CUDA
+    cpu, cuda = Pix2PixModel(opt), Pix2PixModel(opt, device=torch.device("cuda"))
+    assert (cpu.sparse, cpu.netG.spade_impl) == (True, "sparse")
+    assert (cuda.sparse, cuda.netG.spade_impl) == (False, "dense")
+    dense = Pix2PixModel(opt.replace(spade_impl="dense"))
+    assert (dense.sparse, dense.netG.spade_impl) == (False, "dense")
+    label = blocky((1, 32, 32), 8, 5, seed=1).float()[:, None]
+    codes, _ = cuda.preprocess_input({"label": label, "image": torch.rand(1, 3, 32, 32), "instance": torch.zeros(())},
+                                     torch.device("cpu"))
+    assert not cuda.sparse and isinstance(cuda.g_input(codes), torch.Tensor)  # preprocessing changes nothing

@@ -14,14 +14,15 @@ one-hot semantics tensor, and it computes the same function as G in eval mode:
   SPADE layers of a block together (3 x 128 hidden channels per lookup).
 * gamma and beta are one convolution with 2C outputs, with the "1 +" folded in, so a
   SPADE layer is `x_hat * G + B`; spectral norm is folded into plain weights.
-* Per-code constants: where all codes within the receptive field of gamma/beta are equal
-  (and away from the image border), G and B are constants of that code (`fold.code_tables`)
-  and are looked up; only the pixels near a class or instance boundary (typically 10-30 %
-  of a real label map at 128-256 px) are computed, and there too the taps whose hidden
-  vector is a per-code constant come from a per-(code, tap) table, so matrix products run
-  only for the hidden vectors right at a boundary (`_SpadeGroup.gb_maps`). When most
-  pixels are near a boundary (low resolutions, noise-like maps) the level falls back to a
-  dense convolution of the gathered hidden map.
+* Per-code constants: the sparse SPADE of `layers.spade`, the one training uses (its
+  functions and `layers.label_codes.CodeLevel`'s index arithmetic; the engine only lays its
+  tables out for its fused lookups). Where all codes within the receptive field of
+  gamma/beta are equal (and away from the image border), G and B are constants of that code
+  (`fold.code_tables`); only the pixels near a class or instance boundary are computed, once
+  per distinct window of codes there (`CodeLevel.band_plan`, `layers.spade.band_values`:
+  along a boundary the same few windows repeat). Where those windows are many per pixel
+  (low resolutions, noise-like maps) the level is computed densely instead: one rule for
+  both, `layers.spade.runs_dense`.
 * Upsampling is never materialised for the SPADE input: the instance-norm statistics of a
   nearest-upsampled map equal those of the small map, and the modulation broadcasts the
   small map over 2x2 blocks.
@@ -32,8 +33,8 @@ one-hot semantics tensor, and it computes the same function as G in eval mode:
   convolutions, lookups and products run in the compute dtype.
 
 `forward(label, instance=None, z=None)` takes (B, H, W) ids (dontcare already mapped to
-`label_nc`), optional (B, H, W) instance ids and the VAE code, and returns (B, 3, H', W')
-in [-1, 1]. With `dense_only=True` the data-dependent sparse path is off, which makes the
+`label_nc`; others past the class count are the Synthesizer's SpadeganError), optional
+(B, H, W) instance ids and the VAE code, and returns (B, 3, H', W') in [-1, 1]. With `dense_only=True` the data-dependent sparse path is off, which makes the
 module traceable for TorchScript/ONNX export (`spadegan.engine.export`).
 """
 
@@ -43,11 +44,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers.label_codes import CodeLevel, code_embedding, instance_edges, resize_nearest
 from ..device import PRECISIONS
 from ..errors import SpadeganError
 from ..layers.blocks import SPADEResnetBlock
-from ..layers.spade import NHIDDEN
+from ..layers.label_codes import CodeLevel, LabelCodes, code_embedding
+from ..layers.spade import INFERENCE_SPARSE_THRESHOLD, NHIDDEN, band_values, runs_dense, taps_major
+from ..networks.generator import block_plan
 from .fold import FoldedSpade, code_tables, conv_bias, conv_weight, fold_spade
 
 _EPS = 1e-5  # InstanceNorm2d's default eps, which the faithful SPADE uses
@@ -76,36 +78,14 @@ def _cl(w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return w.to(dtype).contiguous(memory_format=torch.channels_last)
 
 
-class _Level(CodeLevel):
-    """One resolution of the code map (`layers.label_codes.CodeLevel`: windows, pixels near a
-    code boundary), plus the engine's choice of the sparse path for each kernel radius.
-
-    Built once per resolution per forward call and reused by every block at that size.
-    """
-
-    def __init__(self, code: torch.Tensor, num_codes: int):
-        super().__init__(code, num_codes)
-        self.sparse: dict[int, tuple | None] = {}
-
-    def irregular(self, pw: int, threshold: float, min_pixels: int) -> tuple | None:
-        """Pixels whose gamma/beta, and those whose hidden vector, are not per-code constants.
-
-        The hidden vector at q reads the codes within pw of q; gamma/beta at p read the
-        hidden vectors within pw of p, i.e. codes within 2 pw. Where all those codes are
-        equal and inside the image, the value is a constant of the code. Returns (flat ids
-        of irregular gamma/beta pixels, flat ids of irregular hidden pixels), or None when
-        the irregular pixels exceed `threshold` of the level (the dense path is cheaper).
-        """
-        if pw in self.sparse:
-            return self.sparse[pw]
-        result = None
-        if self.n >= min_pixels and self.H > 4 * pw and self.W > 4 * pw:
-            p = self.nonuniform(2 * pw).reshape(-1).nonzero().squeeze(1)
-            if p.numel() <= threshold * self.n:
-                q = self.nonuniform(pw).reshape(-1).nonzero().squeeze(1)
-                result = (p, q)
-        self.sparse[pw] = result
-        return result
+def _lookup_sum(idx: torch.Tensor, table: torch.Tensor, export: bool) -> torch.Tensor:
+    """(Q, out): the sum of the rows `idx` (Q, T) of `table`: a conv of the one-hot map by lookups."""
+    if not export:
+        return F.embedding_bag(idx, table, mode="sum")
+    acc = F.embedding(idx[:, 0], table)  # Gather + Add only (embedding_bag has no efficient ONNX form)
+    for i in range(1, idx.shape[1]):
+        acc = acc + F.embedding(idx[:, i], table)
+    return acc
 
 
 class _SpadeGroup(nn.Module):
@@ -121,15 +101,16 @@ class _SpadeGroup(nn.Module):
         emb = torch.cat([code_embedding(s.shared_w, label_channels, instance) for s in spades], dim=2)
         self.register_buffer("emb", emb.reshape(-1, emb.shape[-1]).to(dtype))  # (T*(V+1), 128n)
         self.register_buffer("emb_bias", torch.cat([s.shared_b for s in spades]).to(dtype))
-        for j, (s, table) in enumerate(zip(spades, code_tables(spades, label_channels, instance))):
+        for j, (s, (hidden, table)) in enumerate(zip(spades, code_tables(spades, label_channels, instance))):
             self.register_buffer(f"gb_w{j}", _cl(s.gb_w, dtype))  # (2C, 128, k, k) channels_last
             self.register_buffer(f"gb_b{j}", s.gb_b.to(dtype))
-            self.register_buffer(f"table{j}", table.to(dtype))  # (V, 2C)
+            self.register_buffer(f"hidden{j}", hidden.to(dtype))  # (V, 128) per-code hidden vectors
+            self.register_buffer(f"table{j}", table.to(dtype))  # (V, 2C) per-code G|B
             if s.kind == "batch":
                 self.register_buffer(f"mean{j}", s.mean.float())  # normalisation stays fp32
                 self.register_buffer(f"rstd{j}", s.rstd.float())
         self.dtype = dtype
-        self._taps: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._taps: dict[int, torch.Tensor] = {}
 
     def _apply(self, fn, recurse=True):
         self._taps = {}  # derived tensors: rebuilt on the new device/dtype when needed
@@ -147,25 +128,18 @@ class _SpadeGroup(nn.Module):
             return ((x - getattr(self, f"mean{j}")) * getattr(self, f"rstd{j}")).to(self.dtype)
         return ((x.float() - getattr(self, f"mean{j}")) * getattr(self, f"rstd{j}")).to(self.dtype)
 
-    def hidden(self, level: _Level, flat: torch.Tensor | None, export: bool) -> torch.Tensor:
+    def hidden(self, level: CodeLevel, flat: torch.Tensor | None, export: bool) -> torch.Tensor:
         """ReLU(first SPADE conv) at the given pixels (all if None): (Q, 128 n)."""
-        codes = level.window_codes(flat, self.pw)
-        t = codes.shape[1]
-        idx = codes + (torch.arange(t, device=codes.device) * (self.V + 1))[None, :]
-        if export:  # Gather + Add only (embedding_bag has no efficient ONNX form)
-            acc = F.embedding(idx[:, 0], self.emb)
-            for i in range(1, t):
-                acc = acc + F.embedding(idx[:, i], self.emb)
-        else:
-            acc = F.embedding_bag(idx, self.emb, mode="sum")
-        return torch.relu_(acc + self.emb_bias)
+        return torch.relu_(_lookup_sum(level.window_rows(flat, self.pw), self.emb, export) + self.emb_bias)
 
-    def gb_maps(self, level: _Level, threshold: float, min_pixels: int, export: bool):
-        """A function j -> (B, H, W, 2C) map of [G | B] for SPADE j at this level."""
-        sparse = None if export else level.irregular(self.pw, threshold, min_pixels)
+    def gb_maps(self, level: CodeLevel, threshold: float, export: bool):
+        """A function j -> (B, H, W, 2C) map of [G | B] for SPADE j at this level: dense
+        (convolutions of the looked-up hidden map), or where `layers.spade.runs_dense` says
+        the lookups pay, each pixel's row of [per-code constants | the band's distinct values]
+        (`CodeLevel.band_plan`, `layers.spade.band_values`), as the training path computes it."""
         B, H, W = level.B, level.H, level.W
         nh = NHIDDEN
-        if sparse is None:
+        if export or runs_dense(level, self.pw, 1, threshold):
             a = self.hidden(level, None, export).view(B, H, W, -1)
 
             def dense(j: int) -> torch.Tensor:
@@ -175,61 +149,29 @@ class _SpadeGroup(nn.Module):
                 return out.permute(0, 2, 3, 1).contiguous()
             return dense
 
-        # gamma/beta at an irregular pixel p = bias + sum over taps t of W_t . hidden(p + t).
-        # hidden(q) is the per-code constant unless q is irregular itself: those taps come
-        # from a per-(code, tap) table U; the others from Y = hidden(irregular q) @ [W_t]_t,
-        # computed once per irregular q for all taps; taps in the padding add nothing. One
-        # embedding_bag then sums the T rows of [U | 0 | Y] for each p.
-        p, q = sparse
-        a = self.hidden(level, q, export)
-        cp, offs, wp = level.padded(self.pw)
-        t = offs.numel()
-        qrow = torch.full_like(cp, -1)  # padded grid -> row of an irregular hidden pixel
-        qrow[level.window_base(q, self.pw) + self.pw * wp + self.pw] = torch.arange(q.numel(), device=a.device)
-        pos = level.window_base(p, self.pw)[:, None] + offs[None, :]
-        code_pt, row_pt = cp[pos], qrow[pos]  # (P, T) each
-        del qrow, pos
+        plan = level.band_plan(self.pw, 1)
+        a = self.hidden(level, plan.hidden_pixels, export) if plan.bags.numel() else None  # (Qu, 128 n)
+        rows = plan.rows.view(B, H, W)
 
         def sparse_map(j: int) -> torch.Tensor:
-            u, wt = self._tap_tables(j)  # (T, V, 2C), (128, T*2C)
-            c2 = u.shape[2]
-            # taps in chunks, so that Y (|q| x taps x 2C) stays under ~32 MB
-            ns = max(1, min(t, (32 << 20) // max(1, q.numel() * c2 * u.element_size())))
-            vals = None
-            aj = a[:, j * nh:(j + 1) * nh]
-            for t0 in range(0, t, ns):
-                t1 = min(t, t0 + ns)
-                n = t1 - t0
-                tl = torch.arange(n, device=a.device)
-                z = u.new_empty(n * self.V + n + q.numel() * n, c2)  # [U | 0 | Y], Y written in place
-                z[:n * self.V] = u[t0:t1].reshape(-1, c2)
-                z[n * self.V:n * self.V + n] = 0
-                torch.mm(aj, wt[:, t0 * c2:t1 * c2], out=z[n * self.V + n:].view(q.numel(), n * c2))
-                code, row = code_pt[:, t0:t1], row_pt[:, t0:t1]
-                idx = torch.where(row >= 0, n * self.V + n + row * n + tl,
-                                  torch.where(code == self.V, n * self.V + tl, tl * self.V + code))
-                part = F.embedding_bag(idx, z, mode="sum")
-                vals = part if vals is None else vals.add_(part)
-                del z
-            vals.add_(getattr(self, f"gb_b{j}"))
-            out = F.embedding(level.code, getattr(self, f"table{j}"))  # (B, H, W, 2C)
-            out.view(-1, c2).index_copy_(0, p, vals)
-            return out
+            table = getattr(self, f"table{j}")
+            if a is not None:
+                band = band_values(plan, getattr(self, f"hidden{j}"), a[:, j * nh:(j + 1) * nh], self._w_taps(j),
+                                   getattr(self, f"gb_b{j}"), max_bytes=_BAND_CHUNK_BYTES)
+                table = torch.cat([table, band])
+            return F.embedding(rows, table)
         return sparse_map
 
-    def _tap_tables(self, j: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(U, Wt) for SPADE j, built on first sparse use and kept (levels that are always
-        dense never pay their memory): U (T, V, 2C), U[t, v] = W_t . hidden_const(v);
-        Wt (128, T*2C), column block t = W_t^T."""
+    def _w_taps(self, j: int) -> torch.Tensor:
+        """(128, T, 2C) tap-major weights of SPADE j's gamma|beta conv, built on first sparse
+        use and kept (levels that are always dense never pay their memory)."""
         if j not in self._taps:
-            w = getattr(self, f"gb_w{j}").float()  # (2C, 128, k, k)
-            c2, nh, k, _ = w.shape
-            wt = w.permute(1, 2, 3, 0).reshape(nh, k * k * c2)  # (128, T*2C)
-            emb = self.emb.float().view(k * k, self.V + 1, -1)[:, :-1, j * nh:(j + 1) * nh]
-            hidden = torch.relu(emb.sum(0) + self.emb_bias.float()[j * nh:(j + 1) * nh])  # (V, 128)
-            u = (hidden @ wt).view(-1, k * k, c2).transpose(0, 1)  # (T, V, 2C)
-            self._taps[j] = (u.to(self.dtype).contiguous(), wt.to(self.dtype).contiguous())
+            self._taps[j] = taps_major(getattr(self, f"gb_w{j}")).contiguous()
         return self._taps[j]
+
+
+#: the band's per-tap product (rows x taps x 2C) is done in chunks of taps of about this size
+_BAND_CHUNK_BYTES = 32 << 20
 
 
 def _instance_normalize(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -369,10 +311,10 @@ class _EngineBlock(nn.Module):
         self.conv_0 = _Conv3x3(w0, conv_bias(blk.conv_0), dtype, wino0, wino0 and tiny)
         self.conv_1 = _Conv3x3(w1, conv_bias(blk.conv_1), dtype, wino1, wino1 and tiny)
 
-    def forward(self, x: torch.Tensor, upsample: bool, level: _Level, threshold: float,
-                min_pixels: int, export: bool) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, upsample: bool, level: CodeLevel, threshold: float,
+                export: bool) -> torch.Tensor:
         sp = self.spades
-        gb = sp.gb_maps(level, threshold, min_pixels, export)
+        gb = sp.gb_maps(level, threshold, export)
         cache: dict = {}  # the stats of up(x) equal those of x: normalise the small map
         if self.learned_shortcut:
             s = _modulate(sp.normalize(2, x, cache), gb(2), upsample)
@@ -400,10 +342,9 @@ class SynthesisEngine(nn.Module):
     2**num_up times the initial map), `default_size` (H, W) of the training crop.
     """
 
-    #: fraction of boundary pixels above which a level uses the dense path
-    sparse_threshold: float = 0.55
-    #: levels with fewer pixels (all images of the batch) are always dense
-    min_sparse_pixels: int = 2048
+    #: the threshold of `layers.spade.runs_dense` (the dense-vs-lookups rule the training path
+    #: uses too), forward-only's INFERENCE_SPARSE_THRESHOLD; inf / -inf force either path
+    sparse_threshold: float = INFERENCE_SPARSE_THRESHOLD
 
     def __init__(self, G: nn.Module, precision: str = "fp32", consume: bool = False, winograd: bool = True):
         super().__init__()
@@ -432,7 +373,6 @@ class SynthesisEngine(nn.Module):
         self.num_upsampling_layers = G.num_upsampling_layers
         self.num_up = opt.num_up_layers
         self.default_size = (self.sh * 2 ** self.num_up, self.sw * 2 ** self.num_up)
-        self.V = self.label_channels * (2 if self.instance else 1)
         device = next(G.parameters()).device
 
         if self.use_vae:
@@ -445,14 +385,11 @@ class SynthesisEngine(nn.Module):
             self.register_buffer("fc_b", G.fc.bias.detach().float())
         if consume:
             G.fc = nn.Identity()
-        names = ["head_0", "G_middle_0", "G_middle_1", "up_0", "up_1", "up_2", "up_3"]
-        if self.num_upsampling_layers == "most":
-            names.append("up_4")
-        self.block_names = names
+        plan = block_plan(self.num_upsampling_layers)
+        self.block_names = [n for n, _ in plan]
         self.blocks = nn.ModuleList()
-        more = self.num_upsampling_layers in ("more", "most")
         h, w = self.sh, self.sw
-        for n, up in zip(names, [False, True, more, True, True, True, True, True]):
+        for n, up in plan:
             if up:
                 h, w = 2 * h, 2 * w
             # Winograd where it measured faster: fp32 on CPU, maps up to 64x64 at the
@@ -498,32 +435,18 @@ class SynthesisEngine(nn.Module):
         return h, w
 
     # ---- the forward pass ------------------------------------------------------------
-    def codes(self, label: torch.Tensor, instance: torch.Tensor | None) -> torch.Tensor:
-        """(B,H,W) class ids (+ instance ids) -> (B,H,W) codes label + L * edge."""
-        label = label.long()
-        if label.dim() == 4:
-            label = label[:, 0]
-        if not self.instance:
-            return label
-        if instance is None:
-            raise SpadeganError("this model needs an instance map (trained without --no_instance)")
-        if instance.dim() == 4:
-            instance = instance[:, 0]
-        return label + self.label_channels * instance_edges(instance).long()
+    def codes(self, label: torch.Tensor, instance: torch.Tensor | None) -> LabelCodes:
+        """(B,H,W) class ids (dontcare mapped to label_nc) (+ instance ids) -> the `LabelCodes`
+        the levels are read from. Ids the model does not know raise the Synthesizer's
+        SpadeganError (`layers.label_codes.check_label_ids`), except while tracing for export."""
+        return LabelCodes.from_label(label, instance, self.opt, validate=not torch.jit.is_tracing())
 
     def forward(self, label: torch.Tensor, instance: torch.Tensor | None = None,
                 z: torch.Tensor | None = None, size: tuple[int, int] | None = None) -> torch.Tensor:
         h_out, w_out = self.output_size(size)
-        code = self.codes(label.to(self.device), None if instance is None else instance.to(self.device))
-        b = code.shape[0]
+        codes = self.codes(label.to(self.device), None if instance is None else instance.to(self.device))
+        b = codes.shape[0]
         export = self.dense_only
-        levels: dict[tuple[int, int], _Level] = {}
-
-        def level(h: int, w: int) -> _Level:
-            if (h, w) not in levels:
-                levels[(h, w)] = _Level(resize_nearest(code, (h, w)), self.V)
-            return levels[(h, w)]
-
         h, w = h_out // 2 ** self.num_up, w_out // 2 ** self.num_up
         if self.use_vae:
             if z is None:
@@ -531,24 +454,13 @@ class SynthesisEngine(nn.Module):
             x = F.linear(z.to(self.device, torch.float32), self.fc_w, self.fc_b)
             x = x.view(b, 16 * self.ngf, h, w).permute(0, 2, 3, 1).contiguous()
         else:
-            lv = level(h, w)
-            codes = lv.window_codes(None, 1)
-            idx = codes + (torch.arange(9, device=codes.device) * (self.V + 1))[None, :]
-            if export:
-                x = F.embedding(idx[:, 0], self.fc_emb)
-                for i in range(1, 9):
-                    x = x + F.embedding(idx[:, i], self.fc_emb)
-            else:
-                x = F.embedding_bag(idx, self.fc_emb, mode="sum")
+            x = _lookup_sum(codes.at(h, w).window_rows(None, 1), self.fc_emb, export)
             x = (x + self.fc_b).view(b, h, w, -1)
 
-        thr, mp = self.sparse_threshold, self.min_sparse_pixels
-        more = self.num_upsampling_layers in ("more", "most")
-        plan = [False, True, more, True, True, True, True, True]  # upsample before each block
-        for blk, up in zip(self.blocks, plan):
+        for blk, (_, up) in zip(self.blocks, block_plan(self.num_upsampling_layers)):
             if up:
                 h, w = 2 * h, 2 * w
-            x = blk(x, up, level(h, w), thr, mp, export)
+            x = blk(x, up, codes.at(h, w), self.sparse_threshold, export)
         x = F.leaky_relu_(x, _SLOPE)
         out = F.conv2d(x.permute(0, 3, 1, 2), self.w_img, self.b_img, padding=1)
         return torch.tanh(out.float()).contiguous()
@@ -572,12 +484,7 @@ def count_flops(G: nn.Module, size: tuple[int, int] | None = None) -> float:
         return 2.0 * wt.numel() * px
 
     flops += 2.0 * G.fc.weight.numel() * (1 if G.use_vae else h * w)
-    more = G.num_upsampling_layers in ("more", "most")
-    plan = [False, True, more, True, True, True, True, True]
-    names = ["head_0", "G_middle_0", "G_middle_1", "up_0", "up_1", "up_2", "up_3", "up_4"]
-    for n, up in zip(names, plan):
-        if not hasattr(G, n):
-            continue
+    for n, up in block_plan(G.num_upsampling_layers):
         if up:
             h, w = 2 * h, 2 * w
         blk, px = getattr(G, n), h * w

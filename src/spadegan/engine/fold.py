@@ -16,7 +16,8 @@ Everything here is done once, in float64, when the engine is built:
   (one lookup gives the 3 x 128 hidden channels of norm_0, norm_1 and norm_s);
 * per-code constant outputs: where the codes around a pixel are all equal (and no zero
   padding is in reach) the hidden activation, hence gamma/beta, is a constant of the code;
-  `code_tables` precompute G, B for every code.
+  `code_tables` precompute both for every code with the training path's functions
+  (`layers.spade.hidden_constants`, `constant_table`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import torch
 import torch.nn as nn
 
 from ..layers.label_codes import code_embedding
-from ..layers.spade import SPADE, parse_spade_config
+from ..layers.spade import SPADE, constant_table, hidden_constants, parse_spade_config, taps_major
 from ..layers.spectral import has_spectral_norm, spectral_weight
 
 
@@ -81,12 +82,13 @@ def fold_spade(spade: SPADE, config_text: str) -> FoldedSpade:
                        mean, rstd)
 
 
-def code_tables(spades: list[FoldedSpade], label_channels: int, instance: bool) -> list[torch.Tensor]:
-    """(V, 2C) constant G|B per code, for pixels whose whole receptive field has one code."""
+def code_tables(spades: list[FoldedSpade], label_channels: int,
+                instance: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per SPADE layer, (V, 128) hidden vector and (V, 2C) constant G|B of each code, for
+    pixels whose whole receptive field has that code."""
     tables = []
     for sp in spades:
-        emb = code_embedding(sp.shared_w, label_channels, instance)[:, :-1]  # drop the pad row
-        hidden = torch.relu(emb.sum(0) + sp.shared_b)  # (V, 128): every tap sees the same code
-        wsum = sp.gb_w.sum(dim=(2, 3))  # (2C, 128): every tap sees the same hidden vector
-        tables.append(hidden @ wsum.t() + sp.gb_b)
+        hidden = hidden_constants(code_embedding(sp.shared_w, label_channels, instance)[None], sp.shared_b,
+                                  label_channels * (2 if instance else 1))
+        tables.append((hidden, constant_table(hidden, taps_major(sp.gb_w), sp.gb_b)))
     return tables

@@ -40,17 +40,20 @@ class SPADEResnetBlock(nn.Module):
             self.norm_s = SPADE(spade_config, fin, semantic_nc)
 
     @staticmethod
-    def _conv(conv: nn.Conv2d, x: torch.Tensor, seg: torch.Tensor | LabelCodes) -> torch.Tensor:
-        # the fast path (label codes) also takes spectral norm's cheaper order of operations
-        return conv2d_output_scaled(conv, x) if isinstance(seg, LabelCodes) else conv(x)
+    def _conv(conv: nn.Conv2d, x: torch.Tensor, impl: str) -> torch.Tensor:
+        # the sparse implementation also takes spectral norm's cheaper order of operations; the
+        # dense reference keeps the official one (the rounding of official checkpoints' outputs)
+        return conv2d_output_scaled(conv, x) if impl == "sparse" else conv(x)
 
-    def shortcut(self, x: torch.Tensor, seg: torch.Tensor | LabelCodes) -> torch.Tensor:
-        return self._conv(self.conv_s, self.norm_s(x, seg), seg) if self.learned_shortcut else x
+    def shortcut(self, x: torch.Tensor, seg: torch.Tensor | LabelCodes, impl: str = "dense") -> torch.Tensor:
+        return self._conv(self.conv_s, self.norm_s(x, seg, impl), impl) if self.learned_shortcut else x
 
-    def forward(self, x: torch.Tensor, seg: torch.Tensor | LabelCodes) -> torch.Tensor:
-        x_s = self.shortcut(x, seg)
-        dx = self._conv(self.conv_0, F.leaky_relu(self.norm_0(x, seg), 2e-1), seg)
-        dx = self._conv(self.conv_1, F.leaky_relu(self.norm_1(dx, seg), 2e-1), seg)
+    def forward(self, x: torch.Tensor, seg: torch.Tensor | LabelCodes, impl: str = "dense") -> torch.Tensor:
+        """`impl`: the SPADE implementation, "dense" (`seg` the one-hot semantics tensor) or
+        "sparse" (`seg` its `LabelCodes`); see `layers.spade`."""
+        x_s = self.shortcut(x, seg, impl)
+        dx = self._conv(self.conv_0, F.leaky_relu(self.norm_0(x, seg, impl), 2e-1), impl)
+        dx = self._conv(self.conv_1, F.leaky_relu(self.norm_1(dx, seg, impl), 2e-1), impl)
         return x_s + dx
 
 

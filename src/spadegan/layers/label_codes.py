@@ -65,6 +65,12 @@ def resize_nearest(code: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(code[:, None].float(), size=size, mode="nearest")[:, 0].long()
 
 
+#: the two SPADE implementations a network is built with (`SPADE`, `SPADEResnetBlock`,
+#: `networks.SPADEGenerator`): the dense reference reads the one-hot semantics tensor, the sparse
+#: one reads `LabelCodes`
+SPADE_IMPLS = ("dense", "sparse")
+
+
 def use_sparse_spade(opt: Any, device: torch.device) -> bool:
     """Whether the SPADE generator of `opt` runs sparse on `device` (--spade_impl; auto:
     sparse on the CPU, where it measured fastest, dense on CUDA, where cuDNN's dense
@@ -74,6 +80,46 @@ def use_sparse_spade(opt: Any, device: torch.device) -> bool:
     if opt.netG != "spade" or impl == "dense" or getattr(opt, "label_nc", None) == 0:
         return False
     return impl == "sparse" or torch.device(device).type == "cpu"
+
+
+def spade_impl_for(opt: Any, device: torch.device) -> str:
+    """"sparse" or "dense": the implementation --spade_impl asks for on `device` (`use_sparse_spade`)."""
+    return "sparse" if use_sparse_spade(opt, device) else "dense"
+
+
+def check_spade_impl(impl: str) -> str:
+    if impl not in SPADE_IMPLS:
+        raise SpadeganError(f"a SPADE implementation is one of {', '.join(SPADE_IMPLS)}, not {impl!r}")
+    return impl
+
+
+def check_label_input(impl: str, seg: Any, where: str) -> None:
+    """Raise a SpadeganError when `seg` is not the input form the implementation `impl` reads:
+    `LabelCodes` for "sparse", a tensor for "dense" (no silent switch between the two)."""
+    if impl == "sparse" and not isinstance(seg, LabelCodes):
+        raise SpadeganError(f"{where} runs the sparse SPADE (impl='sparse'), which reads the label map as "
+                            f"LabelCodes (LabelCodes.from_label), not {type(seg).__name__}; the dense SPADE "
+                            "(impl='dense') reads the one-hot semantics tensor")
+    if impl == "dense" and isinstance(seg, LabelCodes):
+        raise SpadeganError(f"{where} runs the dense SPADE (impl='dense'), which reads the one-hot semantics "
+                            "tensor (codes.semantics()), not LabelCodes; the sparse SPADE (impl='sparse') reads codes")
+
+
+def check_label_ids(label: torch.Tensor, opt: Any, where: str = "label map") -> None:
+    """Raise the Synthesizer's SpadeganError (`Synthesizer.label_ids`) when the (..., H, W)
+    class ids (dontcare already mapped to label_nc) hold ids the model does not know."""
+    nc = opt.label_nc + int(opt.contain_dontcare_label)
+    if not label.numel() or (int(label.min()) >= 0 and int(label.max()) < nc):
+        return
+    vals, counts = torch.unique(label[(label < 0) | (label >= nc)], return_counts=True)
+    listed = ", ".join(f"{int(v)} ({int(c)} px)" for v, c in zip(vals[:5], counts[:5]))
+    if opt.contain_dontcare_label:
+        top = opt.label_nc if getattr(opt, "dataset_mode", None) == "ade20k" else opt.label_nc - 1
+        rule = f"0..{top} and 255 (dontcare)"
+    else:
+        rule = f"0..{nc - 1} (label_nc={opt.label_nc}, no dontcare class)"
+    raise SpadeganError(f"{where}: label id(s) {listed} not known to this model, which accepts "
+                        f"{rule}; use the ids of the dataset it was trained on")
 
 
 class CodeLevel:
@@ -122,6 +168,12 @@ class CodeLevel:
         """(Q, k*k) codes of each pixel's window, tap-major (tap = dy * k + dx)."""
         cp, offs, _ = self.padded(pw)
         return cp[self.window_base(flat, pw)[:, None] + offs[None, :]]
+
+    def window_rows(self, flat: torch.Tensor | None, pw: int) -> torch.Tensor:
+        """(Q, k*k) row of each tap of each pixel's window in a per-tap lookup table of
+        k*k x (V + 1) rows (`code_embedding` flattened, tap-major)."""
+        codes = self.window_codes(flat, pw)
+        return codes + torch.arange(codes.shape[1], device=codes.device)[None, :] * (self.V + 1)
 
     def nonuniform(self, r: int) -> torch.Tensor:
         """(B, H, W) bool: another code, or the zero padding, within Chebyshev radius r."""
@@ -313,21 +365,20 @@ class LabelCodes:
         self._semantics: torch.Tensor | None = None
 
     @classmethod
-    def from_label(cls, label: torch.Tensor, instance: torch.Tensor | None, opt: Any) -> "LabelCodes":
+    def from_label(cls, label: torch.Tensor, instance: torch.Tensor | None, opt: Any,
+                   validate: bool = True) -> "LabelCodes":
         """(B,[1,]H,W) class ids (dontcare already mapped) and instance ids -> LabelCodes.
 
-        `opt` needs label_nc, contain_dontcare_label and no_instance.
+        `opt` needs label_nc, contain_dontcare_label and no_instance. Ids the model does not
+        know raise `check_label_ids`' error; `validate=False` skips that check (a traced graph
+        for export cannot raise data-dependent errors).
         """
         if label.dim() == 4:
             label = label[:, 0]
         label = label.long()
         nc = opt.label_nc + int(opt.contain_dontcare_label)
-        if label.numel():
-            lo, hi = int(label.min()), int(label.max())
-            if hi >= nc or lo < 0:
-                raise SpadeganError(
-                    f"label map holds id {hi if hi >= nc else lo}, outside 0..{nc - 1} (label_nc="
-                    f"{opt.label_nc}{', with dontcare' if opt.contain_dontcare_label else ''})")
+        if validate:
+            check_label_ids(label, opt)
         with_instance = not opt.no_instance
         if with_instance:
             if instance is None:
@@ -443,9 +494,8 @@ def label_conv(level: CodeLevel, weight: torch.Tensor, bias: torch.Tensor | None
     """
     k = weight.shape[-1]
     tables = tap_tables(weight, label_channels, instance, code_noise)  # (G, T, V + 1, out)
-    codes = level.window_codes(flat, k // 2)
-    t = codes.shape[1]
-    idx = codes + torch.arange(t, device=codes.device)[None, :] * (level.V + 1)
+    idx = level.window_rows(flat, k // 2)
+    t = idx.shape[1]
     group = table_group(level, flat, tables.shape[0])
     if group is not None:
         idx = idx + group[:, None] * (t * (level.V + 1))

@@ -3,10 +3,11 @@
 out = norm(x) * (1 + gamma(m)) + beta(m), where norm is parameter-free and gamma, beta are
 convolutions of a shared 128-channel embedding of the label map m, resized (nearest) to x.
 
-Two implementations of the same function, chosen by what the layer is given:
+Two implementations of the same function, chosen by the caller (`impl`, recorded once on the
+network, see `networks.SPADEGenerator`), each reading its own form of the label map:
 
-* a one-hot semantics tensor: the dense reference, convolutions as written above;
-* `LabelCodes` (one code per pixel, see `label_codes`): the sparse implementation. The
+* "dense", the reference: the one-hot semantics tensor, convolutions as written above;
+* "sparse": `LabelCodes` (one code per pixel, see `label_codes`). The
   first convolution over the one-hot map becomes a sum of per-tap lookups. gamma and beta
   are constants of the code wherever all codes within reach of a pixel are equal and
   inside the image (always, for 1x1 kernels), so they are looked up in a per-code table
@@ -18,6 +19,12 @@ Two implementations of the same function, chosen by what the layer is given:
   (`_GatheredModulation`, whose backward sums each row's pixels by a one-hot product).
   Everything else is ordinary autograd operations on the weights, so the gradients are
   those of the dense layer up to float rounding.
+
+The sparse mathematics is written once, here and in `label_codes`, for training and for the
+synthesis engine (`spadegan.engine`, which adds only its own layout and fused kernels):
+the per-code hidden vectors and gamma/beta constants (`hidden_constants`, `constant_table`),
+the band's exact values (`band_values`), and the choice between them and the dense
+computation (`runs_dense`).
 """
 
 from __future__ import annotations
@@ -29,22 +36,77 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import SpadeganError
-from .label_codes import BandPlan, CodeLevel, LabelCodes, label_conv, tap_tables
+from .label_codes import BandPlan, CodeLevel, LabelCodes, check_label_input, check_spade_impl, label_conv, tap_tables
 from .norms import param_free_norm
 
 NHIDDEN = 128  # fixed in the paper and the official checkpoints
 
 #: a level's gamma/beta are computed densely where the lookup path would multiply more than
-#: this many rows per pixel (the band's distinct hidden vectors, plus NHIDDEN for fixed costs)
+#: this many rows per pixel (the band's distinct hidden vectors, plus NHIDDEN for fixed costs):
+#: in training (forward and backward) ...
 SPARSE_THRESHOLD = 0.6
+#: ... and in the synthesis engine (forward only), whose dense path is one channels-last
+#: convolution while the band's per-tap product writes k*k rows per distinct window; the two
+#: measured even at 0.2-0.27 of the pixels (benchmarks/README.md, Synthesis)
+INFERENCE_SPARSE_THRESHOLD = 0.2
 
 
 def runs_dense(level: CodeLevel, pw: int, groups: int, threshold: float | None = None) -> bool:
     """Whether a SPADE level's gamma/beta are computed densely rather than by lookups: where
-    the band has more than `threshold` (SPARSE_THRESHOLD) distinct hidden windows per pixel,
-    counting NHIDDEN more for the lookup path's fixed costs."""
+    the band has more than `threshold` (default SPARSE_THRESHOLD) distinct hidden windows per
+    pixel, counting NHIDDEN more for the lookup path's fixed costs. 1x1 kernels (pw 0) have no
+    band: always lookups."""
     threshold = SPARSE_THRESHOLD if threshold is None else threshold
-    return pw > 0 and level.hidden_windows(pw, groups)[0].numel() + NHIDDEN > threshold * level.n
+    if pw == 0 or NHIDDEN > threshold * level.n:  # the second without counting the windows
+        return pw > 0
+    return level.hidden_windows(pw, groups)[0].numel() + NHIDDEN > threshold * level.n
+
+
+def hidden_constants(tables: torch.Tensor, bias: torch.Tensor, num_codes: int) -> torch.Tensor:
+    """(G V, out): ReLU(the first conv) at a pixel whose whole window holds one code inside the
+    image: every tap reads that code's row. `tables` (G, T, V + 1, out): per-tap lookup tables
+    (`label_codes.tap_tables`; G groups of constants, one per image with 3D noise)."""
+    return torch.relu(tables[:, :, :num_codes].sum(1) + bias).flatten(0, 1)
+
+
+def taps_major(weight: torch.Tensor) -> torch.Tensor:
+    """(out, in, k, k) conv weight -> (in, k*k, out): the weight of each tap, tap-major."""
+    return weight.permute(1, 2, 3, 0).reshape(weight.shape[1], -1, weight.shape[0])
+
+
+def constant_table(hidden_const: torch.Tensor, w_taps: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """(G V, out): a k x k conv (`w_taps` (in, T, out), `bias`) of a hidden map that is one
+    code's constant hidden vector under every tap (the gamma/beta constants)."""
+    return torch.addmm(bias, hidden_const, w_taps.sum(1))
+
+
+def band_values(plan: BandPlan, hidden_const: torch.Tensor, hidden_q: torch.Tensor, w_taps: torch.Tensor,
+                bias: torch.Tensor, max_bytes: int | None = None) -> torch.Tensor:
+    """(R, out): the k x k conv (weights `w_taps` (in, T, out), `bias`) of the hidden map at
+    the band's distinct output rows (`plan.bags`), exactly.
+
+    Each tap of the conv reads a hidden vector that is either a code's constant
+    (`hidden_const` rows `plan.const_rows`) or one of the band's distinct hidden windows
+    (`hidden_q`, at `plan.hidden_pixels`), or the zero padding, so the conv is a sum of per-tap
+    lookups in one product (U constants + Qu windows + 1, in) x (in, T * out): R bags of T rows.
+    `max_bytes`: the product is done in chunks of taps of at most about that size.
+    """
+    source = torch.cat([hidden_const[plan.const_rows], hidden_q.to(hidden_const.dtype),
+                        hidden_const.new_zeros(1, hidden_const.shape[1])])  # the zero row: padding
+    _, t, out = w_taps.shape
+    n = t if max_bytes is None else max(1, min(t, max_bytes // max(1, source.shape[0] * out * source.element_size())))
+    if n == t:
+        per_tap = (source @ w_taps.flatten(1)).view(-1, out)  # row r, tap t: r * T + t
+        return F.embedding_bag(plan.bags, per_tap, mode="sum") + bias
+    rows = plan.bags // t
+    values = None
+    for t0 in range(0, t, n):
+        t1 = min(t, t0 + n)
+        per_tap = (source @ w_taps[:, t0:t1].flatten(1)).view(-1, out)
+        idx = rows[:, t0:t1] * (t1 - t0) + torch.arange(t1 - t0, device=rows.device)
+        part = F.embedding_bag(idx, per_tap, mode="sum")
+        values = part if values is None else values.add_(part)
+    return values.add_(bias)
 
 
 #: maps of at least this many elements use `_GatheredModulation` (below, its Python backward
@@ -72,21 +134,26 @@ class SPADE(nn.Module):
         self.mlp_gamma = nn.Conv2d(NHIDDEN, norm_nc, ks, padding=pw)
         self.mlp_beta = nn.Conv2d(NHIDDEN, norm_nc, ks, padding=pw)
 
-    def forward(self, x: torch.Tensor, segmap: torch.Tensor | LabelCodes) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, segmap: torch.Tensor | LabelCodes, impl: str = "dense") -> torch.Tensor:
+        """`impl` "dense": `segmap` is the one-hot semantics tensor; "sparse": its `LabelCodes`."""
+        check_label_input(check_spade_impl(impl), segmap, "this SPADE layer")
         normalized = self.param_free_norm(x)
-        if isinstance(segmap, LabelCodes):
-            level, pw, groups = self._level(segmap, x.shape[2], x.shape[3])
-            if normalized.numel() >= GATHERED_MODULATION_MIN and not runs_dense(level, pw, groups):
-                # per-row tables, gathered inside the multiply-add
-                table = self._modulation_lookup(segmap, level, pw, groups).to(normalized.dtype)
-                c = table.shape[1] // 2
-                return _GatheredModulation.apply(normalized, table[:, :c], table[:, c:], level, pw, groups)
-            scale, shift = self.modulation_sparse(segmap, x.shape[2], x.shape[3])
-            return torch.addcmul(shift.to(normalized.dtype), normalized, scale.to(normalized.dtype))
+        if impl == "sparse":
+            return self._forward_sparse(normalized, segmap)
         if segmap.shape[2:] != x.shape[2:]:  # same size: nearest resizing would only copy
             segmap = F.interpolate(segmap, size=x.shape[2:], mode="nearest")
         actv = self.mlp_shared(segmap)
         return normalized * (1 + self.mlp_gamma(actv)) + self.mlp_beta(actv)
+
+    def _forward_sparse(self, normalized: torch.Tensor, codes: LabelCodes) -> torch.Tensor:
+        level, pw, groups = self._level(codes, normalized.shape[2], normalized.shape[3])
+        if normalized.numel() >= GATHERED_MODULATION_MIN and not runs_dense(level, pw, groups):
+            # per-row tables, gathered inside the multiply-add
+            table = self._modulation_lookup(codes, level, pw, groups).to(normalized.dtype)
+            c = table.shape[1] // 2
+            return _GatheredModulation.apply(normalized, table[:, :c], table[:, c:], level, pw, groups)
+        scale, shift = self.modulation_sparse(codes, normalized.shape[2], normalized.shape[3])
+        return torch.addcmul(shift.to(normalized.dtype), normalized, scale.to(normalized.dtype))
 
     # ---- the sparse implementation -----------------------------------------------------
     def modulation_sparse(self, codes: LabelCodes, h: int, w: int,
@@ -127,19 +194,19 @@ class SPADE(nn.Module):
         code): G = B table groups.
         """
         plan = level.band_plan(pw, groups)
-        convs = self._convs()
-        args = (codes.label_channels, codes.instance)
         noise = codes.code_noise()
         shared = self.mlp_shared[0]
-        tables = tap_tables(shared.weight, *args, code_noise=noise)  # (G, T, V + 1, 128)
-        hidden_const = torch.relu(tables[:, :, :level.V].sum(1) + shared.bias).flatten(0, 1)  # (G V, 128)
+        tables = tap_tables(shared.weight, codes.label_channels, codes.instance, code_noise=noise)  # (G, T, V + 1, 128)
+        hidden_const = hidden_constants(tables, shared.bias, level.V)  # (G V, 128)
         # (128, T, 2C): gamma's and beta's weights side by side, tap-major, in one copy
+        convs = self._convs()
         w_taps = torch.cat([wt.permute(1, 2, 3, 0) for wt, _ in convs], dim=3).flatten(1, 2)
         bias = torch.cat([b for _, b in convs])
-        table = torch.addmm(bias, hidden_const, w_taps.sum(1))  # (G V, 2C)
+        table = constant_table(hidden_const, w_taps, bias)  # (G V, 2C)
         if plan.bags.numel():
-            band = self._band_values(level, plan, hidden_const, w_taps, bias, args, noise)  # (R, 2C)
-            table = torch.cat([table, band.to(table.dtype)])
+            hidden_q = torch.relu(label_conv(level, shared.weight, shared.bias, codes.label_channels, codes.instance,
+                                             flat=plan.hidden_pixels, code_noise=noise))  # (Qu, 128)
+            table = torch.cat([table, band_values(plan, hidden_const, hidden_q, w_taps, bias).to(table.dtype)])
         return table
 
     @staticmethod
@@ -147,24 +214,6 @@ class SPADE(nn.Module):
         """(1 + gamma, beta): each pixel's row of `table` (R, 2C), as two contiguous NCHW maps."""
         c = table.shape[1] // 2
         return gather_rows(table[:, :c], rows, level), gather_rows(table[:, c:], rows, level)
-
-    def _band_values(self, level: CodeLevel, plan: BandPlan, hidden_const: torch.Tensor,
-                     w_taps: torch.Tensor, bias: torch.Tensor, args: tuple[int, bool],
-                     noise: torch.Tensor | None) -> torch.Tensor:
-        """(R, out): the k x k conv (weights `w_taps` (128, T, out), `bias`) of the hidden map
-        at the band's distinct output rows, exactly.
-
-        Each tap of the conv reads a hidden vector that is either a code's constant or one of
-        the band's distinct hidden windows, so the conv is a sum of per-tap lookups in one
-        product (U constants + Qu windows, 128) x (128, taps * out): R bags of T rows.
-        """
-        shared = self.mlp_shared[0]
-        hidden_q = torch.relu(label_conv(level, shared.weight, shared.bias, *args, flat=plan.hidden_pixels,
-                                         code_noise=noise))  # (Qu, 128)
-        source = torch.cat([hidden_const[plan.const_rows], hidden_q.to(hidden_const.dtype),
-                            hidden_const.new_zeros(1, hidden_const.shape[1])])  # the zero row: padding
-        per_tap = (source @ w_taps.flatten(1)).view(-1, w_taps.shape[2])  # row r, tap t: r * T + t
-        return F.embedding_bag(plan.bags, per_tap, mode="sum") + bias
 
 
 def gather_rows(table: torch.Tensor, rows: torch.Tensor, level: CodeLevel) -> torch.Tensor:

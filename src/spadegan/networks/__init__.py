@@ -11,28 +11,38 @@ import copy
 
 import torch.nn as nn
 
+from ..errors import SpadeganError
 from ..options import Options
 from .base import BaseNetwork
 from .discriminator import MultiscaleDiscriminator, NLayerDiscriminator, OASISDiscriminator
 from .encoder import ConvEncoder, sample_z
-from .generator import Pix2PixHDGenerator, SPADEGenerator, latent_size
+from .generator import Pix2PixHDGenerator, SPADEGenerator, block_plan, latent_size
 from .vgg import VGG19, load_vgg19
 
 GENERATORS = {"spade": SPADEGenerator, "pix2pixhd": Pix2PixHDGenerator}
 DISCRIMINATORS = {"multiscale": MultiscaleDiscriminator, "oasis": OASISDiscriminator}
 
 
-def _create(cls, opt: Options, init: bool) -> BaseNetwork:
-    net = cls(opt)
+def _create(cls, opt: Options, init: bool, **kwargs) -> BaseNetwork:
+    net = cls(opt, **kwargs)
     if init:
         net.init_weights(opt.init_type, opt.init_variance)
     net.opt = opt  # the one place a network gets its options (see BaseNetwork)
     return net
 
 
-def define_G(opt: Options, init: bool = True) -> BaseNetwork:
-    """The generator chosen by --netG, initialised (--init_type, --init_variance), on CPU."""
-    return _create(GENERATORS[opt.netG], opt, init)
+def define_G(opt: Options, init: bool = True, impl: str | None = None) -> BaseNetwork:
+    """The generator chosen by --netG, initialised (--init_type, --init_variance), on CPU.
+
+    `impl`: the SPADE implementation, "dense" (the reference, reading the one-hot tensor) or
+    "sparse" (reading `LabelCodes`), recorded as `G.spade_impl`; default --spade_impl (see
+    `SPADEGenerator`). Other generators are dense.
+    """
+    if opt.netG != "spade":
+        if impl not in (None, "dense"):
+            raise SpadeganError(f"--netG {opt.netG} has no sparse implementation; impl={impl!r} is for --netG spade")
+        return _create(GENERATORS[opt.netG], opt, init)
+    return _create(SPADEGenerator, opt, init, impl=impl)
 
 
 def define_D(opt: Options, init: bool = True) -> BaseNetwork:
@@ -65,4 +75,4 @@ def at_size(G: nn.Module, size: tuple[int, int]) -> nn.Module:
 
 __all__ = ["define_G", "define_D", "define_E", "at_size", "sample_z", "SPADEGenerator", "Pix2PixHDGenerator",
            "MultiscaleDiscriminator", "NLayerDiscriminator", "OASISDiscriminator", "ConvEncoder", "VGG19",
-           "load_vgg19", "latent_size", "BaseNetwork"]
+           "load_vgg19", "latent_size", "block_plan", "BaseNetwork"]

@@ -2,8 +2,9 @@
 
 Module names and parameter shapes follow the official code, so official `latest_net_G.pth`
 files load with strict=True. Call convention: `G(semantics, z=None) -> image in [-1, 1]`,
-where `semantics` is the one-hot tensor (dense layers) or its `LabelCodes` (sparse SPADE,
-see `layers.spade`) and `z` the VAE style (`--use_vae`) or the 3D noise (`--use_3d_noise`).
+where `semantics` is what the generator's SPADE implementation reads (`G.spade_impl`, chosen
+when it is built: the one-hot tensor for "dense", its `LabelCodes` for "sparse", see
+`layers.spade`) and `z` the VAE style (`--use_vae`) or the 3D noise (`--use_3d_noise`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 
 from ..layers import ResnetBlock, SPADEResnetBlock, nonspade_norm_layer
 from ..errors import SpadeganError
-from ..layers.label_codes import LabelCodes, label_conv
+from ..layers.label_codes import LabelCodes, check_label_input, check_spade_impl, label_conv
 from ..options import Options
 from .base import BaseNetwork
 
@@ -25,11 +26,45 @@ def latent_size(opt: Options) -> tuple[int, int]:
     return sw, round(sw / opt.aspect_ratio)
 
 
-class SPADEGenerator(BaseNetwork):
-    """fc (from z or the downsampled label map) -> 7 or 8 SPADEResnetBlocks with upsampling."""
+def block_plan(num_upsampling_layers: str) -> list[tuple[str, bool]]:
+    """The SPADE generator's residual blocks in order, each with whether the map is upsampled
+    (2x nearest) just before it (--num_upsampling_layers normal, more or most)."""
+    more = num_upsampling_layers in ("more", "most")
+    plan = [("head_0", False), ("G_middle_0", True), ("G_middle_1", more), ("up_0", True), ("up_1", True),
+            ("up_2", True), ("up_3", True)]
+    return plan + [("up_4", True)] if num_upsampling_layers == "most" else plan
 
-    def __init__(self, opt: Options):
+
+#: what a SPADE generator can be built with: the two implementations, or "auto" (built
+#: without a choice: each call's input form decides, see `SPADEGenerator`)
+GENERATOR_IMPLS = ("dense", "sparse", "auto")
+
+
+def generator_impl(opt: Options, impl: str | None) -> str:
+    """The implementation a SPADE generator is built with: `impl`, else --spade_impl."""
+    impl = getattr(opt, "spade_impl", "auto") if impl is None else impl
+    if impl not in GENERATOR_IMPLS:
+        raise SpadeganError(f"a SPADE generator's implementation is one of {', '.join(GENERATOR_IMPLS)}, "
+                            f"not {impl!r}")
+    if impl == "sparse" and opt.image_label:
+        raise SpadeganError("the sparse SPADE reads class codes; this generator reads label images "
+                            "(--label_nc 0): build it with impl='dense'")
+    return impl
+
+
+class SPADEGenerator(BaseNetwork):
+    """fc (from z or the downsampled label map) -> 7 or 8 SPADEResnetBlocks with upsampling.
+
+    `impl` (recorded as `spade_impl`; default --spade_impl): "dense", the reference (reads the
+    one-hot semantics tensor, the official order of operations), or "sparse" (reads
+    `LabelCodes`); the other input form is a SpadeganError. "auto" (--spade_impl auto, not
+    resolved to a device) is for callers that pick the form per call by the device they run on
+    (`layers.label_codes.use_sparse_spade`): there the given form selects the implementation.
+    """
+
+    def __init__(self, opt: Options, impl: str | None = None):
         super().__init__()
+        self.spade_impl = generator_impl(opt, impl)
         nf = opt.ngf
         self.use_vae, self.z_dim, self.ngf = opt.use_vae, opt.z_dim, nf
         self.use_3d_noise, self.label_channels = opt.use_3d_noise, opt.label_channels
@@ -57,12 +92,22 @@ class SPADEGenerator(BaseNetwork):
         self.conv_img = nn.Conv2d(final_nc, 3, 3, padding=1)
         self.up = nn.Upsample(scale_factor=2)
 
-    def initial_map(self, seg: torch.Tensor | LabelCodes, z: torch.Tensor | None) -> torch.Tensor:
+    def impl_for(self, seg: torch.Tensor | LabelCodes) -> str:
+        """The implementation this call runs: `spade_impl`, the input checked against it."""
+        if self.spade_impl == "auto":  # built without a choice: the caller chose by the form
+            return "sparse" if isinstance(seg, LabelCodes) else "dense"
+        check_label_input(self.spade_impl, seg, f"this generator (impl={self.spade_impl!r})")
+        return self.spade_impl
+
+    def initial_map(self, seg: torch.Tensor | LabelCodes, z: torch.Tensor | None,
+                    impl: str | None = None) -> torch.Tensor:
+        """The map the first block reads: fc of z (VAE) or of the downsampled label map."""
+        impl = impl or self.impl_for(seg)
         if self.use_vae:
             if z is None:  # a random style
                 z = torch.randn(seg.size(0), self.z_dim, dtype=torch.float32, device=seg.device)
             return self.fc(z).view(-1, 16 * self.ngf, self.sh, self.sw)
-        if isinstance(seg, LabelCodes):  # the conv of the downsampled one-hot map, by lookups
+        if impl == "sparse":  # the conv of the downsampled one-hot map, by lookups
             level = seg.at(self.sh, self.sw)
             x = label_conv(level, self.fc.weight, self.fc.bias, seg.label_channels, seg.instance,
                            code_noise=seg.code_noise())
@@ -70,16 +115,18 @@ class SPADEGenerator(BaseNetwork):
             return x.view(level.B, self.sh, self.sw, -1).permute(0, 3, 1, 2).contiguous()
         return self.fc(F.interpolate(seg, size=(self.sh, self.sw)))
 
-    def with_noise(self, seg: torch.Tensor | LabelCodes, z: torch.Tensor | None) -> torch.Tensor | LabelCodes:
+    def with_noise(self, seg: torch.Tensor | LabelCodes, z: torch.Tensor | None,
+                   impl: str | None = None) -> torch.Tensor | LabelCodes:
         """The semantics with OASIS' 3D noise channels: `z` (B, z_dim) one vector per image
         (random if None), or (B, label_channels, z_dim) one per image and class."""
+        impl = impl or self.impl_for(seg)
         b = seg.size(0)
         if z is None:
             z = torch.randn(b, self.z_dim, device=seg.device)
         if z.shape[0] != b or z.shape[-1] != self.z_dim or z.dim() not in (2, 3):
             raise SpadeganError(f"3D noise must be (B, {self.z_dim}) or (B, {self.label_channels}, {self.z_dim}) "
                                 f"for {b} label maps, got {tuple(z.shape)}")
-        if isinstance(seg, LabelCodes):
+        if impl == "sparse":
             return seg.with_noise(z)
         z = z.to(seg.device, seg.dtype)
         if z.dim() == 2:
@@ -89,20 +136,16 @@ class SPADEGenerator(BaseNetwork):
         return torch.cat([seg, noise], 1)
 
     def forward(self, seg: torch.Tensor | LabelCodes, z: torch.Tensor | None = None) -> torch.Tensor:
-        """`seg`: the one-hot semantics tensor (dense layers) or its `LabelCodes` (sparse SPADE);
+        """`seg`: the one-hot semantics tensor (impl "dense") or its `LabelCodes` ("sparse");
         `z`: the VAE style, or the 3D noise (see `with_noise`)."""
+        impl = self.impl_for(seg)
         if self.use_3d_noise:
-            seg, z = self.with_noise(seg, z), None
-        x = self.initial_map(seg, z)
-        x = self.head_0(x, seg)
-        x = self.G_middle_0(self.up(x), seg)
-        if self.num_upsampling_layers in ("more", "most"):
-            x = self.up(x)
-        x = self.G_middle_1(x, seg)
-        for blk in (self.up_0, self.up_1, self.up_2, self.up_3):
-            x = blk(self.up(x), seg)
-        if self.num_upsampling_layers == "most":
-            x = self.up_4(self.up(x), seg)
+            seg, z = self.with_noise(seg, z, impl), None
+        x = self.initial_map(seg, z, impl)
+        for name, up in block_plan(self.num_upsampling_layers):
+            if up:
+                x = self.up(x)
+            x = getattr(self, name)(x, seg, impl)
         return torch.tanh(self.conv_img(F.leaky_relu(x, 2e-1)))
 
 

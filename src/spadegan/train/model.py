@@ -7,7 +7,8 @@ go through D as one batch. With `--netD oasis` (OASIS): D segments the image alo
 the classes + "fake"; the class-balanced N+1 cross-entropy for G and D, LabelMix for D.
 
 The label map travels as `LabelCodes`: G reads it as codes (sparse SPADE) or as the one-hot
-tensor (`--spade_impl dense`, the reference), D reads the one-hot tensor (or, on the sparse path
+tensor (`--spade_impl dense`, the reference), as decided once when the model is built
+(`sparse`, G built with that implementation), D reads the one-hot tensor (or, on the sparse path
 with many classes, the codes: `first_conv_lookup_pays`). An image label
 (`--label_nc 0`) travels as `ImageLabel`, the image tensor itself, which G and D read as it is.
 """
@@ -22,7 +23,7 @@ import torch.nn as nn
 
 from .. import networks
 from ..data.semantics import instance_map
-from ..layers.label_codes import LabelCodes, use_sparse_spade
+from ..layers.label_codes import LabelCodes, spade_impl_for
 from ..networks.discriminator import LabelAndImage, first_conv_lookup_pays
 from ..losses import (GANLoss, VGGLoss, feature_matching_loss, kld_loss, labelmix_loss, labelmix_mask,
                       oasis_loss)
@@ -81,13 +82,17 @@ class Pix2PixModel(nn.Module):
     `self.netG/netD/netE` are the plain networks (saved, and used where a network is only
     evaluated: D in the generator step, G and E in the discriminator step).
     `noise(shape)` supplies the VAE's reparameterisation noise (the trainer's seeded stream).
+    `sparse`: whether G runs the sparse SPADE, from --spade_impl for `device` (the device the
+    model trains on; default the options' own, `opt.torch_device`).
     """
 
     def __init__(self, opt: Options, vgg: nn.Module | None = None, kld_scale: float = 1.0,
-                 noise: Callable[[torch.Size], torch.Tensor] | None = None):
+                 noise: Callable[[torch.Size], torch.Tensor] | None = None, device: torch.device | None = None):
         super().__init__()
         self.opt = opt
-        self.netG = networks.define_G(opt)
+        impl = spade_impl_for(opt, opt.torch_device if device is None else device)  # dense for image labels
+        self.sparse = impl == "sparse"
+        self.netG = networks.define_G(opt, impl=impl if opt.netG == "spade" else None)
         self.netD = networks.define_D(opt)
         self.netE = networks.define_E(opt) if opt.use_vae else None
         self.G, self.D, self.E = self.netG, self.netD, self.netE
@@ -108,14 +113,13 @@ class Pix2PixModel(nn.Module):
         # the networks' dtype: float32 (autocast lowers it under --amp), float64 in the DDP test
         dtype = next(self.netG.parameters()).dtype
         image = data["image"].to(device, non_blocking=nb).to(dtype)
-        self.sparse = use_sparse_spade(self.opt, device)  # never for image labels
         if self.opt.image_label:
             return ImageLabel(label.to(dtype)), image
         return LabelCodes.from_label(label, inst, self.opt), image
 
     def g_input(self, codes: LabelCodes | ImageLabel) -> torch.Tensor | LabelCodes:
         """What G reads: the codes themselves (sparse SPADE) or the one-hot tensor (image labels: the image)."""
-        if getattr(self, "sparse", False):
+        if self.sparse:
             return codes
         return codes.semantics(next(self.netG.parameters()).dtype)
 
@@ -150,7 +154,7 @@ class Pix2PixModel(nn.Module):
     def discriminate(self, codes: LabelCodes | ImageLabel, fake: torch.Tensor, real: torch.Tensor, D: nn.Module):
         # fake and real go through D as one batch (the same statistics for both with batch norm)
         b = real.shape[0]
-        by_lookup = getattr(self, "sparse", False) and first_conv_lookup_pays(codes.one_hot_nc, self.opt.ndf)
+        by_lookup = self.sparse and first_conv_lookup_pays(codes.one_hot_nc, self.opt.ndf)
         if by_lookup:  # the label part of D's first conv by lookups
             both = LabelCodes(torch.cat([codes.code, codes.code]), codes.label_channels, codes.instance)
             out = D(LabelAndImage(torch.cat([fake.to(real.dtype), real]), both))
