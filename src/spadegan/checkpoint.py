@@ -255,7 +255,7 @@ def checkpoint_options(path_or_dir: str | os.PathLike, train: bool = False, whic
 
 def load_checkpoint(path_or_dir: str | os.PathLike, which: str = "G", opt: Options | None = None,
                     which_epoch: str = "latest", device: str | torch.device = "cpu",
-                    ema: bool | None = None) -> nn.Module:
+                    ema: bool | None = None, **oasis_flags: Any) -> nn.Module:
     """Build the network `which` (G, D or E) from the checkpoint's options and load its weights.
 
     `path_or_dir` is a checkpoint folder (reads `<which_epoch>_net_<which>.pth`, or
@@ -266,8 +266,23 @@ def load_checkpoint(path_or_dir: str | os.PathLike, which: str = "G", opt: Optio
     (`ema=False`: G itself; `ema=True`: the average or an error).
     Returns the network in eval mode; the options used are `net.opt` (as for every network
     `networks.define_*` builds).
+
+    An official OASIS run (boschresearch/OASIS: `<run>/models/<tag>_{G,EMA,D}.pth`, or one of
+    those files) is loaded by `oasis_checkpoint.load_oasis_run`: G is the EMA generator
+    `<which_epoch>_EMA.pth` as the official test.py runs it (`ema=False`: `<which_epoch>_G.pth`),
+    an `OASISGenerator` called as `G(semantics, z)`; D is the U-Net discriminator, called on
+    an image alone (OASIS' D reads no label) and returning (B, semantic_nc + 1, H, W) logits,
+    channel 0 = fake. `oasis_flags` are the official test flags (dataset_mode, channels_G,
+    z_dim, ...) for runs without opt.pkl / opt.txt; `net.oasis_opt` holds the options used.
     """
     from . import networks  # late import: networks import options, not the reverse
+    from .oasis_checkpoint import is_oasis_run
+
+    if is_oasis_run(path_or_dir):
+        return _load_oasis(path_or_dir, which, opt, which_epoch, device, ema, oasis_flags)
+    if oasis_flags:
+        raise SpadeganError(f"{path_or_dir} is not an official OASIS run, so the OASIS flag(s) "
+                            f"{', '.join(sorted(oasis_flags))} do not apply; pass Options as opt instead")
 
     weights, folder = resolve_checkpoint(path_or_dir, which, which_epoch)
     if which == "G" and ema is not False and Path(path_or_dir).is_dir():
@@ -282,3 +297,23 @@ def load_checkpoint(path_or_dir: str | os.PathLike, which: str = "G", opt: Optio
     net = build[which](opt, init=False)
     load_network_weights(net, weights, opt, which)
     return net.eval().to(device)
+
+
+def _load_oasis(path: str | os.PathLike, which: str, opt: Any, which_epoch: str, device: str | torch.device,
+                ema: bool | None, flags: dict[str, Any]) -> nn.Module:
+    """`load_checkpoint` for an official OASIS run (see there)."""
+    from .oasis_checkpoint import is_oasis_file, load_oasis_run
+
+    if opt is not None:
+        raise SpadeganError(f"{path} is an official OASIS run: give its test flags (dataset_mode=..., "
+                            "channels_G=..., ...) instead of spadegan Options")
+    if which not in ("G", "D"):
+        raise SpadeganError(f"{path} is an official OASIS run: it has a generator (G) and a discriminator (D), "
+                            f"not {which!r} (OASIS has no encoder)")
+    if is_oasis_file(path):  # the file says which network and tag it holds
+        if (which == "D") != Path(path).name.endswith("_D.pth"):
+            raise SpadeganError(f"{path} is an OASIS {'generator' if which == 'D' else 'discriminator'} file; "
+                                f"load its <tag>_{'D' if which == 'D' else 'EMA'}.pth for {which}")
+        return load_oasis_run(path, device=device, **flags)
+    network = "D" if which == "D" else ("G" if ema is False else "EMA" if ema else None)
+    return load_oasis_run(path, which_epoch, network, device=device, **flags)

@@ -440,3 +440,105 @@ def _norm_hints(sd: dict[str, Any], opt: OASISOptions, conv: str, running: str |
         if running not in sd and any(k.startswith("body.") for k in sd) and opt.param_free_norm != "instance":
             hints.append("the file's SPADE norms keep no batch statistics: pass param_free_norm='instance'")
     return hints
+
+
+# ---- recognising a run, its flags on command lines, its options for spadegan's data side ---------
+#: The official test flags (config.py) a user repeats for a run without opt.pkl / opt.txt, with
+#: their types; `label_nc`, `crop_size`, `aspect_ratio` are for datasets the official table lacks
+OASIS_FLAGS: dict[str, type] = {
+    "dataset_mode": str, "channels_G": int, "z_dim": int, "num_res_blocks": int, "param_free_norm": str,
+    "spade_ks": int, "no_3dnoise": bool, "no_spectral_norm": bool, "no_EMA": bool, "label_nc": int,
+    "crop_size": int, "aspect_ratio": float,
+}
+
+
+def is_oasis_file(path: str | os.PathLike) -> bool:
+    """Whether `path` is named as an official OASIS weights file (`<tag>_G.pth`, `<tag>_D.pth`,
+    `<tag>_EMA.pth`; spadegan's and SPADE's `<epoch>_net_G.pth` are not)."""
+    m = _FILE_NAME.match(Path(path).name)
+    return m is not None and not m["tag"].endswith("_net")
+
+
+def is_oasis_run(path: str | os.PathLike) -> bool:
+    """Whether `path` is an official OASIS run: a weights file named as `is_oasis_file` says,
+    or a folder holding such files directly or in its `models/` folder."""
+    p = Path(path)
+    if p.is_file():
+        return is_oasis_file(p)
+    if not p.is_dir():
+        return False
+    return any(is_oasis_file(f) for folder in (p, p / "models") if folder.is_dir() for f in folder.glob("*.pth"))
+
+
+def add_oasis_flags(parser: Any, skip: tuple[str, ...] = ()) -> None:
+    """Add the official OASIS test flags (`OASIS_FLAGS`, all default None = not given) to an
+    argparse parser, in a group of their own; `skip`: flags the parser already has."""
+    group = parser.add_argument_group("official OASIS runs (only where the run has no opt.pkl / opt.txt, "
+                                      "or to override it)")
+    for name, kind in OASIS_FLAGS.items():
+        if name in skip:
+            continue
+        if kind is bool:
+            group.add_argument(f"--{name}", action="store_const", const=True, default=None)
+        else:
+            group.add_argument(f"--{name}", type=kind, default=None)
+
+
+def oasis_flags(values: Any) -> dict[str, Any]:
+    """The OASIS flags given in an argparse Namespace (or dict): {name: value} without the
+    ones left at None."""
+    get = values.get if isinstance(values, dict) else (lambda k: getattr(values, k, None))
+    return {k: get(k) for k in OASIS_FLAGS if get(k) not in (None, "")}
+
+
+def parse_oasis_flags(tokens: list[str], path: str | os.PathLike) -> dict[str, Any]:
+    """Official OASIS test flags from command-line tokens (`--channels_G 64 --no_3dnoise ...`);
+    a flag that is not one of them is a SpadeganError naming it and the run."""
+    import argparse
+
+    class _Parser(argparse.ArgumentParser):
+        def error(self, message: str):  # type: ignore[override]
+            raise SpadeganError(f"{path} is an official OASIS run: {message}; its flags are "
+                                + ", ".join(f"--{k}" for k in OASIS_FLAGS))
+
+    parser = _Parser(add_help=False, allow_abbrev=False)
+    add_oasis_flags(parser)
+    args, rest = parser.parse_known_args(tokens)
+    if rest:
+        parser.error(f"unknown argument(s) {' '.join(rest[:4])}")
+    return oasis_flags(args)
+
+
+def oasis_data_options(opt: OASISOptions, **overrides: Any) -> Any:
+    """spadegan `Options` describing an OASIS run's data side: dataset_mode (custom for a
+    dataset spadegan has no layout for), the dataset's label convention as spadegan's
+    datasets read it (`options._dataset_defaults`: COCO-Stuff label_nc 182 + dontcare, ADE20K
+    150 + dontcare sharing channel 150, Cityscapes 35 ids), no instance maps, crop_size and
+    aspect_ratio, preprocess fixed; and the architecture as far as Options can say it
+    (ngf = channels_G, z_dim, use_3d_noise, norm_G). `oasis_flags_from_options` reads the
+    flags back."""
+    mode = opt.dataset_mode if opt.dataset_mode in DATASET_MODES else "custom"
+    norm = f"{'' if opt.no_spectral_norm else 'spectral'}spade{opt.param_free_norm}{opt.spade_ks}x{opt.spade_ks}"
+    values: dict[str, Any] = dict(no_instance=True, crop_size=opt.crop_size, load_size=opt.crop_size,
+                                  aspect_ratio=opt.aspect_ratio, preprocess_mode="fixed", ngf=opt.channels_G,
+                                  z_dim=opt.z_dim, use_3d_noise=not opt.no_3dnoise, norm_G=norm, netD="oasis",
+                                  name=f"oasis_{opt.dataset_mode}")
+    if mode == "custom":
+        values.update(label_nc=opt.label_nc, contain_dontcare_label=False)
+    values.update(overrides)
+    return options_from_dict({"dataset_mode": mode}, train=False, **values)
+
+
+def oasis_flags_from_options(options: Any, dataset_mode: str) -> dict[str, Any]:
+    """The `load_oasis_run` flags `oasis_data_options` encoded in spadegan Options."""
+    norm = options.norm_G
+    spectral = norm.startswith("spectral")
+    m = re.match(r"^spade(\D+)(\d)x\d$", norm[len("spectral"):] if spectral else norm)
+    if m is None:
+        raise SpadeganError(f"norm_G {norm!r} does not describe an OASIS generator")
+    flags = dict(dataset_mode=dataset_mode, channels_G=options.ngf, z_dim=options.z_dim,
+                 no_3dnoise=not options.use_3d_noise, param_free_norm=m.group(1), spade_ks=int(m.group(2)),
+                 no_spectral_norm=not spectral, crop_size=options.crop_size, aspect_ratio=options.aspect_ratio)
+    if dataset_mode not in OASIS_DATASETS:
+        flags["label_nc"] = options.label_nc
+    return flags

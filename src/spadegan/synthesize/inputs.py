@@ -7,7 +7,10 @@ under a `LabelSpace`, which says which ids the model accepts and what 255 means:
 - `LabelSpace.for_options(opt, classes)`: a checkpoint's ids; with a dontcare class
   (`--contain_dontcare_label`) 255 becomes the extra class `label_nc`, as in the datasets;
 - `LabelSpace.model_ids(n, classes)`: ids already in the model's numbering (0..n-1, 255 is
-  just an id), the paint app's protocol (`spadegan.app.backend.SynthesisBackend`).
+  just an id), the paint app's protocol (`spadegan.app.backend.SynthesisBackend`);
+- `LabelSpace.dataset_ids(n, classes)`: a dataset's own ids 0..n-1 with 255 (dontcare) kept
+  as 255, for official OASIS runs, whose generator maps them itself
+  (`spadegan.oasis_checkpoint.oasis_label_channels`).
 
 A label map is an 8/16-bit id image (or array/tensor), or a colour image in the palette
 (`spadegan.data.palettes.color_to_label`; a grey R == G == B image reads as ids). A colour not
@@ -49,7 +52,8 @@ class LabelSpace:
 
     `channels`: ids accepted after the dontcare mapping (0..channels-1); `dontcare`: whether
     255 means the extra class `label_nc`; `classes`: the palette colour label maps are read
-    with; `accepts`: the rule as error messages state it.
+    with; `accepts`: the rule as error messages state it; `keeps_dontcare`: 255 is accepted
+    and kept as it is (`dataset_ids`).
     """
 
     label_nc: int
@@ -57,6 +61,7 @@ class LabelSpace:
     dontcare: bool
     classes: tuple[ClassInfo, ...]
     accepts: str
+    keeps_dontcare: bool = False
 
     @classmethod
     def for_options(cls, opt: Any, classes: Sequence[ClassInfo]) -> "LabelSpace":
@@ -77,6 +82,11 @@ class LabelSpace:
             int(c["id"]), str(c["name"]), tuple(int(v) for v in c["color"]))  # type: ignore[arg-type]
             for c in classes)
         return cls(n, n, False, infos, f"ids 0..{n - 1} (label_nc={n})")
+
+    @classmethod
+    def dataset_ids(cls, n: int, classes: Sequence[ClassInfo]) -> "LabelSpace":
+        """A dataset's own ids 0..n-1 plus 255 (dontcare), which stays 255 (official OASIS runs)."""
+        return cls(n, n, False, tuple(classes), f"0..{n - 1} and {DONTCARE} (dontcare)", keeps_dontcare=True)
 
 
 # ---- files ----------------------------------------------------------------------------------------
@@ -146,6 +156,8 @@ def check_ids(ids: np.ndarray, space: LabelSpace, where: str) -> np.ndarray:
     if space.dontcare:
         ids = np.where(ids == DONTCARE, space.label_nc, ids)
     bad = (ids < 0) | (ids >= space.channels)
+    if space.keeps_dontcare:
+        bad &= ids != DONTCARE
     if bad.any():
         vals, counts = np.unique(ids[bad], return_counts=True)
         listed = ", ".join(f"{int(v)} ({int(c)} px)" for v, c in zip(vals[:_MAX_LISTED_IDS], counts[:_MAX_LISTED_IDS]))

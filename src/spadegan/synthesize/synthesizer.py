@@ -87,7 +87,19 @@ class Synthesizer:
     size), `use_vae`, `needs_instance`, `classes` (the palette: list of ClassInfo; empty for
     image labels), `device`, `precision`, `engine` (the SynthesisEngine or None when running
     the training network), `network` (which of the two runs, in words).
+
+    An official OASIS generator (`networks.oasis.OASISGenerator`, or an OASIS run folder given
+    to `from_checkpoint`) gives an `OASISSynthesizer` (`spadegan.synthesize.oasis`): the same
+    API over the dataset's own label ids.
     """
+
+    def __new__(cls, G: Any = None, *args: Any, **kwargs: Any) -> "Synthesizer":
+        from ..networks.oasis import OASISGenerator
+
+        if cls is Synthesizer and isinstance(G, OASISGenerator):
+            from .oasis import OASISSynthesizer
+            return super().__new__(OASISSynthesizer)
+        return super().__new__(cls)
 
     def __init__(self, G: torch.nn.Module, E: torch.nn.Module | None = None, *,
                  device: str | torch.device | None = None, precision: str = "auto",
@@ -164,14 +176,26 @@ class Synthesizer:
     @classmethod
     def from_checkpoint(cls, path_or_dir: str | os.PathLike | None = None, device: str | torch.device | None = None,
                         precision: str = "auto", use_engine: bool = True, which_epoch: str = "latest",
-                        opt: Any = None) -> "Synthesizer":
+                        opt: Any = None, **oasis_flags: Any) -> "Synthesizer":
         """Load `<dir>/<which_epoch>_net_G.pth` (or a .pth file) with its saved options.
 
         `path_or_dir=None` uses the built-in landscapes model. `opt` overrides the saved
         options (for a bare .pth without opt.txt). The VAE encoder (`_net_E.pth`) is loaded
-        lazily, the first time a style image is given.
+        lazily, the first time a style image is given. An official OASIS run
+        (`<run>/models/<which_epoch>_EMA.pth`, e.g. which_epoch="best") gives an
+        `OASISSynthesizer`; `oasis_flags` are its official test flags (dataset_mode,
+        channels_G, ...) where the run has no opt.pkl / opt.txt.
         """
         from ..checkpoint import load_checkpoint
+        from ..oasis_checkpoint import is_oasis_run
+
+        if path_or_dir is not None and is_oasis_run(path_or_dir):
+            from .oasis import OASISSynthesizer
+            return OASISSynthesizer.from_checkpoint(path_or_dir, device, precision, use_engine, which_epoch, opt,
+                                                    **oasis_flags)
+        if oasis_flags:
+            raise SpadeganError(f"{path_or_dir} is not an official OASIS run, so the OASIS flag(s) "
+                                f"{', '.join(sorted(oasis_flags))} do not apply")
 
         path = builtin_checkpoint() if path_or_dir is None else Path(path_or_dir)
         G = load_checkpoint(path, "G", opt=opt, which_epoch=which_epoch)
