@@ -92,6 +92,9 @@ class Pix2PixModel(nn.Module):
         self.opt = opt
         impl = spade_impl_for(opt, opt.torch_device if device is None else device)  # dense for image labels
         self.sparse = impl == "sparse"
+        #: D's first conv reads the label part as codes (by lookups) where that pays: sparse, many classes
+        self.d_reads_codes = self.sparse and first_conv_lookup_pays(opt.label_channels + int(not opt.no_instance),
+                                                                     opt.ndf)
         self.netG = networks.define_G(opt, impl=impl if opt.netG == "spade" else None)
         self.netD = networks.define_D(opt)
         self.netE = networks.define_E(opt) if opt.use_vae else None
@@ -154,8 +157,7 @@ class Pix2PixModel(nn.Module):
     def discriminate(self, codes: LabelCodes | ImageLabel, fake: torch.Tensor, real: torch.Tensor, D: nn.Module):
         # fake and real go through D as one batch (the same statistics for both with batch norm)
         b = real.shape[0]
-        by_lookup = self.sparse and first_conv_lookup_pays(codes.one_hot_nc, self.opt.ndf)
-        if by_lookup:  # the label part of D's first conv by lookups
+        if self.d_reads_codes:  # the label part of D's first conv by lookups
             both = LabelCodes(torch.cat([codes.code, codes.code]), codes.label_channels, codes.instance)
             out = D(LabelAndImage(torch.cat([fake.to(real.dtype), real]), both))
         else:
