@@ -23,6 +23,10 @@ class AppBackend:
     where 255 is an id like any other, not dontcare. For a --label_nc 0 model `label_nc` is
     0, `classes` empty and `input_nc` the channels of the label images the app sends
     ((H, W, input_nc) float32 in [0, 1] at the model size).
+
+    `supports_region_seeds`: the model draws 3D noise (OASIS), so `synthesize_batch` takes
+    `region_seeds` ({class id: seed} per image) re-rolling those classes' appearance alone.
+    For an official OASIS run the ids are the dataset's own (`OASISSynthesizer`).
     """
 
     def __init__(self, synthesizer: "Synthesizer", name: str | None = None):
@@ -31,13 +35,15 @@ class AppBackend:
         self.input_nc = synthesizer.input_nc
         self.width, self.height = synthesizer.width, synthesizer.height
         self.use_vae = synthesizer.use_vae
+        self.supports_region_seeds = bool(synthesizer.use_3d_noise)
         self.name = name or synthesizer.name
         self.classes = [{"id": c.id, "name": c.name, "color": [int(v) for v in c.color]}
                         for c in synthesizer.classes if c.id < self.label_nc]
 
     def synthesize_batch(self, labels: list[np.ndarray], seeds: list[int | None],
-                         styles: list[np.ndarray | None]) -> list[np.ndarray]:
+                         styles: list[np.ndarray | None],
+                         region_seeds: list[dict[int, int] | None] | None = None) -> list[np.ndarray]:
         """Decoded (H, W) id maps (or label images) + seeds + optional (H, W, 3) style photos, all at
-        the model size -> (H, W, 3) uint8 images."""
+        the model size (+ per-class seeds, 3D-noise models) -> (H, W, 3) uint8 images."""
         return self.synthesizer.synthesize_decoded(labels, None, styles, seeds, (self.height, self.width),
-                                                   output="numpy")
+                                                   output="numpy", region_seeds=region_seeds)

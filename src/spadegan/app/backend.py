@@ -44,6 +44,11 @@ class SynthesisBackend(Protocol):
         ``label_nc`` may be 0, ``classes`` must be empty, and the labels passed to
         ``synthesize_batch`` are ``(height, width, input_nc)`` float32 images in [0, 1];
         the page offers a free colour (or grey) brush instead of the class palette.
+    supports_region_seeds (optional, default False): the model draws per-class noise (3D
+        noise, OASIS); then requests may carry ``region_seeds`` and ``synthesize_batch`` is
+        called with the keyword ``region_seeds`` (one ``{class id: seed}`` dict or None per
+        image) whenever one of the batch's requests has them; never otherwise, so backends
+        without the attribute keep the three-argument call.
 
     ``synthesize_batch(labels, seeds, styles)`` gets equally long lists: label maps of
     shape ``(height, width)`` (``uint8`` when ``label_nc <= 256``, else ``int64``), seeds

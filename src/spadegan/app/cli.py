@@ -1,17 +1,24 @@
-"""`spadegan paint`: start the painting app for a checkpoint or the built-in model."""
+"""`spadegan paint`: start the painting app for a checkpoint, an official OASIS run or the built-in model.
+
+An OASIS run (`--checkpoint checkpoints/<name> --which_epoch best`, plus its official test
+flags where it has no opt.pkl) is painted in its dataset's own ids; the page can re-roll one
+class's appearance (the `region_seeds` field of `spadegan.app.server`)."""
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from ..errors import SpadeganError
+from ..oasis_checkpoint import add_oasis_flags, oasis_flags
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spadegan paint",
                                 description="The GauGAN painting app in your browser.")
     p.add_argument("--checkpoint", default=None,
-                   help="checkpoint folder or *_net_G.pth (default: the built-in landscapes model)")
+                   help="checkpoint folder or *_net_G.pth, or an official OASIS run folder (models/<tag>_EMA.pth; "
+                        "--which_epoch best) (default: the built-in landscapes model)")
     p.add_argument("--which_epoch", default="latest", help="which saved epoch to load")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on; 0.0.0.0 exposes the app to the network")
@@ -23,17 +30,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--queue_size", type=int, default=8, help="requests allowed to wait before 503")
     p.add_argument("--timeout", type=float, default=120.0,
                    help="seconds a request may wait for the model before it gets 504 (0: no limit)")
+    add_oasis_flags(p)
     return p
 
 
 def build_backend(checkpoint: str | None, device: str | None = None, precision: str = "auto",
-                  which_epoch: str = "latest"):
-    """The app's model adapter for a checkpoint, or for the built-in model when None."""
+                  which_epoch: str = "latest", **oasis_flags: Any):
+    """The app's model adapter for a checkpoint, or for the built-in model when None;
+    `oasis_flags`: an official OASIS run's test flags (where it has no opt.pkl)."""
     from ..synthesize import Synthesizer
     from .adapter import AppBackend
     try:
         syn = Synthesizer.from_checkpoint(checkpoint, device=device, precision=precision,
-                                          which_epoch=which_epoch)
+                                          which_epoch=which_epoch, **oasis_flags)
     except SpadeganError as e:
         if checkpoint is None:
             raise SpadeganError(f"{e}. Pass a model with --checkpoint DIR_OR_FILE "
@@ -45,7 +54,7 @@ def build_backend(checkpoint: str | None, device: str | None = None, precision: 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from .server import serve
-    backend = build_backend(args.checkpoint, args.device, args.precision, args.which_epoch)
+    backend = build_backend(args.checkpoint, args.device, args.precision, args.which_epoch, **oasis_flags(args))
     serve(backend, host=args.host, port=args.port, open_browser=args.open, queue_size=args.queue_size,
           timeout_s=args.timeout or None)
     return 0

@@ -132,6 +132,36 @@ def parse_seed(value: str | None) -> int | None:
     return seed
 
 
+#: At most this many classes re-rolled in one request.
+MAX_REGION_SEEDS = 256
+
+
+def parse_region_seeds(value: str | None, label_nc: int) -> dict[int, int] | None:
+    """Parse the ``region_seeds`` form field: a JSON object ``{"<class id>": seed, ...}`` (ids in
+    ``0..label_nc-1``, seeds in ``0..MAX_SEED``); ``None``/empty/``{}`` means none."""
+    import json
+
+    if value is None or value.strip() in ("", "{}"):
+        return None
+    try:
+        obj = json.loads(value)
+    except ValueError as exc:
+        raise HTTPError(400, f"region_seeds must be a JSON object {{\"<class id>\": seed}}: {exc}") from None
+    if not isinstance(obj, dict):
+        raise HTTPError(400, f"region_seeds must be a JSON object {{\"<class id>\": seed}}, got {type(obj).__name__}")
+    if len(obj) > MAX_REGION_SEEDS:
+        raise HTTPError(400, f"region_seeds lists {len(obj)} classes; at most {MAX_REGION_SEEDS}")
+    out: dict[int, int] = {}
+    for key, seed in obj.items():
+        if not re.fullmatch(r"\d{1,9}", str(key)) or not 0 <= int(key) < label_nc:
+            raise HTTPError(400, f"region_seeds: class id {str(key)[:20]!r} is not in 0..{label_nc - 1}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+            raise HTTPError(400, f"region_seeds: the seed of class {key} must be an integer in 0..{MAX_SEED}, "
+                                 f"got {str(seed)[:40]!r}")
+        out[int(key)] = seed
+    return out or None
+
+
 def encode_png(image: np.ndarray) -> bytes:
     """Encode an ``(H, W, 3) uint8`` image; low compression because latency matters more."""
     buf = io.BytesIO()

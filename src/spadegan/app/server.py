@@ -14,7 +14,8 @@ Endpoints
                           (their channels: 1 greyscale, 3 RGB; 0 for class ids), ``label_nc``,
                           palette ``classes``, ``common`` (ids of common scene classes, most
                           common first), ``background`` (id the eraser paints; None for
-                          label images), ``use_vae``, limits
+                          label images), ``use_vae``, ``region_seeds`` (whether
+                          ``region_seeds`` re-roll single classes), limits
 ``GET /api/stats``        worker counters (pending, batches, rejected, ...) for debugging/benchmarks
 ``POST /api/synthesize``  multipart form -> ``image/png``; see below
 
@@ -35,8 +36,16 @@ Endpoints
     ``style`` (file, optional)  any image Pillow reads; only for VAE models; resized
         (bicubic) to the model size.
     ``seed`` (optional)  integer in ``0..2**32-1``; a random one is drawn when absent.
+    ``region_seeds`` (optional, text)  only for models whose ``/api/info`` says
+        ``region_seeds: true`` (3D noise: OASIS, spadegan's ``--use_3d_noise``): a JSON object
+        ``{"<class id>": seed, ...}`` giving those classes noise of their own (per-class
+        noise: the noise vector is constant over each class's pixels). To re-roll the
+        appearance of one region, send the same ``seed`` and label with a new seed for its
+        class: only that class's noise changes. Ids are the label's (for an official OASIS
+        run the dataset's own ids); at most 256 classes.
     Response: the PNG, with header ``X-Seed`` (the seed used, so the result can be
-    reproduced) and ``X-Batch-Size`` (how many requests shared the model call).
+    reproduced), ``X-Region-Seeds`` (the region seeds used, compact JSON, when given) and
+    ``X-Batch-Size`` (how many requests shared the model call).
 
 Errors are always JSON ``{"error": "..."}`` naming the problem:
     400 bad input (not a PNG, truncated/corrupt data, id >= label_nc, bad seed, style
@@ -67,6 +76,7 @@ and then gets 504; the stuck job still counts as pending, so once ``queue_size``
 stuck new requests are refused at once with 503.
 """
 
+import json
 import logging
 import secrets
 import socket
@@ -90,7 +100,8 @@ except ImportError as _exc:  # pragma: no cover - depends on the install
 from ..errors import SpadeganError
 
 from .backend import SynthesisBackend, check_backend, common_class_ids, label_image_channels, pick_background_id
-from .inputs import MAX_SEED, HTTPError, decode_label, decode_label_image, decode_style, encode_png, parse_seed
+from .inputs import (MAX_SEED, HTTPError, decode_label, decode_label_image, decode_style, encode_png,
+                     parse_region_seeds, parse_seed)
 from .worker import InferenceWorker, QueueFullError
 
 log = logging.getLogger("spadegan.app")
@@ -98,7 +109,7 @@ log = logging.getLogger("spadegan.app")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 
-_FIELDS = ("label", "style", "seed")
+_FIELDS = ("label", "style", "seed", "region_seeds")
 
 
 # --------------------------------------------------------------------------------------
@@ -194,7 +205,7 @@ async def _parse_form(request: Request, body: bytes) -> dict[str, Any]:
     try:
         unknown = sorted({k for k in form.keys() if k not in _FIELDS})
         if unknown:
-            raise HTTPError(400, f"unknown form field(s) {', '.join(map(repr, unknown))}; accepted: label, style, seed")
+            raise HTTPError(400, f"unknown form field(s) {', '.join(map(repr, unknown))}; accepted: {', '.join(_FIELDS)}")
         for key in _FIELDS:
             values = form.getlist(key)
             if len(values) > 1:
@@ -217,8 +228,10 @@ async def _parse_form(request: Request, body: bytes) -> dict[str, Any]:
     return fields
 
 
-def _check_fields(fields: dict[str, Any], info: dict[str, Any]) -> tuple[bytes, int | None, bytes | None]:
-    """(label PNG bytes, seed or None, style bytes or None), or a 400 naming the bad field."""
+def _check_fields(fields: dict[str, Any], info: dict[str, Any]
+                  ) -> tuple[bytes, int | None, bytes | None, dict[int, int] | None]:
+    """(label PNG bytes, seed or None, style bytes or None, region seeds or None), or a 400
+    naming the bad field."""
     label_data = fields.get("label")
     if label_data is None:
         raise HTTPError(400, "missing form field 'label' (a PNG file of class ids)")
@@ -234,7 +247,14 @@ def _check_fields(fields: dict[str, Any], info: dict[str, Any]) -> tuple[bytes, 
     if style_data is not None and not info["use_vae"]:
         raise HTTPError(400, f"model {info['name']!r} has no style encoder (use_vae is false); "
                              "omit the 'style' field")
-    return label_data, seed, style_data
+    regions_value = fields.get("region_seeds")
+    if regions_value is not None and not isinstance(regions_value, str):
+        raise HTTPError(400, "form field 'region_seeds' must be a text value (JSON), not a file")
+    regions = parse_region_seeds(regions_value, info["label_nc"])
+    if regions and not info["region_seeds"]:
+        raise HTTPError(400, f"model {info['name']!r} draws no per-class noise (region_seeds is false in "
+                             "/api/info); omit the 'region_seeds' field")
+    return label_data, seed, style_data, regions
 
 
 async def _synthesize(request: Request) -> Any:
@@ -242,7 +262,7 @@ async def _synthesize(request: Request) -> Any:
     st = _paint(request)
     info = st.info
     fields = await _parse_form(request, await _read_body(request, st.max_upload_bytes))
-    label_data, seed, style_data = _check_fields(fields, info)
+    label_data, seed, style_data, regions = _check_fields(fields, info)
     if info["input_nc"]:  # a label image
         label = await run_in_threadpool(decode_label_image, label_data, channels=info["input_nc"],
                                         width=info["width"], height=info["height"], max_pixels=st.max_pixels)
@@ -256,15 +276,16 @@ async def _synthesize(request: Request) -> Any:
     if seed is None:
         seed = secrets.randbelow(MAX_SEED + 1)
     try:
-        result = await st.worker.submit(label, seed, style)
+        result = await st.worker.submit(label, seed, style, regions)
     except QueueFullError:
         retry = st.worker.retry_after_s()
         raise HTTPError(503, f"server busy: {st.queue_size} requests already pending; retry in ~{retry} s",
                         {"Retry-After": str(retry)}) from None
     png = await run_in_threadpool(encode_png, result.image)
-    return Response(png, media_type="image/png", headers={
-        "X-Seed": str(seed), "X-Batch-Size": str(result.batch_size), "Cache-Control": "no-store",
-    })
+    headers = {"X-Seed": str(seed), "X-Batch-Size": str(result.batch_size), "Cache-Control": "no-store"}
+    if regions:
+        headers["X-Region-Seeds"] = json.dumps({str(k): v for k, v in sorted(regions.items())}, separators=(",", ":"))
+    return Response(png, media_type="image/png", headers=headers)
 
 
 def _check_settings(max_upload_bytes: int, max_pixels: int, queue_size: int, max_batch: int,
@@ -324,6 +345,7 @@ def create_app(
         "label_nc": int(backend.label_nc),
         "classes": classes,
         "use_vae": bool(backend.use_vae),
+        "region_seeds": bool(getattr(backend, "supports_region_seeds", False)) and not input_nc,
         "common": common_class_ids(classes),
         "background": None if input_nc else pick_background_id(backend, classes, background_id),
         "max_upload_bytes": int(max_upload_bytes),

@@ -33,6 +33,7 @@ class _Job:
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
     arrived: float = field(default_factory=time.monotonic)
+    region_seeds: dict[int, int] | None = None
 
 
 @dataclass
@@ -134,7 +135,8 @@ class InferenceWorker:
         per_batch = self._ema_batch_s if self._ema_batch_s is not None else 1.0
         return max(1, math.ceil(per_batch * self.queue_size / self.max_batch))
 
-    async def submit(self, label: np.ndarray, seed: int, style: np.ndarray | None) -> _Result:
+    async def submit(self, label: np.ndarray, seed: int, style: np.ndarray | None,
+                     region_seeds: dict[int, int] | None = None) -> _Result:
         loop = asyncio.get_running_loop()
         with self._lock:
             if self._stopped:
@@ -145,7 +147,7 @@ class InferenceWorker:
             self.pending += 1
         self.start()  # lazily, so apps used without lifespan events still work
         fut: asyncio.Future = loop.create_future()
-        self._queue.put(_Job(label, seed, style, fut, loop))
+        self._queue.put(_Job(label, seed, style, fut, loop, region_seeds=region_seeds))
         # If this coroutine is cancelled (client gone, server shutting down) or times out,
         # awaiting cancels `fut` too; the worker then skips or drops the job.
         try:
@@ -214,7 +216,11 @@ class InferenceWorker:
                 self._process(live)
 
     def _call_backend(self, jobs: list[_Job]) -> list[np.ndarray]:
-        out = self.backend.synthesize_batch([j.label for j in jobs], [j.seed for j in jobs], [j.style for j in jobs])
+        args = ([j.label for j in jobs], [j.seed for j in jobs], [j.style for j in jobs])
+        if any(j.region_seeds for j in jobs):  # only backends that support_region_seeds get them
+            out = self.backend.synthesize_batch(*args, region_seeds=[j.region_seeds for j in jobs])
+        else:
+            out = self.backend.synthesize_batch(*args)
         if not isinstance(out, (list, tuple)) or len(out) != len(jobs):
             raise RuntimeError(f"backend returned {type(out).__name__} of length "
                                f"{len(out) if hasattr(out, '__len__') else '?'} for {len(jobs)} inputs")

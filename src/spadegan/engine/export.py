@@ -193,8 +193,15 @@ def export_safetensors(checkpoint: str | Path, out: str | Path, which_epoch: str
 def export(checkpoint: str | Path, fmt: str, out: str | Path, size: int | None = None,
            batch: int = 1, opset: int = 17, tol: float = 1e-4, check: bool = True,
            which_epoch: str = "latest") -> dict:
-    """Export and check; returns {"path", "format", "max_abs_err", "ms"}."""
+    """Export and check; returns {"path", "format", "max_abs_err", "ms"}. Official OASIS runs
+    are refused (a SpadeganError saying so): their export is not supported yet."""
     from ..checkpoint import load_checkpoint
+    from ..oasis_checkpoint import is_oasis_run
+
+    if is_oasis_run(checkpoint):
+        raise SpadeganError(f"{checkpoint} is an official OASIS run; spadegan export does not support OASIS "
+                            "generators yet (use spadegan synthesize --checkpoint, spadegan paint or "
+                            "Synthesizer.from_checkpoint with it)")
 
     if fmt == "safetensors":
         return export_safetensors(checkpoint, out, which_epoch, check)

@@ -173,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seg_jitter", type=float, default=0.0,
                    help="strength of random brightness/contrast/saturation/tint changes (0 = none)")
     t.add_argument("--half", action="store_true", help="store the weights as float16 (half the file size)")
+    from ..oasis_checkpoint import add_oasis_flags
+    add_oasis_flags(ap, skip=("dataset_mode", "crop_size", "label_nc"))
     return ap
 
 

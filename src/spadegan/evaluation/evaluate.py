@@ -52,8 +52,12 @@ def builtin_model_dir() -> Path:
 
 
 def resolve_model(args: argparse.Namespace) -> tuple[Path, Path, str]:
-    """(G weights file, checkpoint folder, description) from --builtin / --checkpoint / --name."""
+    """(G weights file, checkpoint folder, description) from --builtin / --checkpoint / --name.
+
+    An official OASIS run folder (or weights file) gives its `<which_epoch>_EMA.pth` (with
+    --no_ema `<which_epoch>_G.pth`) and the run folder; its test flags come from `args`."""
     from ..checkpoint import resolve_checkpoint
+    from ..oasis_checkpoint import is_oasis_file, is_oasis_run, open_oasis_run
 
     given = [x for x in (args.builtin and "--builtin", args.checkpoint and "--checkpoint",
                          args.name and "--name") if x]
@@ -75,8 +79,35 @@ def resolve_model(args: argparse.Namespace) -> tuple[Path, Path, str]:
         desc = args.name
     else:
         raise SpadeganError("say which model to evaluate: --name NAME, --checkpoint DIR_OR_FILE or --builtin")
+    if is_oasis_run(path):  # test.py's network: <which_epoch>_EMA.pth (--no_ema: _G.pth)
+        run = open_oasis_run(path, None if is_oasis_file(path) else args.which_epoch,
+                             "G" if args.no_ema and not is_oasis_file(path) else None, **_oasis_flags(args))
+        return run.weights, run.run_dir, desc
     weights, folder = resolve_checkpoint(path, "G", args.which_epoch)
     return weights, folder, desc
+
+
+def _oasis_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The official OASIS test flags given to `spadegan eval`; its --dataset_mode (the eval
+    split's) counts as the run's only when it names an official OASIS dataset."""
+    from ..oasis_checkpoint import ARCHITECTURE_DEFAULTS, OASIS_DATASETS
+
+    flags = {k: getattr(args, k) for k in ("aspect_ratio", *ARCHITECTURE_DEFAULTS) if getattr(args, k, None) is not None}
+    if getattr(args, "dataset_mode", "") in OASIS_DATASETS:
+        flags["dataset_mode"] = args.dataset_mode
+    return flags
+
+
+def model_options(weights: Path, args: argparse.Namespace) -> Any:
+    """The evaluated model's Options: saved with the checkpoint, or for an official OASIS run
+    its data side (`oasis_checkpoint.oasis_data_options`: the dataset's label convention as
+    spadegan reads it, the architecture load_networks rebuilds)."""
+    from ..checkpoint import checkpoint_options
+    from ..oasis_checkpoint import is_oasis_file, oasis_data_options, open_oasis_run
+
+    if is_oasis_file(weights):
+        return oasis_data_options(open_oasis_run(weights, **_oasis_flags(args)).opt)
+    return checkpoint_options(weights, train=False)
 
 
 def default_segmenter(eval_opt: Any, model_opt: Any) -> Path | None:
@@ -110,11 +141,9 @@ class _Run:
 
 def _setup(args: argparse.Namespace) -> _Run:
     """The model (--name/--checkpoint/--builtin), its options, the eval split at its size."""
-    from ..checkpoint import checkpoint_options
-
     device = resolve_device(args.device or None)
     weights, folder, desc = resolve_model(args)
-    model_opt = checkpoint_options(weights, train=False).replace(device=str(device))
+    model_opt = model_options(weights, args).replace(device=str(device))
     eval_opt = split_options(model_opt, args, args.phase)
     out = Path(args.out) if args.out else (Path("eval_builtin") if args.builtin else folder)
     out.mkdir(parents=True, exist_ok=True)

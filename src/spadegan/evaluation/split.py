@@ -116,8 +116,15 @@ def train_split(model_opt: Any, args: argparse.Namespace, eval_opt: Any,
 def load_networks(weights: Path, model_opt: Any, device: torch.device, style: str, ema: bool = True
                    ) -> tuple[nn.Module, nn.Module | None]:
     """G (its moving average when the run kept one, unless `ema` is False) and, for
-    `style == "encode"`, E of the same epoch."""
+    `style == "encode"`, E of the same epoch. An official OASIS weights file (`<tag>_EMA.pth`
+    / `<tag>_G.pth`, as `evaluate.resolve_model` chose it) is loaded as it is, with the
+    architecture `model_opt` encodes (`oasis_checkpoint.oasis_data_options`)."""
     from ..checkpoint import averaged_generator, companion_weights, load_checkpoint
+    from ..oasis_checkpoint import is_oasis_file, load_oasis_run, oasis_flags_from_options
+
+    if is_oasis_file(weights):
+        flags = oasis_flags_from_options(model_opt, model_opt.dataset_mode)
+        return load_oasis_run(weights, device=device, **flags), None
 
     G = load_checkpoint(averaged_generator(weights, hint="--no_ema") if ema else weights, "G",
                         opt=model_opt, device=device)
@@ -146,7 +153,10 @@ def synthesize_split(G: nn.Module, split: EvalSplit, opt: Any, device: torch.dev
 
     from ..layers.label_codes import LabelCodes, use_sparse_spade
     from ..networks import sample_z
+    from ..networks.oasis import OASISGenerator
 
+    if isinstance(G, OASISGenerator):
+        return synthesize_split_oasis(G, split, opt, device, batch_size, seed, desc)
     gen = torch.Generator().manual_seed(int(seed))
     out = []
     n = len(split)
@@ -176,6 +186,35 @@ def synthesize_split(G: nn.Module, split: EvalSplit, opt: Any, device: torch.dev
                     z = eps.to(device)
             fake = G(sem, z=z)
             out.append(to_uint8(fake))
+            bar.update(sl.stop - sl.start)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def synthesize_split_oasis(G: nn.Module, split: EvalSplit, opt: Any, device: torch.device, batch_size: int = 16,
+                           seed: int = 0, desc: str = "synthesizing") -> torch.Tensor:
+    """`synthesize_split` for an official OASIS generator: the split's ids (dontcare mapped to
+    `label_nc` as spadegan's datasets do) back to the dataset's own ids (the files', 255 =
+    dontcare), then OASIS' channels (`oasis_label_channels`); one noise vector per image
+    from a generator seeded with `seed` (none with --no_3dnoise)."""
+    from tqdm.auto import tqdm
+
+    from ..oasis_checkpoint import oasis_label_channels, oasis_semantics
+    from ..synthesize.oasis import generator_at
+    from .paper_scoring import file_ids
+
+    oopt = G.oasis_opt
+    gen = torch.Generator().manual_seed(int(seed))
+    G = generator_at(G, tuple(split.labels.shape[-2:]))
+    out = []
+    n = len(split)
+    with tqdm(total=n, desc=desc, unit="img", leave=False) as bar:
+        for start in range(0, n, batch_size):
+            sl = slice(start, min(n, start + batch_size))
+            ids = torch.from_numpy(file_ids(split.labels[sl], opt))
+            semantics = oasis_semantics(oasis_label_channels(ids, oopt.dataset_mode), oopt.semantic_nc).to(device)
+            z = None if oopt.no_3dnoise else torch.randn(ids.shape[0], oopt.z_dim, generator=gen).to(device)
+            out.append(to_uint8(G(semantics, z)))
             bar.update(sl.stop - sl.start)
     return torch.cat(out)
 

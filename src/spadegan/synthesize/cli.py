@@ -2,7 +2,10 @@
 including `--demo`, a gallery (index.html) made with the built-in landscapes model.
 
 Options the model was trained with come from the checkpoint (opt.json / opt.txt / opt.pkl);
-official flags given on the command line override them. A checkpoint whose options file
+official flags given on the command line override them. An official OASIS run folder
+(`<run>/models/<tag>_EMA.pth`; `--which_epoch best`) takes OASIS' test flags instead
+(`--dataset_mode coco --channels_G 64 ...`, `oasis_checkpoint.OASIS_FLAGS`) and label maps
+in the dataset's own ids; `--seed` / `--num_samples` then choose its 3D noise. A checkpoint whose options file
 exists but cannot be read is an error naming the file, never a silent rebuild from defaults.
 A label map that cannot be read or synthesized is reported in one line and skipped.
 """
@@ -37,16 +40,18 @@ def _parser() -> argparse.ArgumentParser:
                     "model was trained with are read from the checkpoint folder (opt.json / opt.txt); "
                     "official flags such as --label_nc may be added to override them.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--checkpoint", help="checkpoint folder (latest_net_G.pth + opt.txt) or a _net_G.pth file; "
-                                        "default: the built-in landscapes model")
+    p.add_argument("--checkpoint", help="checkpoint folder (latest_net_G.pth + opt.txt) or a _net_G.pth file, "
+                                        "or an official OASIS run folder (models/<tag>_EMA.pth; add its test "
+                                        "flags such as --dataset_mode coco --channels_G 64 where it has no "
+                                        "opt.pkl); default: the built-in landscapes model")
     p.add_argument("--which_epoch", default="latest", help="which <epoch>_net_G.pth of a folder")
     p.add_argument("--label", nargs="+", default=[], help="label map files and/or folders of them")
     p.add_argument("--instance", nargs="+", default=[],
                    help="instance maps: one per label file, or a folder with files named like the labels")
     p.add_argument("--style_image", default=None, help="VAE models: copy the style of this photo")
     p.add_argument("--out", default=None, help="output folder")
-    p.add_argument("--seed", type=int, default=None, help="VAE models: seed of the random styles")
-    p.add_argument("--num_samples", type=int, default=1, help="VAE models: random styles per label map")
+    p.add_argument("--seed", type=int, default=None, help="VAE / OASIS models: seed of the random styles (noise)")
+    p.add_argument("--num_samples", type=int, default=1, help="VAE / OASIS models: random styles per label map")
     p.add_argument("--size", type=int, default=None,
                    help="output width (height from the label's aspect ratio); default the training size")
     p.add_argument("--batch_size", type=int, default=1, help="label maps per forward pass")
@@ -145,8 +150,12 @@ def _saved_options(path: Path, which_epoch: str, extra: list[str]):
 
 def _load_synthesizer(args: argparse.Namespace, extra: list[str]) -> Synthesizer:
     from ..checkpoint import load_checkpoint
+    from ..oasis_checkpoint import is_oasis_run, parse_oasis_flags
 
     path = builtin_checkpoint() if args.checkpoint is None else Path(args.checkpoint)
+    if is_oasis_run(path):  # an official OASIS run: its own test flags, not SPADE's
+        return Synthesizer.from_checkpoint(path, args.device, args.precision, args.engine, args.which_epoch,
+                                           **parse_oasis_flags(extra, path))
     opt = _override_options(_saved_options(path, args.which_epoch, extra), extra) if extra else None
     G = load_checkpoint(path, "G", opt=opt, which_epoch=args.which_epoch)
     device = _flag_device(args.device, extra, opt)
@@ -190,8 +199,9 @@ def _check_model_args(args: argparse.Namespace, syn: Synthesizer) -> None:
         raise SpadeganError("--style_image needs a model trained with --use_vae; this one was not")
     if args.style_image:
         open_image(Path(args.style_image), "style image")  # fail early on a bad path
-    if not syn.use_vae and (args.num_samples > 1):
-        raise SpadeganError("--num_samples needs a model trained with --use_vae (other models are deterministic)")
+    if not (syn.use_vae or syn.use_3d_noise) and (args.num_samples > 1):
+        raise SpadeganError("--num_samples needs a model trained with --use_vae or 3D noise (OASIS); other "
+                            "models are deterministic")
 
 
 class _Job:
@@ -293,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     job.bar.close()
     print(f"spadegan synthesize: wrote {job.written} image(s) to {out}"
           + (f" with {syn.network}" if syn.engine is None else "")
-          + (f" (seeds from {job.base_seed})" if syn.use_vae and not args.style_image else "")
+          + (f" (seeds from {job.base_seed})" if (syn.use_vae or syn.use_3d_noise) and not args.style_image else "")
           + (f"; {len(job.bad) or len(job.failed)} label map(s) failed (see above)" if job.failed else ""))
     return 1 if job.failed else 0
 

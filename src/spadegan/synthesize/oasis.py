@@ -57,6 +57,27 @@ def resize_ids_nearest(ids: np.ndarray | torch.Tensor, size: tuple[int, int]) ->
     return torch.from_numpy(np.asarray(im).astype(np.int64))
 
 
+def generator_at(G: OASISGenerator, size: tuple[int, int]) -> OASISGenerator:
+    """The OASIS generator `G` producing (H, W) = `size` images: G itself at its trained size,
+    else a shallow copy sharing G's modules and weights whose start map is (H, W) / 2**(blocks-1)
+    (the generator is fully convolutional after that map). Sizes must be multiples of 32
+    (the official 6 blocks)."""
+    oopt = G.oasis_opt
+    m = 2 ** (oopt.num_res_blocks - 1)
+    h, w = int(size[0]), int(size[1])
+    if h < m or w < m or h % m or w % m:
+        raise SpadeganError(f"size {w}x{h}: an OASIS generator's output size must be a multiple of {m} both ways "
+                            f"(it doubles its start map {oopt.num_res_blocks - 1} times)")
+    if (h, w) == tuple(oopt.output_size):
+        return G
+    opt = dataclasses.replace(oopt, crop_size=w, aspect_ratio=w / h)
+    if opt.latent_size != (h // m, w // m):  # float rounding in the official formula
+        raise SpadeganError(f"size {w}x{h} cannot be expressed as an OASIS crop_size / aspect_ratio")
+    view = copy.copy(G)  # a new module object over the same submodules and parameters
+    view.oasis_opt = opt
+    return view
+
+
 class OASISSynthesizer(Synthesizer):
     """A `Synthesizer` running an official OASIS generator (see the module docstring).
 
@@ -166,21 +187,8 @@ class OASISSynthesizer(Synthesizer):
 
     # ---- synthesis ------------------------------------------------------------------------
     def generator_at(self, size: tuple[int, int]) -> OASISGenerator:
-        """The generator producing (H, W) = `size` images: G itself at its trained size, else a
-        shallow copy sharing G's weights whose start map is (H/32, W/32)."""
-        m = 2 ** self.num_up
-        h, w = int(size[0]), int(size[1])
-        if h < m or w < m or h % m or w % m:
-            raise SpadeganError(f"size {w}x{h}: an OASIS generator's output size must be a multiple of {m} "
-                                f"both ways (it doubles its start map {self.num_up} times)")
-        if (h, w) == tuple(self.oasis_opt.output_size):
-            return self.G
-        opt = dataclasses.replace(self.oasis_opt, crop_size=w, aspect_ratio=w / h)
-        if opt.latent_size != (h // m, w // m):  # float rounding in the official formula
-            raise SpadeganError(f"size {w}x{h} cannot be expressed as an OASIS crop_size / aspect_ratio")
-        view = copy.copy(self.G)
-        view.oasis_opt = opt
-        return view
+        """The generator producing (H, W) = `size` images (`generator_at`)."""
+        return generator_at(self.G, size)
 
     def generate(self, lab: torch.Tensor, inst: torch.Tensor | None = None, z: torch.Tensor | None = None,
                  size: tuple[int, int] | None = None) -> torch.Tensor:
@@ -210,3 +218,6 @@ class OASISSynthesizer(Synthesizer):
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype or torch.float32,
                                                     enabled=dtype is not None):
             return G(semantics, z).float()
+
+
+Synthesizer.oasis_class = OASISSynthesizer

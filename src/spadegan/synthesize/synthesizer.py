@@ -93,13 +93,22 @@ class Synthesizer:
     API over the dataset's own label ids.
     """
 
+    #: The Synthesizer of official OASIS generators; `spadegan.synthesize.oasis` registers
+    #: `OASISSynthesizer` here when imported (the package's __init__ imports it).
+    oasis_class: type | None = None
+
     def __new__(cls, G: Any = None, *args: Any, **kwargs: Any) -> "Synthesizer":
         from ..networks.oasis import OASISGenerator
 
         if cls is Synthesizer and isinstance(G, OASISGenerator):
-            from .oasis import OASISSynthesizer
-            return super().__new__(OASISSynthesizer)
+            return super().__new__(cls._oasis())
         return super().__new__(cls)
+
+    @classmethod
+    def _oasis(cls) -> type:
+        if Synthesizer.oasis_class is None:
+            raise SpadeganError("spadegan.synthesize.oasis is not imported; import spadegan.synthesize")
+        return Synthesizer.oasis_class
 
     def __init__(self, G: torch.nn.Module, E: torch.nn.Module | None = None, *,
                  device: str | torch.device | None = None, precision: str = "auto",
@@ -190,8 +199,7 @@ class Synthesizer:
         from ..oasis_checkpoint import is_oasis_run
 
         if path_or_dir is not None and is_oasis_run(path_or_dir):
-            from .oasis import OASISSynthesizer
-            return OASISSynthesizer.from_checkpoint(path_or_dir, device, precision, use_engine, which_epoch, opt,
+            return cls._oasis().from_checkpoint(path_or_dir, device, precision, use_engine, which_epoch, opt,
                                                     **oasis_flags)
         if oasis_flags:
             raise SpadeganError(f"{path_or_dir} is not an official OASIS run, so the OASIS flag(s) "

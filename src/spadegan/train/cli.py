@@ -173,6 +173,26 @@ def _save_test_batch(data: dict, fakes: list[np.ndarray], opt: Options, img_dir:
     return rows
 
 
+def _refuse_oasis_run(argv: list[str]) -> None:
+    """`spadegan test` reads spadegan/SPADE checkpoints: an official OASIS run folder
+    (checkpoints_dir/name/models/<tag>_EMA.pth) is a SpadeganError saying what to use instead."""
+    import argparse
+
+    from ..oasis_checkpoint import is_oasis_run
+    from ..options import FIELDS
+
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--name", default=FIELDS["name"].default)
+    pre.add_argument("--checkpoints_dir", default=FIELDS["checkpoints_dir"].default)
+    known, _ = pre.parse_known_args(argv)
+    folder = Path(known.checkpoints_dir) / known.name
+    if is_oasis_run(folder):
+        raise SpadeganError(f"{folder} is an official OASIS run; spadegan test does not run OASIS yet: use "
+                            f"`spadegan synthesize --checkpoint {folder} --which_epoch best --label <label folder> "
+                            "--out <folder>` (labels in the dataset's own ids) or `spadegan eval --checkpoint "
+                            f"{folder} --which_epoch best --dataset_mode <mode> --dataroot <dataset>`")
+
+
 def test_main(argv: list[str]) -> int:
     """`spadegan test [official test.py flags]`: synthesize the dataset's test split."""
     from tqdm import tqdm
@@ -180,6 +200,7 @@ def test_main(argv: list[str]) -> int:
     from ..data.semantics import instance_map
     from ..visuals import image_to_numpy, write_results_page
 
+    _refuse_oasis_run(argv)
     opt = parse(argv, train=False)
     opt, dataset = _prepare_dataset(opt, show=True)
     print(options_banner(opt), flush=True)
