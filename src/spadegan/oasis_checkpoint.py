@@ -461,12 +461,15 @@ def is_oasis_file(path: str | os.PathLike) -> bool:
 
 def is_oasis_run(path: str | os.PathLike) -> bool:
     """Whether `path` is an official OASIS run: a weights file named as `is_oasis_file` says,
-    or a folder holding such files directly or in its `models/` folder."""
+    a folder with a `models/` folder (spadegan's and SPADE's checkpoints have none; a run
+    whose weights are missing is then reported as such), or a folder holding such files."""
     p = Path(path)
     if p.is_file():
         return is_oasis_file(p)
     if not p.is_dir():
         return False
+    if (p / "models").is_dir():
+        return True
     return any(is_oasis_file(f) for folder in (p, p / "models") if folder.is_dir() for f in folder.glob("*.pth"))
 
 
