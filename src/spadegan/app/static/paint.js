@@ -40,6 +40,7 @@
     redo: [],
     stroke: null,       // {x, y, id} while the pointer is down
     seed: null,         // null -> let the server pick (and report it via X-Seed)
+    regionSeeds: {},    // {class id: seed}: classes re-rolled on their own (info.region_seeds models)
     styleFile: null,
     inflight: false,
     dirty: false,
@@ -674,8 +675,12 @@
       const form = new FormData();
       form.append("label", await encodeLabelPng(ids, state.W, state.H), "label.png");
       if (state.seed !== null) form.append("seed", String(state.seed));
+      if (state.info.region_seeds && Object.keys(state.regionSeeds).length) {
+        form.append("region_seeds", JSON.stringify(state.regionSeeds));
+      }
       if (state.styleFile && state.info.use_vae) form.append("style", state.styleFile, state.styleFile.name);
-      debug.lastSentLabel = { width: state.W, height: state.H, counts: countIds(ids), seed: state.seed };
+      debug.lastSentLabel = { width: state.W, height: state.H, counts: countIds(ids), seed: state.seed,
+                              regionSeeds: { ...state.regionSeeds } };
       debug.requestsSent++;
       setStatus("generating…");
       const res = await fetch("/api/synthesize", { method: "POST", body: form });
@@ -731,8 +736,19 @@
   function newStyle() {
     const r = new Uint32Array(1);
     crypto.getRandomValues(r);
+    state.regionSeeds = {}; // a new look everywhere
     state.seed = r[0];
     $("seed").value = String(r[0]);
+    generate();
+  }
+
+  // Per-class noise (server field region_seeds): the same seed and label, a new seed for the
+  // selected class alone, so only its regions change look.
+  function rerollClass() {
+    if (!state.info.region_seeds || state.kind !== "classes") return;
+    const r = new Uint32Array(1);
+    crypto.getRandomValues(r);
+    state.regionSeeds[String(state.current)] = r[0];
     generate();
   }
 
@@ -770,6 +786,7 @@
     $("clear").addEventListener("click", clearLabel);
     $("generate").addEventListener("click", () => generate());
     $("new-style").addEventListener("click", newStyle);
+    $("reroll-class").addEventListener("click", rerollClass);
     $("seed").addEventListener("change", onSeedInput);
     $("download-label").addEventListener("click", () => downloadLabel().catch((e) => fail(e.message)));
     $("class-search").addEventListener("input", (e) => filterPalette(e.target.value));
@@ -869,6 +886,7 @@
     $("model-name").textContent = `${info.name} · ${info.width}×${info.height} · ${what}`;
     $("style-controls").hidden = !info.use_vae;
     $("seed").max = String(info.max_seed);
+    $("reroll-class").hidden = !(info.region_seeds && state.kind === "classes");
     const sizeInput = $("brush-size");
     sizeInput.max = String(Math.max(8, Math.floor(Math.min(state.W, state.H) / 2)));
     setBrushSize(Math.max(3, Math.round(Math.min(state.W, state.H) / 16)));
