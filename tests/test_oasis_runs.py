@@ -226,9 +226,29 @@ def test_missing_files_and_unsupported_commands_are_named(ade20k, tmp_path):
     with pytest.raises(SpadeganError, match=r"no latest_EMA\.pth"):  # the default which_epoch
         Synthesizer.from_checkpoint(run)
     from spadegan.engine.export import export
-    from spadegan.train.cli import test_main
     with pytest.raises(SpadeganError, match="does not support OASIS"):
         export(run, "onnx", tmp_path / "g.onnx")
-    with pytest.raises(SpadeganError, match="spadegan test does not run OASIS yet"):
-        test_main(["--name", "partial", "--checkpoints_dir", str(tmp_path / "checkpoints"), "--dataset_mode",
-                   "ade20k"])
+
+
+def test_cli_test_runs_the_official_test_split(ade20k, syn, shared, tmp_path):
+    """`spadegan test --name <OASIS run> --which_epoch best`: the split read as the official
+    loader reads it (the photo as input.pt holds it) and the EMA image of the official label
+    with the noise --seed 0 draws."""
+    from spadegan.train.cli import test_main
+    from spadegan.train.state import mix_seed
+
+    root = shared / "data" / "ade20k_sample"
+    if not root.is_dir():
+        pytest.skip(f"{root} is absent")
+    rc = test_main(["--name", ade20k.run.name, "--checkpoints_dir", str(ade20k.run.parent), "--which_epoch", "best",
+                    "--dataset_mode", "ade20k", "--dataroot", str(root), "--how_many", "1", "--gpu_ids", "-1",
+                    "--results_dir", str(tmp_path / "results"), "--nThreads", "0", "--channels_G", "16"])
+    assert rc == 0
+    images = tmp_path / "results" / ade20k.run.name / "test_best" / "images"
+    real = np.asarray(Image.open(images / "real_image" / f"{SAMPLE}.png")).astype(int)
+    want = ((ade20k.input["image"][0].permute(1, 2, 0) + 1) * 127.5).numpy()
+    assert np.abs(real - want).max() <= 1.0
+    fake = np.asarray(Image.open(images / "synthesized_image" / f"{SAMPLE}.png")).astype(int)
+    z = torch.randn(1, 64, generator=torch.Generator().manual_seed(mix_seed(0, 7)))
+    want = ((syn.generate(ade20k.input["label"][:, 0].long(), None, z)[0].permute(1, 2, 0) + 1) * 127.5).numpy()
+    assert fake.shape == (256, 256, 3) and np.abs(fake - want).max() <= 1.0

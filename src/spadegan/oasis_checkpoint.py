@@ -545,3 +545,16 @@ def oasis_flags_from_options(options: Any, dataset_mode: str) -> dict[str, Any]:
     if dataset_mode not in OASIS_DATASETS:
         flags["label_nc"] = options.label_nc
     return flags
+
+
+def dataset_ids(labels: torch.Tensor, options: Any) -> torch.Tensor:
+    """Label ids as spadegan's datasets give them back in the ids the dataset's files hold.
+
+    spadegan's datasets map dontcare (255) to `label_nc` with --contain_dontcare_label
+    (`data.datasets`); ADE20K keeps its ids 0..150 (its files hold no 255), so there they are
+    the files' already (the rule of `evaluation.paper_scoring.file_ids`). `options`: the
+    dataset's spadegan Options (`oasis_data_options`).
+    """
+    if options.contain_dontcare_label and options.dataset_mode != "ade20k":
+        return torch.where(labels == options.label_nc, torch.full_like(labels, DONTCARE_ID), labels)
+    return labels

@@ -199,9 +199,8 @@ def synthesize_split_oasis(G: nn.Module, split: EvalSplit, opt: Any, device: tor
     from a generator seeded with `seed` (none with --no_3dnoise)."""
     from tqdm.auto import tqdm
 
-    from ..oasis_checkpoint import oasis_label_channels, oasis_semantics
+    from ..oasis_checkpoint import dataset_ids, oasis_label_channels, oasis_semantics
     from ..synthesize.oasis import generator_at
-    from .paper_scoring import file_ids
 
     oopt = G.oasis_opt
     gen = torch.Generator().manual_seed(int(seed))
@@ -211,7 +210,7 @@ def synthesize_split_oasis(G: nn.Module, split: EvalSplit, opt: Any, device: tor
     with tqdm(total=n, desc=desc, unit="img", leave=False) as bar:
         for start in range(0, n, batch_size):
             sl = slice(start, min(n, start + batch_size))
-            ids = torch.from_numpy(file_ids(split.labels[sl], opt))
+            ids = dataset_ids(split.labels[sl], opt)
             semantics = oasis_semantics(oasis_label_channels(ids, oopt.dataset_mode), oopt.semantic_nc).to(device)
             z = None if oopt.no_3dnoise else torch.randn(ids.shape[0], oopt.z_dim, generator=gen).to(device)
             out.append(to_uint8(G(semantics, z)))

@@ -13,7 +13,10 @@ torchrun starts them. Either way each process joins the group and rank 0 alone p
 writes; --batchSize stays the global batch.
 
 test: like the official test.py, options come from the command line (official checkpoint
-folders hold opt.txt too, for reference); `checkpoints/<name>/<which_epoch>_net_G.pth` is
+folders hold opt.txt too, for reference). An official OASIS run folder
+(`checkpoints/<name>/models/<which_epoch>_EMA.pth`) runs its EMA generator on the split read at
+its size, with its own test flags (--channels_G ...) where it has no opt.pkl, noise seeded by
+--seed. Otherwise `checkpoints/<name>/<which_epoch>_net_G.pth` is
 loaded (spadegan's or an official release) into a `Synthesizer` running the training network (not the
 fast engine; its SPADE implementation, dense or sparse, as --spade_impl and the device choose:
 `Synthesizer.network` names it) in fp32, and
@@ -173,24 +176,49 @@ def _save_test_batch(data: dict, fakes: list[np.ndarray], opt: Options, img_dir:
     return rows
 
 
-def _refuse_oasis_run(argv: list[str]) -> None:
-    """`spadegan test` reads spadegan/SPADE checkpoints: an official OASIS run folder
-    (checkpoints_dir/name/models/<tag>_EMA.pth) is a SpadeganError saying what to use instead."""
+def _checkpoint_folder(argv: list[str]) -> Path:
+    """checkpoints_dir/name as the command line gives them (the official defaults otherwise)."""
     import argparse
 
-    from ..oasis_checkpoint import is_oasis_run
     from ..options import FIELDS
 
     pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--name", default=FIELDS["name"].default)
     pre.add_argument("--checkpoints_dir", default=FIELDS["checkpoints_dir"].default)
     known, _ = pre.parse_known_args(argv)
-    folder = Path(known.checkpoints_dir) / known.name
-    if is_oasis_run(folder):
-        raise SpadeganError(f"{folder} is an official OASIS run; spadegan test does not run OASIS yet: use "
-                            f"`spadegan synthesize --checkpoint {folder} --which_epoch best --label <label folder> "
-                            "--out <folder>` (labels in the dataset's own ids) or `spadegan eval --checkpoint "
-                            f"{folder} --which_epoch best --dataset_mode <mode> --dataroot <dataset>`")
+    return Path(known.checkpoints_dir) / known.name
+
+
+#: OASIS test flags spadegan's parser also has (the same meaning for an OASIS run)
+_SHARED_OASIS_FLAGS = ("dataset_mode", "crop_size", "label_nc", "aspect_ratio", "z_dim")
+
+
+def _oasis_test_setup(argv: list[str], folder: Path):
+    """(Options for the dataset and the results, the OASISSynthesizer, noise per batch) of an
+    official OASIS run folder: its own test flags (channels_G, ...) taken out of argv, the
+    rest parsed as spadegan's; the test split read at OASIS' size (its dataset class: fixed
+    resize to crop_size x crop_size / aspect_ratio, no flip), labels in spadegan's ids."""
+    import argparse
+
+    from ..oasis_checkpoint import add_oasis_flags, oasis_data_options, oasis_flags
+    from ..synthesize import Synthesizer
+    from .state import mix_seed
+
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    add_oasis_flags(pre, skip=_SHARED_OASIS_FLAGS)
+    own, rest = pre.parse_known_args(argv)
+    opt = parse(rest, train=False)
+    given = {t[2:].split("=")[0] for t in rest if t.startswith("--")}
+    flags = {**oasis_flags(own), **{k: getattr(opt, k) for k in _SHARED_OASIS_FLAGS if k in given}}
+    syn = Synthesizer.from_checkpoint(folder, device=opt.torch_device, precision="fp32", use_engine=False,
+                                      which_epoch=opt.which_epoch, **flags)
+    oopt, data = syn.oasis_opt, oasis_data_options(syn.oasis_opt)
+    opt = opt.replace(dataset_mode=data.dataset_mode, label_nc=data.label_nc, no_instance=True,
+                      contain_dontcare_label=data.contain_dontcare_label, crop_size=oopt.crop_size,
+                      load_size=oopt.crop_size, aspect_ratio=oopt.aspect_ratio, preprocess_mode="fixed",
+                      no_flip=True, use_vae=False)
+    gen = torch.Generator().manual_seed(mix_seed(opt.seed if opt.seed is not None else 0, 7))
+    return opt, syn, (lambda real: None if oopt.no_3dnoise else torch.randn(real.shape[0], oopt.z_dim, generator=gen))
 
 
 def test_main(argv: list[str]) -> int:
@@ -198,14 +226,20 @@ def test_main(argv: list[str]) -> int:
     from tqdm import tqdm
 
     from ..data.semantics import instance_map
+    from ..oasis_checkpoint import dataset_ids, is_oasis_run
     from ..visuals import image_to_numpy, write_results_page
 
-    _refuse_oasis_run(argv)
-    opt = parse(argv, train=False)
+    oasis = is_oasis_run(_checkpoint_folder(argv))
+    if oasis:  # an official OASIS run: its generator reads the dataset's own ids
+        opt, syn, style_of = _oasis_test_setup(argv, _checkpoint_folder(argv))
+        random_styles = False
+    else:
+        opt = parse(argv, train=False)
     opt, dataset = _prepare_dataset(opt, show=True)
     print(options_banner(opt), flush=True)
-    syn, random_styles = _test_synthesizer(opt)
-    style_of = _test_styles(opt, syn, random_styles)
+    if not oasis:
+        syn, random_styles = _test_synthesizer(opt)
+        style_of = _test_styles(opt, syn, random_styles)
     samples = opt.num_samples if random_styles else 1
     out = Path(opt.results_dir) / opt.name / f"test_{opt.which_epoch}"
     n_total = len(dataset) if opt.how_many == float("inf") else min(len(dataset), int(opt.how_many))
@@ -219,6 +253,8 @@ def test_main(argv: list[str]) -> int:
         for data in loader:
             # class ids, or the label image itself (--label_nc 0)
             label = data["label"].float() if opt.image_label else data["label"][:, 0].long()
+            if oasis:
+                label = dataset_ids(label, opt)
             inst = instance_map(data, opt)
             inst = None if inst is None else inst[:, 0]
             real = data["image"].float()
