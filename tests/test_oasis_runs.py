@@ -252,3 +252,29 @@ def test_cli_test_runs_the_official_test_split(ade20k, syn, shared, tmp_path):
     z = torch.randn(1, 64, generator=torch.Generator().manual_seed(mix_seed(0, 7)))
     want = ((syn.generate(ade20k.input["label"][:, 0].long(), None, z)[0].permute(1, 2, 0) + 1) * 127.5).numpy()
     assert fake.shape == (256, 256, 3) and np.abs(fake - want).max() <= 1.0
+
+
+def test_flags_reach_every_entry_point(ade20k, tmp_path):
+    """Without opt.pkl the official test flags are taken by `spadegan paint` and `spadegan eval`
+    (their parsers), `Synthesizer(G)` wraps a loaded OASIS generator, --no_ema picks <tag>_G.pth."""
+    from spadegan.app.cli import _parser as paint_parser
+    from spadegan.app.cli import build_backend
+    from spadegan.evaluation.cli import build_parser
+    from spadegan.evaluation.evaluate import model_options, resolve_model
+    from spadegan.oasis_checkpoint import oasis_flags
+
+    run = tmp_path / "checkpoints" / "flags_only"
+    shutil.copytree(ade20k.run / "models", run / "models")
+    args = paint_parser().parse_args(["--checkpoint", str(run), "--which_epoch", "best", "--dataset_mode", "ade20k",
+                                      "--channels_G", "16"])
+    backend = build_backend(args.checkpoint, None, "fp32", args.which_epoch, **oasis_flags(args))
+    assert backend.supports_region_seeds and backend.label_nc == 151 and backend.synthesizer.oasis_opt.channels_G == 16
+    assert Synthesizer(backend.synthesizer.G, precision="fp32").__class__ is OASISSynthesizer
+    with pytest.raises(SpadeganError, match=r"no opt\.pkl or opt\.txt: pass dataset_mode"):
+        build_backend(str(run), None, "fp32", "best")
+    ns = build_parser().parse_args(["--checkpoint", str(run), "--which_epoch", "best", "--dataset_mode", "ade20k",
+                                    "--channels_G", "16", "--no_ema"])
+    weights, folder, _ = resolve_model(ns)
+    assert weights.name == "best_G.pth" and folder == run
+    opt = model_options(weights, ns)
+    assert (opt.dataset_mode, opt.label_nc, opt.ngf, opt.crop_size, opt.no_instance) == ("ade20k", 150, 16, 256, True)
