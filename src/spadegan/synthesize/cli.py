@@ -148,13 +148,31 @@ def _saved_options(path: Path, which_epoch: str, extra: list[str]):
         raise no_options
 
 
+def _take_gpu_ids(extra: list[str]) -> tuple[list[str], str | None]:
+    """(`extra` without `--gpu_ids X`, X or None): the official test commands carry it."""
+    rest, gpu_ids, i = [], None, 0
+    while i < len(extra):
+        t = extra[i]
+        if t == "--gpu_ids" and i + 1 < len(extra):
+            gpu_ids, i = extra[i + 1], i + 2
+            continue
+        if t.startswith("--gpu_ids="):
+            gpu_ids = t.split("=", 1)[1]
+        else:
+            rest.append(t)
+        i += 1
+    return rest, gpu_ids
+
+
 def _load_synthesizer(args: argparse.Namespace, extra: list[str]) -> Synthesizer:
     from ..checkpoint import load_checkpoint
     from ..oasis_checkpoint import is_oasis_run, parse_oasis_flags
 
     path = builtin_checkpoint() if args.checkpoint is None else Path(args.checkpoint)
-    if is_oasis_run(path):  # an official OASIS run: its own test flags, not SPADE's
-        return Synthesizer.from_checkpoint(path, args.device, args.precision, args.engine, args.which_epoch,
+    if is_oasis_run(path):  # an official OASIS run: its own test flags (and --gpu_ids), not SPADE's
+        extra, gpu_ids = _take_gpu_ids(extra)
+        device = args.device or (None if gpu_ids is None else resolve_device(None, gpu_ids))
+        return Synthesizer.from_checkpoint(path, device, args.precision, args.engine, args.which_epoch,
                                            **parse_oasis_flags(extra, path))
     opt = _override_options(_saved_options(path, args.which_epoch, extra), extra) if extra else None
     G = load_checkpoint(path, "G", opt=opt, which_epoch=args.which_epoch)
