@@ -47,7 +47,7 @@ NHIDDEN = 128  # fixed in the paper and the official checkpoints
 SPARSE_THRESHOLD = 0.6
 #: ... and in the synthesis engine (forward only), whose dense path is one channels-last
 #: convolution while the band's per-tap product writes k*k rows per distinct window; the two
-#: measured even at 0.2-0.27 of the pixels (benchmarks/README.md, Synthesis)
+#: measured even at about 0.2-0.3 windows per pixel (benchmarks/README.md, Synthesis)
 INFERENCE_SPARSE_THRESHOLD = 0.2
 
 
