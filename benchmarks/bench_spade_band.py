@@ -73,12 +73,18 @@ def _time_engine(layer: SPADE, codes: LabelCodes, size: int, threshold: float, r
         group.gb_maps(fresh.at(size, size), threshold, False)(0)
 
     with torch.inference_mode():
+        return _min_ms(step, rounds)
+
+
+def _min_ms(step, rounds: int) -> float:
+    """The minimum of `rounds` timed calls of `step` (ms), after one warm-up call (which also
+    builds the level's cached index arithmetic where it is kept)."""
+    step()
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
         step()
-        times = []
-        for _ in range(rounds):
-            t0 = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - t0)
+        times.append(time.perf_counter() - t0)
     return min(times) * 1e3
 
 
@@ -90,13 +96,7 @@ def _time(layer: SPADE, codes: LabelCodes, size: int, threshold: float, rounds: 
         scale, shift = layer.modulation_sparse(codes, size, size, threshold=threshold)
         torch.autograd.backward([scale, shift], [grad, grad])
 
-    step()  # warm-up (and the level's cached index arithmetic)
-    times = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    return min(times) * 1e3
+    return _min_ms(step, rounds)
 
 
 def main(argv: list[str] | None = None) -> int:
