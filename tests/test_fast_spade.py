@@ -406,3 +406,25 @@ def test_training_model_decides_the_implementation_once_when_built():
     codes, _ = cuda.preprocess_input({"label": label, "image": torch.rand(1, 3, 32, 32), "instance": torch.zeros(())},
                                      torch.device("cpu"))
     assert not cuda.sparse and isinstance(cuda.g_input(codes), torch.Tensor)  # preprocessing changes nothing
+
+
+@pytest.mark.parametrize("ks", [3, 5])
+def test_band_values_in_chunks_of_taps_match_one_product(ks):
+    """`band_values(max_bytes=...)` (the engine's bound on the per-tap product) sums the same
+    per-tap rows as the single product, whatever the chunk."""
+    from spadegan.layers.spade import band_values
+    opt = _Opt(6, dontcare=True, instance=True)
+    level = LabelCodes.from_label(maps("scene", (2, 32, 32), 7), blocky((2, 32, 32), 8, 3, seed=5).float(),
+                                  opt).at(32, 32)
+    plan = level.band_plan(ks // 2, 1)
+    assert plan.bags.numel()
+    g = torch.Generator().manual_seed(0)
+    hidden_const = torch.randn(level.V, 16, generator=g, dtype=torch.float64)
+    hidden_q = torch.randn(plan.hidden_pixels.numel(), 16, generator=g, dtype=torch.float64)
+    w_taps = torch.randn(16, ks * ks, 10, generator=g, dtype=torch.float64)
+    bias = torch.randn(10, generator=g, dtype=torch.float64)
+    whole = band_values(plan, hidden_const, hidden_q, w_taps, bias)
+    rows = plan.const_rows.numel() + plan.hidden_pixels.numel() + 1
+    for taps in (1, 2, ks * ks - 1):
+        part = band_values(plan, hidden_const, hidden_q, w_taps, bias, max_bytes=taps * rows * 10 * 8)
+        assert torch.allclose(part, whole, rtol=1e-12, atol=1e-12), taps
