@@ -26,6 +26,9 @@ worker process on the same weights and maps, interleaved repetition by repetitio
 prints both, their ratio (median over repetitions of baseline / this) and max |difference|.
 On a CPU without native bf16 (no AVX512-BF16/AMX) bf16 is emulated and very slow: it is
 then run once, at batch 1 only, unless `--bf16_all`.
+`--device cuda[:N]` times the network (fp32, TF32 off) against the engine in fp32, fp16 and
+bf16 on a GPU instead (synchronised, interleaved; speed-up, max |error| and PSNR against the
+network), for `scripts/gpu_run.sh`.
 """
 
 from __future__ import annotations
@@ -282,6 +285,61 @@ def bench_config(config: str, batch: int, args, bf16_native: bool, mm: dict) -> 
     return rows
 
 
+def bench_config_cuda(config: str, batch: int, args) -> list[dict]:
+    """On a GPU: the network (fp32, TF32 off) against the engine in fp32, fp16 and bf16, timed
+    with `torch.cuda.synchronize()` around each call, interleaved repetition by repetition."""
+    device = torch.device(args.device)
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    opt = make_options(config, args.quick)
+    label, inst, src = label_maps(config, opt, batch, args.noise_labels)
+    G = unit_scale_generator(opt, label, inst).to(device)
+    sem = to_semantics(label[:, None], None if inst is None else inst[:, None], opt).to(device)
+    variants = {"faithful_fp32": lambda: G(sem)}
+    for precision in ("fp32", "fp16", "bf16"):
+        import copy
+        engine = SynthesisEngine.from_generator(copy.deepcopy(G), precision)
+        variants[f"engine_{precision}"] = (lambda e=engine: e.generate(label, inst))
+    outputs, times = {}, {k: [] for k in variants}
+    with torch.no_grad():
+        for name, fn in variants.items():  # warm-up: cuDNN algorithm choice, kernels
+            outputs[name] = fn().float()
+        for _ in range(args.reps):
+            for name, fn in variants.items():
+                torch.cuda.synchronize(device)
+                t0 = time.perf_counter()
+                fn()
+                torch.cuda.synchronize(device)
+                times[name].append(time.perf_counter() - t0)
+    base = statistics.median(times["faithful_fp32"]) / batch
+    rows = []
+    for name in variants:
+        per = statistics.median(times[name]) / batch
+        rows.append({"config": config, "batch": batch, "variant": name, "ms": per * 1000, "images_s": 1 / per,
+                     "speedup": base / per, "labels": src, "device": torch.cuda.get_device_name(device),
+                     "max_abs_err": float((outputs[name] - outputs["faithful_fp32"]).abs().max()),
+                     "psnr_db": psnr(outputs[name], outputs["faithful_fp32"])})
+    return rows
+
+
+def main_cuda(args) -> int:
+    """`--device cuda`: the GPU table (and one JSON line with --json)."""
+    if not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device}: no CUDA GPU is available")
+    rows = [r for c in args.configs for b in args.batches for r in bench_config_cuda(c, b, args)]
+    print(f"# GPU {rows[0]['device']}, torch {torch.__version__}, TF32 off, median of {args.reps} interleaved")
+    print(f"{'config':<11}{'batch':>5} {'variant':<14}{'ms/img':>9}{'img/s':>9}{'speed-up':>9}{'max|err|':>10}"
+          f"{'PSNR dB':>9}")
+    for r in rows:
+        print(f"{r['config']:<11}{r['batch']:>5} {r['variant']:<14}{r['ms']:>9.2f}{r['images_s']:>9.1f}"
+              f"{r['speedup']:>8.2f}x{r['max_abs_err']:>10.1e}{fmt(r['psnr_db'], '.1f'):>9}")
+    if args.json:
+        print(json.dumps({"device": rows[0]["device"], "torch": torch.__version__,
+                          "results": [{k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                                       for k, v in r.items()} for r in rows]}))
+    return 0
+
+
 def ablation(config: str, args) -> list[dict]:
     """ms/image of the engine with its ideas switched on one by one (batch 1, interleaved)."""
     opt = make_options(config, args.quick)
@@ -411,6 +469,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="only time the engine's ideas switched on one by one (batch 1, first config)")
     p.add_argument("--baseline_src", default=None,
                    help="only time this tree's fp32 engine against the one imported from this src folder")
+    p.add_argument("--device", default="cpu",
+                   help="cpu, or cuda[:N]: the network against the engine in fp32/fp16/bf16 on the GPU")
     p.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--_worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--_src", default=None, help=argparse.SUPPRESS)
@@ -433,6 +493,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             print(json.dumps({"baseline": found, "load_average": os.getloadavg()[0]}))
         return 0
+    if args.device != "cpu":
+        return main_cuda(args)
     hw = describe_hardware("cpu")
     bf16_native = bool(hw["bf16"])
     if args.ablation:
