@@ -316,13 +316,14 @@ def test_discriminator_from_codes_matches_the_one_hot_input_in_float64(instance)
     torch.manual_seed(0)
     D = networks.define_D(opt).double()
     state = {k: v.clone() for k, v in D.state_dict().items()}
+    D_codes = networks.define_D(opt, reads_codes=True).double()  # the same weights, read from codes
     label = blocky((2, 31, 33), 4, 6, seed=1)
     inst = blocky((2, 31, 33), 8, 3, seed=2) if instance else None
     codes = LabelCodes.from_label(label, inst, opt)
     sem = codes.semantics(torch.float64)
     assert torch.allclose(pooled_one_hot(codes, torch.float64), MultiscaleDiscriminator.downsample(sem), atol=1e-15)
     results = []
-    for make in (lambda img: torch.cat([sem, img], 1), lambda img: LabelAndImage(img, codes)):
+    for D, make in ((D, lambda img: torch.cat([sem, img], 1)), (D_codes, lambda img: LabelAndImage(img, codes))):
         D.load_state_dict(state)  # the same spectral-norm vectors
         D.zero_grad()
         image = torch.randn(2, 3, 31, 33, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
@@ -360,8 +361,10 @@ def test_sparse_training_reads_d_input_as_codes_only_where_that_pays(label_nc, n
     model.netD.register_forward_pre_hook(lambda m, inp: seen.append(isinstance(inp[0], LabelAndImage)))
     fake = torch.rand_like(real)
     pred_fake, _ = model.discriminate(codes, fake, real, model.netD)
-    assert seen == [lookup]
-    ref = model.netD(torch.cat([codes.semantics(), fake], 1))
+    assert seen == [lookup] and model.netD.reads_codes == lookup
+    dense_D = networks.define_D(opt).eval()
+    dense_D.load_state_dict(model.netD.state_dict())
+    ref = dense_D(torch.cat([codes.semantics(), fake], 1))
     assert torch.allclose(pred_fake[0][-1], ref[0][-1], atol=1e-5)
 
 
@@ -374,15 +377,19 @@ def test_implementation_is_chosen_explicitly_and_a_mismatched_input_is_an_error(
     label = maps("scene", (1, 64, 64), 8)
     codes, sem = LabelCodes.from_label(label, None, opt), to_semantics(label[:, None], None, opt)
     dense, sparse = networks.define_G(opt, impl="dense"), networks.define_G(opt, impl="sparse")
-    assert (dense.spade_impl, sparse.spade_impl, networks.define_G(opt).spade_impl) == ("dense", "sparse", "auto")
+    # --spade_impl auto depends on the device, which building does not know: the dense reference
+    assert (dense.spade_impl, sparse.spade_impl, networks.define_G(opt).spade_impl) == ("dense", "sparse", "dense")
+    assert networks.define_G(opt.replace(spade_impl="sparse")).spade_impl == "sparse"
     with pytest.raises(SpadeganError, match="dense SPADE .* not LabelCodes"):
         dense(codes)
     with pytest.raises(SpadeganError, match="sparse SPADE .* not Tensor"):
         sparse(sem)
     with pytest.raises(SpadeganError, match="not LabelCodes"):
         SPADE("spadebatch3x3", 4, 8)(torch.randn(1, 4, 8, 8), codes)
-    with pytest.raises(SpadeganError, match="one of dense, sparse, auto"):
+    with pytest.raises(SpadeganError, match="one of dense, sparse, not 'fast'"):
         networks.define_G(opt, impl="fast")
+    with pytest.raises(SpadeganError, match="impl=.auto. depends on the device .*impl=spade_impl_for"):
+        networks.define_G(opt, impl="auto")
     scaled = []
     orig = blocks.conv2d_output_scaled
     monkeypatch.setattr(blocks, "conv2d_output_scaled", lambda conv, x: scaled.append(1) or orig(conv, x))
@@ -390,6 +397,29 @@ def test_implementation_is_chosen_explicitly_and_a_mismatched_input_is_an_error(
     assert scaled == []  # the official order: conv(x) with the normalised weight
     sparse.train()(codes)
     assert len(scaled) == 2 * 7 + 4  # every conv of every block (and conv_s in up_0..up_3, where fin != fout)
+
+
+def test_discriminator_input_form_is_recorded_when_built_and_a_mismatch_is_an_error():
+    """D's input form is its own (define_D(opt, reads_codes=...), recorded as D.reads_codes on
+    every scale), not the input's type: the other form is a SpadeganError naming both."""
+    from spadegan.networks.discriminator import LabelAndImage
+    argv = ["--dataset_mode", "custom", "--label_dir", ".", "--image_dir", ".", "--label_nc", "5",
+            "--no_instance", "--ndf", "8", "--crop_size", "32", "--gpu_ids", "-1"]
+    opt = parse(argv, train=True)
+    codes = LabelCodes.from_label(blocky((1, 32, 32), 8, 5, seed=1), None, opt)
+    image = torch.rand(1, 3, 32, 32)
+    dense, lookup = networks.define_D(opt), networks.define_D(opt, reads_codes=True)
+    assert not dense.reads_codes and lookup.reads_codes
+    assert all(d.reads_codes for d in lookup.children()) and not any(d.reads_codes for d in dense.children())
+    with pytest.raises(SpadeganError, match="reads_codes=False: it reads cat.* not LabelAndImage"):
+        dense(LabelAndImage(image, codes))
+    with pytest.raises(SpadeganError, match="reads_codes=True: it reads LabelAndImage.* not Tensor"):
+        lookup(torch.cat([codes.semantics(), image], 1))
+    with pytest.raises(SpadeganError, match="reads_codes=False"):  # one scale on its own too
+        next(dense.children())(LabelAndImage(image, codes))
+    assert len(dense(torch.cat([codes.semantics(), image], 1))) == len(lookup(LabelAndImage(image, codes)))
+    with pytest.raises(SpadeganError, match="multiscale discriminator of class ids, not --netD oasis"):
+        networks.define_D(opt.replace(netD="oasis"), reads_codes=True)
 
 
 def test_training_model_decides_the_implementation_once_when_built():

@@ -35,8 +35,9 @@ def define_G(opt: Options, init: bool = True, impl: str | None = None) -> BaseNe
     """The generator chosen by --netG, initialised (--init_type, --init_variance), on CPU.
 
     `impl`: the SPADE implementation, "dense" (the reference, reading the one-hot tensor) or
-    "sparse" (reading `LabelCodes`), recorded as `G.spade_impl`; default --spade_impl (see
-    `SPADEGenerator`). Other generators are dense.
+    "sparse" (reading `LabelCodes`), recorded as `G.spade_impl`; default --spade_impl, dense for
+    --spade_impl auto (which depends on the device: pass `spade_impl_for(opt, device)` from
+    `layers.label_codes` there, see `generator.generator_impl`). Other generators are dense.
     """
     if opt.netG != "spade":
         if impl not in (None, "dense"):
@@ -45,9 +46,16 @@ def define_G(opt: Options, init: bool = True, impl: str | None = None) -> BaseNe
     return _create(SPADEGenerator, opt, init, impl=impl)
 
 
-def define_D(opt: Options, init: bool = True) -> BaseNetwork:
-    """The discriminator chosen by --netD."""
-    return _create(DISCRIMINATORS[opt.netD], opt, init)
+def define_D(opt: Options, init: bool = True, reads_codes: bool = False) -> BaseNetwork:
+    """The discriminator chosen by --netD. `reads_codes` (multiscale, class labels): its first
+    conv reads `LabelAndImage(image, codes)` instead of cat([semantics, image], 1), recorded as
+    `D.reads_codes` (see `discriminator`)."""
+    if opt.netD != "multiscale" or opt.image_label:
+        if reads_codes:
+            what = "a model of label images (--label_nc 0)" if opt.image_label else f"--netD {opt.netD}"
+            raise SpadeganError(f"reads_codes=True is for the multiscale discriminator of class ids, not {what}")
+        return _create(DISCRIMINATORS[opt.netD], opt, init)
+    return _create(MultiscaleDiscriminator, opt, init, reads_codes=reads_codes)
 
 
 def define_E(opt: Options, init: bool = True) -> BaseNetwork:

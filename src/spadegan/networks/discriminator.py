@@ -2,10 +2,12 @@
 
 `D(cat([semantics, image], 1))` returns one list per scale of the intermediate features
 (the last entry is the patch prediction), used for the GAN and feature-matching losses.
-`D(LabelAndImage(codes, image))` computes the same: the first conv is linear in its input,
-so its label part is a sum of lookups of the codes (no one-hot tensor, no gradient for it)
-and only the image's 3 channels are convolved; the coarser scales read the average-pooled
-one-hot map, built from the codes directly.
+A multiscale D built with `reads_codes=True` (`define_D(opt, reads_codes=True)`, recorded as
+`D.reads_codes`) computes the same from `D(LabelAndImage(image, codes))`: the first conv is
+linear in its input, so its label part is a sum of lookups of the codes (no one-hot tensor,
+no gradient for it) and only the image's 3 channels are convolved; the coarser scales read
+the average-pooled one-hot map, built from the codes directly. The other input form is a
+SpadeganError.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..errors import SpadeganError
 from ..layers import nonspade_norm_layer
 from ..layers.label_codes import LabelCodes, code_embedding
 from ..options import Options
@@ -83,11 +86,26 @@ def first_conv_by_lookup(conv: nn.Conv2d, codes: LabelCodes, image: torch.Tensor
     return out + sem.view(b, ho, wo, -1).permute(0, 3, 1, 2)
 
 
-class NLayerDiscriminator(BaseNetwork):
-    """PatchGAN with `n_layers_D` 4x4 convs; the last hidden one has stride 1."""
+def check_d_input(reads_codes: bool, x: object, where: str) -> None:
+    """Raise a SpadeganError when `x` is not the input form a discriminator built with
+    `reads_codes` reads: `LabelAndImage` for True, the one tensor cat([semantics, image], 1)
+    for False (no silent switch between the two)."""
+    if reads_codes and not isinstance(x, LabelAndImage):
+        raise SpadeganError(f"{where} was built with reads_codes=True: it reads LabelAndImage(image, codes), "
+                            f"not {type(x).__name__}; a discriminator built with reads_codes=False reads "
+                            "cat([semantics, image], 1)")
+    if not reads_codes and isinstance(x, LabelAndImage):
+        raise SpadeganError(f"{where} was built with reads_codes=False: it reads cat([semantics, image], 1), "
+                            "not LabelAndImage; build it with define_D(opt, reads_codes=True) to read codes")
 
-    def __init__(self, opt: Options):
+
+class NLayerDiscriminator(BaseNetwork):
+    """PatchGAN with `n_layers_D` 4x4 convs; the last hidden one has stride 1. `reads_codes`:
+    the input form, see the module doc."""
+
+    def __init__(self, opt: Options, reads_codes: bool = False):
         super().__init__()
+        self.reads_codes = bool(reads_codes)
         self.get_intermediate_features = not opt.no_ganFeat_loss
         kw = 4
         padw = int(math.ceil((kw - 1.0) / 2))
@@ -105,44 +123,51 @@ class NLayerDiscriminator(BaseNetwork):
             self.add_module("model" + str(n), nn.Sequential(*layers))
 
     def forward(self, x: torch.Tensor | LabelAndImage) -> list[torch.Tensor] | torch.Tensor:
+        check_d_input(self.reads_codes, x, "this discriminator")
         layers = list(self.children())
-        if isinstance(x, LabelAndImage):  # the first conv from its two parts (see the module doc)
-            conv, act = self.model0[0], self.model0[1]
-            if x.codes is not None:
-                results = [act(first_conv_by_lookup(conv, x.codes, x.image))]
-            else:
-                nsem = x.soft.shape[1]
-                pre = F.conv2d(x.image, conv.weight[:, nsem:], conv.bias, conv.stride, conv.padding)
-                results = [act(pre + F.conv2d(x.soft, conv.weight[:, :nsem], None, conv.stride, conv.padding))]
+        if self.reads_codes:  # the first conv from its two parts (see the module doc)
+            results = [self.model0[1](self.first_conv(x))]
             layers = layers[1:]
         else:
             results = [x]
         for submodel in layers:
             results.append(submodel(results[-1]))
-        if isinstance(x, LabelAndImage):
-            return results if self.get_intermediate_features else results[-1]
-        return results[1:] if self.get_intermediate_features else results[-1]
+        features = results if self.reads_codes else results[1:]
+        return features if self.get_intermediate_features else results[-1]
+
+    def first_conv(self, x: LabelAndImage) -> torch.Tensor:
+        """The first conv of cat([semantics, image], 1) from the parts of `x`: lookups of the
+        codes (scale 0) or a conv of the pooled one-hot map (coarser scales), plus the image's."""
+        conv = self.model0[0]
+        if x.codes is not None:
+            return first_conv_by_lookup(conv, x.codes, x.image)
+        nsem = x.soft.shape[1]
+        pre = F.conv2d(x.image, conv.weight[:, nsem:], conv.bias, conv.stride, conv.padding)
+        return pre + F.conv2d(x.soft, conv.weight[:, :nsem], None, conv.stride, conv.padding)
 
 
 class MultiscaleDiscriminator(BaseNetwork):
-    """`num_D` discriminators on the input downsampled by 2 each time."""
+    """`num_D` discriminators on the input downsampled by 2 each time. `reads_codes`: the input
+    form, `LabelAndImage` or one tensor (see the module doc), recorded for every scale."""
 
-    def __init__(self, opt: Options):
+    def __init__(self, opt: Options, reads_codes: bool = False):
         super().__init__()
         self.get_intermediate_features = not opt.no_ganFeat_loss
+        self.reads_codes = bool(reads_codes)
         for i in range(opt.num_D):
-            self.add_module("discriminator_%d" % i, NLayerDiscriminator(opt))
+            self.add_module("discriminator_%d" % i, NLayerDiscriminator(opt, reads_codes))
 
     @staticmethod
     def downsample(x: torch.Tensor) -> torch.Tensor:
         return F.avg_pool2d(x, kernel_size=3, stride=2, padding=[1, 1], count_include_pad=False)
 
     def forward(self, x: torch.Tensor | LabelAndImage) -> list[list[torch.Tensor]]:
+        check_d_input(self.reads_codes, x, "this multiscale discriminator")
         result = []
         for D in self.children():
             out = D(x)
             result.append(out if self.get_intermediate_features else [out])
-            x = x.downsample() if isinstance(x, LabelAndImage) else self.downsample(x)
+            x = x.downsample() if self.reads_codes else self.downsample(x)
         return result
 
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ..layers import ResnetBlock, SPADEResnetBlock, nonspade_norm_layer
 from ..errors import SpadeganError
-from ..layers.label_codes import LabelCodes, check_label_input, check_spade_impl, label_conv
+from ..layers.label_codes import SPADE_IMPLS, LabelCodes, check_label_input, label_conv
 from ..options import Options
 from .base import BaseNetwork
 
@@ -35,17 +35,20 @@ def block_plan(num_upsampling_layers: str) -> list[tuple[str, bool]]:
     return plan + [("up_4", True)] if num_upsampling_layers == "most" else plan
 
 
-#: what a SPADE generator can be built with: the two implementations, or "auto" (built
-#: without a choice: each call's input form decides, see `SPADEGenerator`)
-GENERATOR_IMPLS = ("dense", "sparse", "auto")
-
-
-def generator_impl(opt: Options, impl: str | None) -> str:
-    """The implementation a SPADE generator is built with: `impl`, else --spade_impl."""
-    impl = getattr(opt, "spade_impl", "auto") if impl is None else impl
-    if impl not in GENERATOR_IMPLS:
-        raise SpadeganError(f"a SPADE generator's implementation is one of {', '.join(GENERATOR_IMPLS)}, "
-                            f"not {impl!r}")
+def generator_impl(opt: Options, impl: str | None = None) -> str:
+    """The SPADE implementation a generator is built with, "dense" or "sparse": `impl`, else
+    --spade_impl where it names one. --spade_impl auto depends on the device the generator
+    runs on, which building does not know: it builds the dense reference, and a builder that
+    knows the device resolves it first (`layers.label_codes.spade_impl_for(opt, device)`, or
+    `load_checkpoint(..., impl="auto", device=...)`)."""
+    if impl is None:
+        impl = getattr(opt, "spade_impl", "auto")
+        impl = "dense" if impl == "auto" else impl
+    elif impl == "auto":
+        raise SpadeganError("impl='auto' depends on the device the generator runs on: pass "
+                            "impl=spade_impl_for(opt, device) (spadegan.layers.label_codes), 'dense' or 'sparse'")
+    if impl not in SPADE_IMPLS:
+        raise SpadeganError(f"a SPADE generator's implementation is one of {', '.join(SPADE_IMPLS)}, not {impl!r}")
     if impl == "sparse" and opt.image_label:
         raise SpadeganError("the sparse SPADE reads class codes; this generator reads label images "
                             "(--label_nc 0): build it with impl='dense'")
@@ -55,11 +58,9 @@ def generator_impl(opt: Options, impl: str | None) -> str:
 class SPADEGenerator(BaseNetwork):
     """fc (from z or the downsampled label map) -> 7 or 8 SPADEResnetBlocks with upsampling.
 
-    `impl` (recorded as `spade_impl`; default --spade_impl): "dense", the reference (reads the
-    one-hot semantics tensor, the official order of operations), or "sparse" (reads
-    `LabelCodes`); the other input form is a SpadeganError. "auto" (--spade_impl auto, not
-    resolved to a device) is for callers that pick the form per call by the device they run on
-    (`layers.label_codes.use_sparse_spade`): there the given form selects the implementation.
+    `impl` (recorded as `spade_impl`; default: see `generator_impl`): "dense", the reference
+    (reads the one-hot semantics tensor, the official order of operations), or "sparse" (reads
+    `LabelCodes`). Every call runs `spade_impl`; the other input form is a SpadeganError.
     """
 
     def __init__(self, opt: Options, impl: str | None = None):
@@ -93,16 +94,14 @@ class SPADEGenerator(BaseNetwork):
         self.up = nn.Upsample(scale_factor=2)
 
     def impl_for(self, seg: torch.Tensor | LabelCodes) -> str:
-        """The implementation this call runs: `spade_impl`, the input checked against it."""
-        if self.spade_impl == "auto":  # built without a choice: the caller chose by the form
-            return "sparse" if isinstance(seg, LabelCodes) else "dense"
+        """The implementation every call runs, the one G was built with (`spade_impl`); a
+        SpadeganError when `seg` is not the form it reads."""
         check_label_input(self.spade_impl, seg, f"this generator (impl={self.spade_impl!r})")
         return self.spade_impl
 
-    def initial_map(self, seg: torch.Tensor | LabelCodes, z: torch.Tensor | None,
-                    impl: str | None = None) -> torch.Tensor:
+    def initial_map(self, seg: torch.Tensor | LabelCodes, z: torch.Tensor | None) -> torch.Tensor:
         """The map the first block reads: fc of z (VAE) or of the downsampled label map."""
-        impl = impl or self.impl_for(seg)
+        impl = self.impl_for(seg)
         if self.use_vae:
             if z is None:  # a random style
                 z = torch.randn(seg.size(0), self.z_dim, dtype=torch.float32, device=seg.device)
@@ -115,11 +114,10 @@ class SPADEGenerator(BaseNetwork):
             return x.view(level.B, self.sh, self.sw, -1).permute(0, 3, 1, 2).contiguous()
         return self.fc(F.interpolate(seg, size=(self.sh, self.sw)))
 
-    def with_noise(self, seg: torch.Tensor | LabelCodes, z: torch.Tensor | None,
-                   impl: str | None = None) -> torch.Tensor | LabelCodes:
+    def with_noise(self, seg: torch.Tensor | LabelCodes, z: torch.Tensor | None) -> torch.Tensor | LabelCodes:
         """The semantics with OASIS' 3D noise channels: `z` (B, z_dim) one vector per image
         (random if None), or (B, label_channels, z_dim) one per image and class."""
-        impl = impl or self.impl_for(seg)
+        impl = self.impl_for(seg)
         b = seg.size(0)
         if z is None:
             z = torch.randn(b, self.z_dim, device=seg.device)
@@ -140,8 +138,8 @@ class SPADEGenerator(BaseNetwork):
         `z`: the VAE style, or the 3D noise (see `with_noise`)."""
         impl = self.impl_for(seg)
         if self.use_3d_noise:
-            seg, z = self.with_noise(seg, z, impl), None
-        x = self.initial_map(seg, z, impl)
+            seg, z = self.with_noise(seg, z), None
+        x = self.initial_map(seg, z)
         for name, up in block_plan(self.num_upsampling_layers):
             if up:
                 x = self.up(x)
@@ -151,6 +149,9 @@ class SPADEGenerator(BaseNetwork):
 
 class Pix2PixHDGenerator(BaseNetwork):
     """The pix2pixHD global generator: downsample, resnet blocks, upsample (`--netG pix2pixhd`)."""
+
+    #: no SPADE layers: it reads the one-hot semantics tensor, as the dense SPADE does
+    spade_impl = "dense"
 
     def __init__(self, opt: Options):
         super().__init__()

@@ -31,12 +31,18 @@ def plain_batchnorm(net: nn.Module) -> nn.Module:
     return net
 
 
+def _impl(G: nn.Module) -> str | None:
+    """The SPADE implementation the average is built with: G's (`spade_impl`, which the
+    training step feeds), so the average reads what G reads."""
+    return G.spade_impl if G.opt.netG == "spade" else None
+
+
 class GeneratorEMA:
     """The moving average of a generator `G` (the network `self.net`, frozen, in eval mode)."""
 
     def __init__(self, G: nn.Module, decay: float):
         self.decay = float(decay)
-        self.net = plain_batchnorm(networks.define_G(G.opt, init=False))
+        self.net = plain_batchnorm(networks.define_G(G.opt, init=False, impl=_impl(G)))
         self.net.load_state_dict(G.state_dict())
         self.net.requires_grad_(False).eval().to(next(G.parameters()).device)
 
@@ -58,7 +64,7 @@ class GeneratorEMA:
         `run(net, batch)` (a forward pass) in train mode over `batches`, which re-estimates
         the batch-norm statistics as a plain average over the batches and refines the
         spectral-norm vectors. The live average is left as it is."""
-        net = plain_batchnorm(networks.define_G(G.opt, init=False)).to(next(self.net.parameters()).device)
+        net = plain_batchnorm(networks.define_G(G.opt, init=False, impl=_impl(G))).to(next(self.net.parameters()).device)
         net.load_state_dict(self.net.state_dict())
         own = net.state_dict()
         for k, v in G.state_dict().items():

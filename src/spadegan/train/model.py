@@ -92,11 +92,12 @@ class Pix2PixModel(nn.Module):
         self.opt = opt
         impl = spade_impl_for(opt, opt.torch_device if device is None else device)  # dense for image labels
         self.sparse = impl == "sparse"
-        #: D's first conv reads the label part as codes (by lookups) where that pays: sparse, many classes
-        self.d_reads_codes = self.sparse and first_conv_lookup_pays(opt.label_channels + int(not opt.no_instance),
-                                                                     opt.ndf)
+        #: D's first conv reads the label part as codes (by lookups) where that pays: sparse, many
+        #: classes, a multiscale D (built so: `D.reads_codes`)
+        self.d_reads_codes = (self.sparse and opt.netD == "multiscale"
+                              and first_conv_lookup_pays(opt.label_channels + int(not opt.no_instance), opt.ndf))
         self.netG = networks.define_G(opt, impl=impl if opt.netG == "spade" else None)
-        self.netD = networks.define_D(opt)
+        self.netD = networks.define_D(opt, reads_codes=self.d_reads_codes)
         self.netE = networks.define_E(opt) if opt.use_vae else None
         self.G, self.D, self.E = self.netG, self.netD, self.netE
         self.criterionGAN = GANLoss(opt.gan_mode)
