@@ -255,7 +255,7 @@ def checkpoint_options(path_or_dir: str | os.PathLike, train: bool = False, whic
 
 def load_checkpoint(path_or_dir: str | os.PathLike, which: str = "G", opt: Options | None = None,
                     which_epoch: str = "latest", device: str | torch.device = "cpu",
-                    ema: bool | None = None, **oasis_flags: Any) -> nn.Module:
+                    ema: bool | None = None, impl: str | None = None, **oasis_flags: Any) -> nn.Module:
     """Build the network `which` (G, D or E) from the checkpoint's options and load its weights.
 
     `path_or_dir` is a checkpoint folder (reads `<which_epoch>_net_<which>.pth`, or
@@ -265,7 +265,10 @@ def load_checkpoint(path_or_dir: str | os.PathLike, which: str = "G", opt: Optio
     moving average `<which_epoch>_net_EMA.pth` is loaded instead, saying so once
     (`ema=False`: G itself; `ema=True`: the average or an error).
     Returns the network in eval mode; the options used are `net.opt` (as for every network
-    `networks.define_*` builds).
+    `networks.define_*` builds). `impl` (G only): its SPADE implementation, recorded as
+    `G.spade_impl`: "dense", "sparse", or "auto", --spade_impl resolved for `device`
+    (`layers.label_codes.spade_impl_for`: sparse on the CPU, dense on CUDA); default as
+    `networks.define_G` builds it (the dense reference for --spade_impl auto).
 
     An official OASIS run (boschresearch/OASIS: `<run>/models/<tag>_{G,EMA,D}.pth`, or one of
     those files) is loaded by `oasis_checkpoint.load_oasis_run`: G is the EMA generator
@@ -276,9 +279,15 @@ def load_checkpoint(path_or_dir: str | os.PathLike, which: str = "G", opt: Optio
     z_dim, ...) for runs without opt.pkl / opt.txt; `net.oasis_opt` holds the options used.
     """
     from . import networks  # late import: networks import options, not the reverse
+    from .layers.label_codes import spade_impl_for
     from .oasis_checkpoint import is_oasis_run
 
+    if impl is not None and which != "G":
+        raise SpadeganError(f"impl={impl!r} is a generator's SPADE implementation; {which} has none")
     if is_oasis_run(path_or_dir):
+        if impl not in (None, "auto", "dense"):
+            raise SpadeganError(f"{path_or_dir} is an official OASIS run: its generator reads the one-hot "
+                                f"semantics tensor, it has no impl={impl!r}")
         return _load_oasis(path_or_dir, which, opt, which_epoch, device, ema, oasis_flags)
     if oasis_flags:
         raise SpadeganError(f"{path_or_dir} is not an official OASIS run, so the OASIS flag(s) "
@@ -294,7 +303,10 @@ def load_checkpoint(path_or_dir: str | os.PathLike, which: str = "G", opt: Optio
     build = {"G": networks.define_G, "D": networks.define_D, "E": networks.define_E}
     if which not in build:
         raise SpadeganError(f"which must be G, D or E, not {which!r}")
-    net = build[which](opt, init=False)
+    if impl is None:
+        net = build[which](opt, init=False)
+    else:  # a generator; pix2pixhd's and OASIS' are dense
+        net = build[which](opt, init=False, impl=spade_impl_for(opt, device) if impl == "auto" else impl)
     load_network_weights(net, weights, opt, which)
     return net.eval().to(device)
 

@@ -127,7 +127,7 @@ def load_networks(weights: Path, model_opt: Any, device: torch.device, style: st
         return load_oasis_run(weights, device=device, **flags), None
 
     G = load_checkpoint(averaged_generator(weights, hint="--no_ema") if ema else weights, "G",
-                        opt=model_opt, device=device)
+                        opt=model_opt, device=device, impl="auto")  # --spade_impl resolved for `device`
     E = None
     if model_opt.use_vae and style == "encode":
         e_path = companion_weights(weights, "E") or weights.parent / weights.name.replace("_net_G", "_net_E")
@@ -146,17 +146,19 @@ def synthesize_split(G: nn.Module, split: EvalSplit, opt: Any, device: torch.dev
     VAE generators get z ~ N(0, I) from a generator seeded with ``seed`` (the same codes
     for every checkpoint, so epochs are compared on equal terms), or, when ``E`` is given,
     z sampled around the encoding of the real photo; 3D-noise (OASIS) generators get their
-    noise vectors from the same seeded generator. Class maps run the sparse SPADE where
-    --spade_impl chooses it (the CPU by default).
+    noise vectors from the same seeded generator. Class maps are fed in the form G was built to
+    read (`G.spade_impl`: `load_networks` builds the sparse SPADE where --spade_impl chooses it,
+    the CPU by default).
     """
     from tqdm.auto import tqdm
 
-    from ..layers.label_codes import LabelCodes, use_sparse_spade
+    from ..layers.label_codes import LabelCodes
     from ..networks import sample_z
     from ..networks.oasis import OASISGenerator
 
     if isinstance(G, OASISGenerator):
         return synthesize_split_oasis(G, split, opt, device, batch_size, seed, desc)
+    sparse = opt.netG == "spade" and G.spade_impl == "sparse"  # the form G reads, recorded when built
     gen = torch.Generator().manual_seed(int(seed))
     out = []
     n = len(split)
@@ -172,7 +174,7 @@ def synthesize_split(G: nn.Module, split: EvalSplit, opt: Any, device: torch.dev
                     raise SpadeganError("this model uses instance maps (trained without --no_instance) but the "
                                         "eval split has none; pass --instance_dir or a dataset with instance maps")
                 codes = LabelCodes.from_label(label, inst, opt)
-                sem = codes if use_sparse_spade(opt, device) else codes.semantics()
+                sem = codes if sparse else codes.semantics()
             z = None
             if opt.use_3d_noise:
                 z = torch.randn(sem.size(0), opt.z_dim, generator=gen).to(device)

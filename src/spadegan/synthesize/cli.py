@@ -175,8 +175,8 @@ def _load_synthesizer(args: argparse.Namespace, extra: list[str]) -> Synthesizer
         return Synthesizer.from_checkpoint(path, device, args.precision, args.engine, args.which_epoch,
                                            **parse_oasis_flags(extra, path))
     opt = _override_options(_saved_options(path, args.which_epoch, extra), extra) if extra else None
-    G = load_checkpoint(path, "G", opt=opt, which_epoch=args.which_epoch)
-    device = _flag_device(args.device, extra, opt)
+    device = resolve_device(_flag_device(args.device, extra, opt))  # G's implementation is for this device
+    G = load_checkpoint(path, "G", opt=opt, which_epoch=args.which_epoch, impl="auto", device=device)
     return Synthesizer(G, device=device, precision=args.precision, use_engine=args.engine,
                        name="built-in landscapes" if args.checkpoint is None else "", checkpoint=path,
                        consume=True, which_epoch=args.which_epoch)

@@ -37,7 +37,7 @@ from PIL import Image
 
 from ..device import PRECISIONS, precision_policy, resolve_device
 from ..errors import SpadeganError, SpadeganWarning
-from ..layers.label_codes import LabelCodes, use_sparse_spade
+from ..layers.label_codes import LabelCodes
 from ..visuals import image_to_numpy
 from .inputs import (DONTCARE, ImageLike, LabelLike, LabelSpace, read_instance_ids, read_label_ids,
                      read_label_image, style_tensor)
@@ -116,6 +116,9 @@ class Synthesizer:
                  consume: bool = False, which_epoch: str = "latest"):
         """Wrap a generator with its options `G.opt` (as `networks.define_G` and `load_checkpoint` give it).
 
+        Without the engine, G runs as it was built: its SPADE implementation (`G.spade_impl`)
+        decides the form it is fed (`from_checkpoint` builds it for the device: --spade_impl
+        auto is sparse on the CPU, dense on CUDA; `networks.define_G(opt)` builds dense there).
         `consume=True` lets the engine free G's weights as it converts them (lower peak
         memory; G is unusable afterwards); `from_checkpoint` does that with its own G.
         `checkpoint`/`which_epoch`: where the VAE encoder is loaded from on first use.
@@ -178,8 +181,13 @@ class Synthesizer:
             return f"the fast engine ({self.precision})"
         if self.netG != "spade":
             return f"the training network ({self.netG} generator, {self.precision})"
-        impl = "sparse" if use_sparse_spade(self.opt, self.device) else "dense"
-        return f"the training network ({impl} SPADE, {self.precision})"
+        return f"the training network ({self.G.spade_impl} SPADE, {self.precision})"
+
+    @property
+    def sparse(self) -> bool:
+        """Whether the training network runs the sparse SPADE: the implementation G was built
+        with (`G.spade_impl`, see `networks.define_G`), which decides the form it is fed."""
+        return self.G is not None and self.netG == "spade" and self.G.spade_impl == "sparse"
 
     # ---- construction -----------------------------------------------------------------
     @classmethod
@@ -206,7 +214,8 @@ class Synthesizer:
                                 f"{', '.join(sorted(oasis_flags))} do not apply")
 
         path = builtin_checkpoint() if path_or_dir is None else Path(path_or_dir)
-        G = load_checkpoint(path, "G", opt=opt, which_epoch=which_epoch)
+        device = resolve_device(device)  # --spade_impl auto: G's implementation for this device
+        G = load_checkpoint(path, "G", opt=opt, which_epoch=which_epoch, impl="auto", device=device)
         return cls(G, device=device, precision=precision, use_engine=use_engine,
                    name="built-in landscapes" if path_or_dir is None else "", checkpoint=path, consume=True,
                    which_epoch=which_epoch)
@@ -412,7 +421,7 @@ class Synthesizer:
         else:
             codes = LabelCodes.from_label(lab.to(self.device), None if inst is None else inst.to(self.device),
                                           self.opt)
-            seg = codes if use_sparse_spade(self.opt, self.device) else codes.semantics()
+            seg = codes if self.sparse else codes.semantics()  # the form G was built to read
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype or torch.float32,
                                                     enabled=dtype is not None):
