@@ -133,6 +133,35 @@ def test_no_dontcare_model_rejects_255(tmp_path):
         syn.synthesize(ids)
 
 
+def test_generators_built_for_a_device_record_the_implementation_and_are_fed_its_form(tmp_path):
+    """--spade_impl auto is resolved once, when G is built for its device, not per call:
+    load_checkpoint(impl='auto', device='cpu'), Synthesizer.from_checkpoint and eval's
+    load_networks build the sparse SPADE on the CPU; load_checkpoint's default (as define_G's) is
+    the dense reference. The Synthesizer (no engine) and synthesize_split feed the form G
+    records, and both implementations give the same images."""
+    from spadegan import load_checkpoint
+    from spadegan.evaluation.split import EvalSplit, load_networks, synthesize_split
+    ck = make_checkpoint(tmp_path / "impl", "--label_nc", "5", "--no_instance", "--dataset_mode", "custom",
+                         "--label_dir", "x", "--image_dir", "y")
+    dense = load_checkpoint(ck)
+    assert dense.spade_impl == "dense" and load_checkpoint(ck, impl="auto", device="cpu").spade_impl == "sparse"
+    assert load_checkpoint(ck, impl="dense", device="cpu").spade_impl == "dense"
+    with pytest.raises(SpadeganError, match="impl='sparse' is a generator's SPADE implementation; D has none"):
+        load_checkpoint(ck, "D", impl="sparse")
+    sparse_syn = Synthesizer.from_checkpoint(ck, device="cpu", use_engine=False)
+    dense_syn = Synthesizer(dense, device="cpu", use_engine=False)
+    assert (sparse_syn.sparse, sparse_syn.G.spade_impl, dense_syn.sparse) == (True, "sparse", False)
+    assert "(sparse SPADE, fp32)" in sparse_syn.network and "(dense SPADE, fp32)" in dense_syn.network
+    lab = torch.from_numpy(np.stack([blocky_ids(0, 5), blocky_ids(1, 5)]))
+    a, b = sparse_syn.generate(lab), dense_syn.generate(lab)
+    assert a.shape == (2, 3, 64, 64) and float((a - b).abs().max()) < 1e-4
+    G_eval, _ = load_networks(ck / "latest_net_G.pth", dense.opt, torch.device("cpu"), "random")
+    assert G_eval.spade_impl == "sparse"
+    split = EvalSplit(lab, torch.zeros(2, 3, 64, 64, dtype=torch.uint8), None, ["a", "b"])
+    x, y = (synthesize_split(G, split, dense.opt, torch.device("cpu")) for G in (G_eval, dense))
+    assert x.dtype == torch.uint8 and int((x.int() - y.int()).abs().max()) <= 1
+
+
 def test_size_keeps_the_label_aspect_ratio(parity_dir):
     syn = Synthesizer.from_checkpoint(parity_dir, device="cpu")
     ids = blocky_ids(0, 12, size=(96, 192))
