@@ -98,9 +98,10 @@ def test_labelmix_mask_takes_whole_classes_and_loss_is_zero_for_a_consistent_d()
 
 
 # ---- training with --netD oasis: 3D noise, EMA, resume ----------------------------------------
-def _oasis_opt(tmp_path, *extra, name="run"):
+def _oasis_opt(tmp_path, *extra, name="run", netG="oasis"):
+    """A tiny --netD oasis run: the published generator (netG oasis, the default) or SPADE's."""
     from test_train import tiny_opt
-    return tiny_opt(tmp_path, "--netD", "oasis", "--ema_decay", "0.9", *extra, name=name)
+    return tiny_opt(tmp_path, "--netD", "oasis", "--netG", netG, "--ema_decay", "0.9", *extra, name=name)
 
 
 def test_oasis_options_defaults_and_refusals():
@@ -108,12 +109,17 @@ def test_oasis_options_defaults_and_refusals():
     opt = parse(["--dataset_mode", "landscapes", "--netD", "oasis", "--gpu_ids", "-1"], train=True)
     assert (opt.use_3d_noise, opt.z_dim, opt.ema_decay, opt.beta1, opt.beta2) == (True, 64, 0.9999, 0.0, 0.999)
     assert opt.no_vgg_loss and opt.no_ganFeat_loss and opt.lambda_labelmix == 10.0
-    assert (opt.lr / 2, opt.lr * 2) == (1e-4, 4e-4)  # TTUR: the paper's lr G / lr D
-    assert opt.generator_input_nc == opt.semantic_nc + 64
+    assert opt.netG == "oasis" and (opt.lr_g, opt.lr_d) == (1e-4, 4e-4)  # the published model and lrs
+    spade = parse(["--dataset_mode", "landscapes", "--netD", "oasis", "--netG", "spade", "--gpu_ids", "-1"], train=True)
+    assert (spade.lr / 2, spade.lr * 2, spade.lr_g, spade.lr_d) == (1e-4, 4e-4, 0, 0)  # TTUR from --lr
+    assert spade.generator_input_nc == spade.semantic_nc + 64
     mine = parse(["--dataset_mode", "landscapes", "--netD", "oasis", "--z_dim", "16", "--ema_decay", "0",
                   "--gpu_ids", "-1"], train=True)
     assert (mine.z_dim, mine.ema_decay) == (16, 0.0)
     with pytest.raises(SpadeganError, match="choose one"):
+        parse(["--dataset_mode", "landscapes", "--netD", "oasis", "--netG", "spade", "--use_vae", "--gpu_ids", "-1"],
+              train=True)
+    with pytest.raises(SpadeganError, match="no style encoder"):
         parse(["--dataset_mode", "landscapes", "--netD", "oasis", "--use_vae", "--gpu_ids", "-1"], train=True)
     with pytest.raises(SpadeganError, match="ema_decay"):
         parse(["--dataset_mode", "landscapes", "--ema_decay", "1.5", "--gpu_ids", "-1"], train=True)
@@ -137,19 +143,25 @@ def test_ema_update_arithmetic():
     assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in ema.net.modules())
 
 
-def test_oasis_training_resume_equals_uninterrupted_with_ema(tmp_path):
+@pytest.mark.parametrize("netG", ["oasis", "spade"])
+def test_oasis_training_resume_equals_uninterrupted_with_ema(tmp_path, netG):
+    """Exact resume with the published generator and the official EMA (buffers averaged, the
+    statistics pass on the live average at prints and saves) and with SPADE's generator."""
     from test_train import SynthPairs, _assert_same, _weights
 
     from spadegan.train.state import OPTIM_FILE
     from spadegan.train.trainer import Trainer
     N, k = 5, 2
-    ref = Trainer(_oasis_opt(tmp_path, name="ref"), dataset=SynthPairs(), progress=False)
+    ref = Trainer(_oasis_opt(tmp_path, "--print_freq", "6", name="ref", netG=netG), dataset=SynthPairs(),
+                  progress=False)
     assert isinstance(ref.model.netD, OASISDiscriminator)
     ref.run(max_steps=N)
     assert set(ref.d_losses) == {"D_Fake", "D_real", "D_LabelMix"} and set(ref.g_losses) == {"GAN"}
-    first = Trainer(_oasis_opt(tmp_path, name="cut"), dataset=SynthPairs(), progress=False)
+    first = Trainer(_oasis_opt(tmp_path, "--print_freq", "6", name="cut", netG=netG), dataset=SynthPairs(),
+                    progress=False)
     first.run(max_steps=k)
-    resumed = Trainer(_oasis_opt(tmp_path, "--continue_train", name="cut"), dataset=SynthPairs(), progress=False)
+    resumed = Trainer(_oasis_opt(tmp_path, "--print_freq", "6", "--continue_train", name="cut", netG=netG),
+                      dataset=SynthPairs(), progress=False)
     resumed.run(max_steps=N)
     nets = ("G", "D", "EMA")
     _assert_same(_weights(tmp_path / "ck" / "ref", nets), _weights(tmp_path / "ck" / "cut", nets))
@@ -158,10 +170,15 @@ def test_oasis_training_resume_equals_uninterrupted_with_ema(tmp_path):
     assert all(torch.equal(sa[key], sb[key]) for key in sa)
     # the saved average is not G, and its batch statistics were measured for it
     g = _weights(tmp_path / "ck" / "ref", ("G", "EMA"))
-    key = "head_0.norm_0.param_free_norm.running_mean"
-    assert not torch.equal(g["G"]["head_0.conv_0.weight_orig"], g["EMA"]["head_0.conv_0.weight_orig"])
+    block, norm = ("body.0", "first_norm") if netG == "oasis" else ("head_0", "param_free_norm")
+    key = f"{block}.norm_0.{norm}.running_mean"
+    assert not torch.equal(g["G"][f"{block}.conv_0.weight_orig"], g["EMA"][f"{block}.conv_0.weight_orig"])
     assert not torch.equal(g["G"][key], g["EMA"][key])
-    assert not torch.equal(sa[key], g["EMA"][key])  # the live average keeps its own buffers
+    if netG == "spade":
+        assert not torch.equal(sa[key], g["EMA"][key])  # the live average keeps its own buffers
+    else:  # official: G's buffers are averaged in too (u moves), and the live average got statistics
+        assert ref.ema.official and ref._ema_refreshed_at == 3  # the print at sample 6 (iteration 3)
+        assert not torch.equal(g["G"][f"{block}.conv_0.weight_u"], g["EMA"][f"{block}.conv_0.weight_u"])
 
 
 def test_oasis_checkpoint_synthesizes_with_ema_and_seeded_3d_noise(tmp_path):
@@ -171,7 +188,7 @@ def test_oasis_checkpoint_synthesizes_with_ema_and_seeded_3d_noise(tmp_path):
     from spadegan.synthesize import Synthesizer
     from spadegan.train.trainer import Trainer
     from spadegan.options import save_options
-    opt = _oasis_opt(tmp_path, "--z_dim", "8")
+    opt = _oasis_opt(tmp_path, "--z_dim", "8", netG="spade")
     Trainer(opt, dataset=SynthPairs(), progress=False).run(max_steps=3)
     folder = save_options(opt)
     with pytest.warns(UserWarning, match="moving average"):
@@ -218,7 +235,7 @@ def test_oasis_train_test_synthesize_commands_on_coco(tmp_path, monkeypatch, coc
     from spadegan.cli import main
     monkeypatch.chdir(tmp_path)
     assert main(["train", "--name", "coco_oasis", "--dataroot", coco_root, *COCO, "--ndf", "8",
-                 "--batchSize", "2", "--netD", "oasis", "--z_dim", "16", "--ema_decay", "0.9",
+                 "--batchSize", "2", "--netD", "oasis", "--netG", "spade", "--z_dim", "16", "--ema_decay", "0.9",
                  "--niter", "1", "--print_freq", "1"]) == 0
     folder = tmp_path / "checkpoints" / "coco_oasis"
     assert {"latest_net_G.pth", "latest_net_D.pth", "latest_net_EMA.pth", "1_net_EMA.pth"} <= {

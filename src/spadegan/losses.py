@@ -1,4 +1,6 @@
-"""Training losses: GAN (hinge | original | ls | w), feature matching, VGG perceptual, KLD."""
+"""Training losses: GAN (hinge | original | ls | w), feature matching, VGG perceptual, KLD;
+OASIS' class-balanced N+1 loss and LabelMix (the official per-class mask and spadegan's
+per-image variant)."""
 
 from __future__ import annotations
 
@@ -117,9 +119,35 @@ def oasis_loss(logits: torch.Tensor, label: torch.Tensor, target_is_real: bool,
     return (F.cross_entropy(logits, label + 1, reduction="none") * weights).mean()
 
 
+def labelmix_classes(label: torch.Tensor) -> torch.Tensor:
+    """The classes the official LabelMix draws a coin for: those present anywhere in the batch
+    `label` (B, H, W), ascending (`torch.unique`)."""
+    return torch.unique(label)
+
+
+def labelmix_class_mask(label: torch.Tensor, coins: torch.Tensor) -> torch.Tensor:
+    """The official LabelMix mask (B, 1, H, W) float 0/1 (1 = real): one coin per class of
+    `labelmix_classes(label)` (`coins`, same length and order), shared by the whole batch.
+
+    The official `generate_labelmix` relabels in place, class by class in ascending order
+    (`target_map[target_map == c] = coin`): once class 0 has become 1, class 1's relabeling
+    takes its pixels along, so class 0 ends with class 1's coin whenever its own coin is 1 and
+    class 1 is present. This keeps that behaviour; no other class is affected."""
+    classes = labelmix_classes(label)
+    coins = coins.to(label.device).long().reshape(-1)
+    if coins.numel() != classes.numel():
+        raise ValueError(f"{classes.numel()} classes in the batch, {coins.numel()} LabelMix coins")
+    table = torch.zeros(int(classes.max()) + 1 if classes.numel() else 1, dtype=torch.long, device=label.device)
+    table[classes] = coins
+    if classes.numel() > 1 and int(classes[0]) == 0 and int(classes[1]) == 1 and int(coins[0]) == 1:
+        table[0] = table[1]
+    return table[label].unsqueeze(1).float()
+
+
 def labelmix_mask(label: torch.Tensor, coins: torch.Tensor) -> torch.Tensor:
-    """(B, 1, H, W) float 0/1: each class of each image taken wholly from the real (1) or the
-    fake (0) image, as `coins` (B, num_classes) of 0/1 (fair coins, drawn by the caller) say."""
+    """spadegan's per-image LabelMix (--labelmix_per_image): (B, 1, H, W) float 0/1, each
+    class of each image taken wholly from the real (1) or the fake (0) image, as `coins`
+    (B, num_classes) of 0/1 (fair coins, drawn by the caller) say."""
     b = label.shape[0]
     picked = torch.gather(coins.to(label.device).long(), 1, label.reshape(b, -1))
     return picked.view(b, 1, *label.shape[1:]).float()

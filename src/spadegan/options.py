@@ -34,7 +34,7 @@ BASE, TRAIN, TEST = "base", "train", "test"
 PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop",
                     "scale_shortside", "scale_shortside_and_crop", "fixed", "none")
 DATASET_MODES = ("coco", "ade20k", "cityscapes", "facades", "custom", "landscapes")
-NETG_CHOICES = ("spade", "pix2pixhd")
+NETG_CHOICES = ("spade", "pix2pixhd", "oasis")
 GAN_MODES = ("hinge", "original", "ls", "w")
 #: --amp's values: plain `--amp` is "auto"; "" (the default) is no --amp
 AMP_CHOICES = ("auto", "bf16", "fp16", "fp32")
@@ -90,7 +90,10 @@ class Options:
     cache_filelist_read: bool = _opt(False, "read the file list from a cache file")
     display_winsize: int = _opt(400, "display window size")
     # generator
-    netG: str = _opt("spade", "generator architecture", choices=NETG_CHOICES)
+    netG: str = _opt("spade", "generator architecture: spade, pix2pixhd or oasis (the published OASIS generator: "
+                     "6 blocks from a per-dataset start map, z + one-hot input with dontcare at channel 0, no "
+                     "instance edges; the default with --netD oasis, which with --netG spade keeps SPADE's)",
+                     choices=NETG_CHOICES)
     ngf: int = _opt(64, "number of generator filters in the last conv layer")
     init_type: str = _opt("xavier", "initialisation", choices=("normal", "xavier", "xavier_uniform",
                                                                 "kaiming", "orthogonal", "none"))
@@ -147,7 +150,17 @@ class Options:
     netD: str = _opt("multiscale", "discriminator architecture: multiscale (SPADE's PatchGANs) or oasis (OASIS' "
                      "U-Net segmenter; sets the OASIS defaults: 3D noise with --z_dim 64, EMA 0.9999, Adam "
                      "betas 0/0.999, no VGG or feature matching loss)", TRAIN, choices=("multiscale", "oasis"))
-    lambda_labelmix: float = _opt(10.0, "--netD oasis: weight of the LabelMix regularisation of D (0: off)", TRAIN)
+    lambda_labelmix: float = _opt(10.0, "--netD oasis: weight of the LabelMix regularisation of D (0: off; 5 for "
+                                  "cityscapes with --netG oasis, as published)", TRAIN)
+    labelmix_per_image: bool = _opt(False, "--netD oasis, spadegan's variant: one LabelMix coin per (image, class) "
+                                    "instead of the official one per class shared by the batch (where class 0 "
+                                    "also follows class 1's coin when its own says real)", TRAIN)
+    d_classifier_torch_init: bool = _opt(False, "--netD oasis, spadegan's variant: D's 1x1 classifier keeps "
+                                         "PyTorch's default initialisation instead of the official xavier gain "
+                                         "--init_variance (it learns sooner in small CPU runs)", TRAIN)
+    lr_g: float = _opt(0.0, "G's learning rate; 0: from --lr (lr/2 with TTUR). --netG oasis: 1e-4 (cityscapes "
+                       "4e-4), as published", TRAIN)
+    lr_d: float = _opt(0.0, "D's learning rate; 0: from --lr (lr*2 with TTUR). --netG oasis: 4e-4", TRAIN)
     ema_decay: float = _opt(0.0, "keep an exponential moving average of G's weights with this decay (0: off; "
                             "0.9999 with --netD oasis), saved as <epoch>_net_EMA.pth and used for synthesis", TRAIN)
     lambda_kld: float = _opt(0.05, "weight of the KL divergence loss", TRAIN)
@@ -279,10 +292,33 @@ def _defaults(train: bool, netG: str, dataset_mode: str, no_TTUR: bool, netD: st
     if netD == "oasis":  # the OASIS paper's settings (its lr G 1e-4 / D 4e-4 are TTUR's from --lr 2e-4)
         d.update(beta2=0.999, use_3d_noise=True, z_dim=64, ema_decay=0.9999, no_vgg_loss=True,
                  no_ganFeat_loss=True)
-    d["norm_G"] = "spectralspadesyncbatch3x3" if netG == "spade" else "instance"
+    d["netG"] = netG
+    d["norm_G"] = "spectralspadesyncbatch3x3" if netG in ("spade", "oasis") else "instance"
     d.update(_dataset_defaults(dataset_mode, train))
     if dataset_mode == "cityscapes" and netG == "spade":
         d["num_upsampling_layers"] = "more"
+    if netG == "oasis":
+        d.update(_oasis_defaults(dataset_mode, train))
+    return d
+
+
+def _oasis_defaults(dataset_mode: str, train: bool) -> dict[str, Any]:
+    """--netG oasis: the published settings (boschresearch/OASIS config.py and
+    set_dataset_default_lm): lr G 1e-4 / D 4e-4, 200 epochs, no lr decay, EMA 0.9999, LabelMix
+    10, 3D noise of 64; Cityscapes lr G 4e-4, LabelMix 5, EMA 0.999; COCO-Stuff 100 epochs. No
+    instance edges. ADE20K / COCO-Stuff load at 256: the official training reads its images at
+    the val size (the train dataset's 286 is reset by the val dataset built on the same options),
+    so it never crops at random."""
+    d: dict[str, Any] = dict(no_instance=True, use_3d_noise=True, z_dim=64)
+    if train:
+        d.update(lr_g=1e-4, lr_d=4e-4, niter=200, niter_decay=0, ema_decay=0.9999, lambda_labelmix=10.0,
+                 beta1=0.0, beta2=0.999, no_vgg_loss=True, no_ganFeat_loss=True)
+    if dataset_mode in ("ade20k", "coco"):
+        d["load_size"] = d["crop_size"] = 256
+    if dataset_mode == "cityscapes" and train:
+        d.update(lr_g=4e-4, lambda_labelmix=5.0, ema_decay=0.999)
+    if dataset_mode == "coco" and train:
+        d["niter"] = 100
     return d
 
 
@@ -335,7 +371,7 @@ def parse(argv: list[str] | None = None, train: bool = True) -> Options:
     argv = list(sys.argv[1:] if argv is None else argv)
     # pass 1: the options that choose other defaults
     pre = _Parser(add_help=False, allow_abbrev=False)
-    pre.add_argument("--netG", default="spade", choices=NETG_CHOICES)
+    pre.add_argument("--netG", default=None, choices=NETG_CHOICES)
     pre.add_argument("--dataset_mode", default="coco", choices=DATASET_MODES)
     pre.add_argument("--no_TTUR", action="store_true")
     pre.add_argument("--netD", default="multiscale")
@@ -343,6 +379,8 @@ def parse(argv: list[str] | None = None, train: bool = True) -> Options:
     pre.add_argument("--checkpoints_dir", default="./checkpoints")
     pre.add_argument("--name", default="label2coco")
     known, _ = pre.parse_known_args(argv)
+    if known.netG is None:  # --netD oasis trains the published OASIS generator unless --netG says otherwise
+        known.netG = "oasis" if train and known.netD == "oasis" and not known.load_from_opt_file else "spade"
     defaults = _defaults(train, known.netG, known.dataset_mode, known.no_TTUR and train,
                          known.netD if train else "multiscale")
     ns = vars(known)
@@ -393,7 +431,7 @@ def _validate(opt: Options, argv: list[str]) -> None:
     if opt.aspect_ratio <= 0:
         bad(f"--aspect_ratio must be positive, got {opt.aspect_ratio}")
     for key in ("norm_G", "norm_D", "norm_E"):
-        check_norm_string(getattr(opt, key), key, spade=(key == "norm_G" and opt.netG == "spade"))
+        check_norm_string(getattr(opt, key), key, spade=(key == "norm_G" and opt.netG in ("spade", "oasis")))
     if opt.netG == "spade":
         sw = opt.crop_size // (2 ** opt.num_up_layers)
         if sw < 1 or round(sw / opt.aspect_ratio) < 1:
@@ -404,9 +442,13 @@ def _validate(opt: Options, argv: list[str]) -> None:
             bad(f"--crop_size {opt.crop_size} makes the generator start from a 1x1 map, which instance "
                 f"norm ({opt.norm_G}) cannot normalise; use --crop_size {2 ** (opt.num_up_layers + 1)} or more")
     if opt.use_vae and opt.netG != "spade":
-        bad("--use_vae needs --netG spade (pix2pixhd has no z input)")
-    if opt.use_3d_noise and opt.netG != "spade":
-        bad("--use_3d_noise needs --netG spade (pix2pixhd has no SPADE layers)")
+        why = "pix2pixhd has no z input" if opt.netG == "pix2pixhd" else \
+            "the published OASIS generator has no style encoder: its styles come from the 3D noise"
+        bad(f"--use_vae needs --netG spade ({why})")
+    if opt.use_3d_noise and opt.netG == "pix2pixhd":
+        bad("--use_3d_noise needs --netG spade or oasis (pix2pixhd has no SPADE layers)")
+    if opt.netG == "oasis":
+        _validate_oasis(opt, argv)
     if opt.use_3d_noise and opt.use_vae:
         bad("--use_3d_noise and --use_vae both draw styles from --z_dim: choose one")
     if not 0.0 <= opt.ema_decay < 1.0:
@@ -428,6 +470,20 @@ def _validate(opt: Options, argv: list[str]) -> None:
         bad("--dataset_mode custom needs --label_dir and --image_dir")
     if opt.style_image and not opt.use_vae:
         bad("--style_image needs a model trained with --use_vae")
+
+
+def _validate_oasis(opt: Options, argv: list[str]) -> None:
+    """--netG oasis: what the published generator does not have."""
+    if opt.isTrain and opt.netD != "oasis":
+        raise SpadeganError("--netG oasis trains with OASIS' discriminator and losses: add --netD oasis")
+    if not opt.no_instance:
+        raise SpadeganError("--netG oasis reads no instance edges (as published): add --no_instance")
+    if opt.lr_g < 0 or opt.lr_d < 0:
+        raise SpadeganError(f"--lr_g {opt.lr_g} / --lr_d {opt.lr_d} must be 0 (from --lr) or positive")
+    w0 = opt.crop_size // 32
+    if w0 < 1 or round(w0 / opt.aspect_ratio) < 1:
+        raise SpadeganError(f"--crop_size {opt.crop_size} with --aspect_ratio {opt.aspect_ratio} is too small for "
+                            "--netG oasis (it starts from crop_size / 32)")
 
 
 def _validate_image_label(opt: Options, argv: list[str]) -> None:
@@ -486,14 +542,21 @@ def format_options(opt: Options) -> str:
     return "\n".join(lines) + "\n"
 
 
-def save_options(opt: Options, folder: str | os.PathLike | None = None) -> Path:
-    """Write opt.txt, opt.pkl (argparse Namespace, readable by the official code) and opt.json."""
+def save_options(opt: Options, folder: str | os.PathLike | None = None,
+                 formats: tuple[str, ...] | None = None) -> Path:
+    """Write opt.txt, opt.pkl (argparse Namespace, readable by the official code) and opt.json;
+    `formats`: only some of ("txt", "pkl", "json") (e.g. json alone beside an official OASIS
+    run's own opt.pkl / opt.txt)."""
     folder = Path(folder) if folder is not None else opt.expr_dir
     folder.mkdir(parents=True, exist_ok=True)
+    formats = formats or ("txt", "json", "pkl")
     d = opt.to_dict()
-    atomic_write_bytes(folder / "opt.txt", format_options(opt).encode())
-    atomic_write_bytes(folder / "opt.json", json.dumps(d, indent=1, sort_keys=True).encode())
-    atomic_write_bytes(folder / "opt.pkl", pickle.dumps(argparse.Namespace(**d)))
+    if "txt" in formats:
+        atomic_write_bytes(folder / "opt.txt", format_options(opt).encode())
+    if "json" in formats:
+        atomic_write_bytes(folder / "opt.json", json.dumps(d, indent=1, sort_keys=True).encode())
+    if "pkl" in formats:
+        atomic_write_bytes(folder / "opt.pkl", pickle.dumps(argparse.Namespace(**d)))
     return folder
 
 

@@ -3,6 +3,8 @@
 `define_G/define_D/define_E(opt)` build an initialised network from Options (the official
 factory functions, with a plain dict instead of class lookup by string); the network keeps
 those options as `net.opt`. `at_size(G, size)` runs a SPADE generator at another output size.
+`--netG oasis` is the published OASIS generator (`oasis.OASISGenerator`, its shape from
+`oasis.oasis_options_from(opt)`), initialised as the official `init_networks`.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from .base import BaseNetwork
 from .discriminator import MultiscaleDiscriminator, NLayerDiscriminator, OASISDiscriminator
 from .encoder import ConvEncoder, sample_z
 from .generator import Pix2PixHDGenerator, SPADEGenerator, block_plan, latent_size
+from .oasis import OASISGenerator, oasis_options_from, oasis_semantic_nc
 from .vgg import VGG19, load_vgg19
 
-GENERATORS = {"spade": SPADEGenerator, "pix2pixhd": Pix2PixHDGenerator}
+GENERATORS = {"spade": SPADEGenerator, "pix2pixhd": Pix2PixHDGenerator, "oasis": OASISGenerator}
 DISCRIMINATORS = {"multiscale": MultiscaleDiscriminator, "oasis": OASISDiscriminator}
 
 
@@ -42,6 +45,8 @@ def define_G(opt: Options, init: bool = True, impl: str | None = None) -> BaseNe
     if opt.netG != "spade":
         if impl not in (None, "dense"):
             raise SpadeganError(f"--netG {opt.netG} has no sparse implementation; impl={impl!r} is for --netG spade")
+        if opt.netG == "oasis":  # built from its OASISOptions (`net.oasis_opt`), then given `opt` as usual
+            return _create(lambda o: OASISGenerator(oasis_options_from(o)), opt, init)
         return _create(GENERATORS[opt.netG], opt, init)
     return _create(SPADEGenerator, opt, init, impl=impl)
 
@@ -54,8 +59,24 @@ def define_D(opt: Options, init: bool = True, reads_codes: bool = False) -> Base
         if reads_codes:
             what = "a model of label images (--label_nc 0)" if opt.image_label else f"--netD {opt.netD}"
             raise SpadeganError(f"reads_codes=True is for the multiscale discriminator of class ids, not {what}")
-        return _create(DISCRIMINATORS[opt.netD], opt, init)
+        return _oasis_D(opt, init) if opt.netD == "oasis" else _create(DISCRIMINATORS[opt.netD], opt, init)
     return _create(MultiscaleDiscriminator, opt, init, reads_codes=reads_codes)
+
+
+def _oasis_D(opt: Options, init: bool) -> BaseNetwork:
+    """--netD oasis. With --netG oasis it predicts OASIS' channels (`oasis_semantic_nc` + 1
+    logits, dontcare at class 0). Its 1x1 classifier gets the official initialisation (as
+    every other conv: --init_type, --init_variance) unless --d_classifier_torch_init, which
+    keeps PyTorch's default there (spadegan's variant, which learns sooner in small CPU runs:
+    see `OASISDiscriminator.init_weights`)."""
+    shape = opt
+    if opt.netG == "oasis":  # logits for OASIS' channels, dontcare included
+        shape = opt.replace(label_nc=oasis_semantic_nc(opt) - 1, contain_dontcare_label=True)
+    net = _create(OASISDiscriminator, shape, init)
+    net.opt = opt
+    if init and not getattr(opt, "d_classifier_torch_init", False):
+        BaseNetwork.init_weights(net.classifier, opt.init_type, opt.init_variance)  # as the other convs
+    return net
 
 
 def define_E(opt: Options, init: bool = True) -> BaseNetwork:
@@ -83,4 +104,4 @@ def at_size(G: nn.Module, size: tuple[int, int]) -> nn.Module:
 
 __all__ = ["define_G", "define_D", "define_E", "at_size", "sample_z", "SPADEGenerator", "Pix2PixHDGenerator",
            "MultiscaleDiscriminator", "NLayerDiscriminator", "OASISDiscriminator", "ConvEncoder", "VGG19",
-           "load_vgg19", "latent_size", "block_plan", "BaseNetwork"]
+           "load_vgg19", "latent_size", "block_plan", "BaseNetwork", "OASISGenerator"]

@@ -23,12 +23,17 @@ every SPADE. The official forward draws z itself (`torch.randn` on the global ge
 ignoring a z passed in); here a given z is used, and z=None draws it as the official code does.
 
 `OASISOptions` holds the official architecture flags (config.py names) plus what the
-official dataset classes set (semantic_nc, crop_size, aspect_ratio).
+official dataset classes set (semantic_nc, crop_size, aspect_ratio). For training with
+`--netG oasis` (implied by `--netD oasis`), `oasis_options_from(opt)` derives them from
+spadegan `Options` and `oasis_channels(label, opt)` puts spadegan's label ids in OASIS'
+channel order (dontcare at channel 0, see `oasis_semantic_nc`).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -207,3 +212,61 @@ class OASISGenerator(BaseNetwork):
             if i < last:
                 x = F.interpolate(x, scale_factor=2.0, mode="nearest")
         return torch.tanh(self.conv_img(F.leaky_relu(x, 0.2)))
+
+
+# ---- training with spadegan Options (--netG oasis) ------------------------------------------------
+#: spadegan datasets whose id 0 already is OASIS' dontcare class (ADE20K 'other', Cityscapes
+#: 'unlabeled'): their ids are OASIS' channels as they are. Elsewhere OASIS' channel 0 is added
+#: for dontcare (spadegan's dontcare id `label_nc` with --contain_dontcare_label) and class c
+#: is channel c + 1 (COCO-Stuff's official order: 255 -> 0, c -> c + 1).
+ID0_IS_DONTCARE = ("ade20k", "cityscapes")
+_NORM_G = re.compile(r"^(spectral)?spade(syncbatch|batch|instance)(\d)x\d$")
+
+
+def oasis_semantic_nc(opt: Any) -> int:
+    """OASIS' one-hot channels (official `semantic_nc`, dontcare at 0) for spadegan Options:
+    ADE20K 151, Cityscapes 35, COCO-Stuff 183 (as the official dataset classes), other
+    datasets label_nc + 1."""
+    if opt.dataset_mode in ID0_IS_DONTCARE:
+        return opt.label_nc + int(opt.contain_dontcare_label)
+    return opt.label_nc + 1
+
+
+def oasis_channels(label: torch.Tensor, opt: Any) -> torch.Tensor:
+    """(B, H, W) int64 OASIS channels of spadegan label ids (B, [1,] H, W) (dontcare already
+    mapped to `label_nc` by spadegan's datasets): kept where id 0 is dontcare
+    (`ID0_IS_DONTCARE`), else c -> c + 1 and dontcare -> 0. Ids outside the dataset's range
+    raise a SpadeganError naming them."""
+    if label.dim() == 4:
+        label = label[:, 0]
+    label = label.long()
+    nc = opt.label_nc + int(opt.contain_dontcare_label)
+    if label.numel() and (int(label.min()) < 0 or int(label.max()) >= nc):
+        bad = torch.unique(label[(label < 0) | (label >= nc)])[:8].tolist()
+        raise SpadeganError(f"label ids {bad} outside 0..{nc - 1} (--label_nc {opt.label_nc}"
+                            f"{' + dontcare' if opt.contain_dontcare_label else ''}, --dataset_mode {opt.dataset_mode})")
+    if opt.dataset_mode in ID0_IS_DONTCARE:
+        return label
+    if opt.contain_dontcare_label:
+        return torch.where(label == opt.label_nc, torch.zeros_like(label), label + 1)
+    return label + 1
+
+
+def oasis_options_from(opt: Any) -> OASISOptions:
+    """The OASISOptions of spadegan Options for --netG oasis: channels_G = --ngf, --z_dim,
+    no_3dnoise = not --use_3d_noise, param_free_norm / spade_ks / spectral norm from --norm_G
+    (e.g. spectralspadesyncbatch3x3), the start map from --crop_size / --aspect_ratio,
+    semantic_nc from `oasis_semantic_nc`; 6 residual blocks, as published."""
+    m = _NORM_G.match(opt.norm_G)
+    if m is None:
+        raise SpadeganError(f"--norm_G {opt.norm_G!r} does not describe an OASIS generator: use "
+                            "[spectral]spade{syncbatch,batch,instance}<k>x<k>, e.g. spectralspadesyncbatch3x3")
+    o = OASISOptions(semantic_nc=oasis_semantic_nc(opt), crop_size=opt.crop_size, aspect_ratio=opt.aspect_ratio,
+                     channels_G=opt.ngf, z_dim=opt.z_dim, param_free_norm=m.group(2), spade_ks=int(m.group(3)),
+                     no_3dnoise=not opt.use_3d_noise, no_spectral_norm=m.group(1) is None,
+                     no_EMA=opt.ema_decay <= 0, dataset_mode=opt.dataset_mode)
+    if min(o.latent_size) < 1:
+        raise SpadeganError(f"--crop_size {opt.crop_size} with --aspect_ratio {opt.aspect_ratio} is too small for "
+                            f"the OASIS generator (it starts from crop_size / 2^{o.num_res_blocks - 1}); use at "
+                            f"least {2 ** (o.num_res_blocks - 1) * max(1, round(opt.aspect_ratio))}")
+    return o

@@ -7,6 +7,13 @@ gets fresh statistics, measured on a fixed set of training batches in train mode
 OASIS paper does; the same passes run spectral norm's power iteration on the averaged
 weights, starting from G's vectors. The live average (its parameters and buffers) is part of
 the training state, so a resumed run continues it exactly.
+
+`official=True` (--netG oasis) is the published OASIS EMA (`utils.update_EMA`) instead: after
+each iteration (G and D step) EVERY state entry is averaged, buffers included (batch-norm
+running statistics, spectral-norm u and v; integer entries truncate, as `copy_` does), and
+`refresh_statistics` re-estimates the batch-norm statistics on the LIVE average: up to
+OFFICIAL_STAT_FORWARDS train-mode forwards (running averages with the norms' momentum, 0.1),
+which also power-iterate its averaged u, v.
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ from .. import networks
 
 #: training batches used to measure the batch-norm statistics of the averaged generator
 STAT_BATCHES = 50
+#: the official statistics pass: forwards of the live average (its loop breaks after the 51st)
+OFFICIAL_STAT_FORWARDS = 51
 
 
 def plain_batchnorm(net: nn.Module) -> nn.Module:
@@ -40,17 +49,44 @@ def _impl(G: nn.Module) -> str | None:
 class GeneratorEMA:
     """The moving average of a generator `G` (the network `self.net`, frozen, in eval mode)."""
 
-    def __init__(self, G: nn.Module, decay: float):
+    def __init__(self, G: nn.Module, decay: float, official: bool = False):
         self.decay = float(decay)
+        self.official = bool(official)
         self.net = plain_batchnorm(networks.define_G(G.opt, init=False, impl=_impl(G)))
         self.net.load_state_dict(G.state_dict())
         self.net.requires_grad_(False).eval().to(next(G.parameters()).device)
 
     @torch.no_grad()
     def update(self, G: nn.Module) -> None:
-        """ema <- decay * ema + (1 - decay) * G, for every parameter (buffers stay)."""
+        """ema <- decay * ema + (1 - decay) * G, for every parameter (buffers stay); official:
+        for every state entry, with the official arithmetic `ema * decay + G * (1 - decay)`."""
+        if self.official:
+            own = self.net.state_dict()
+            for k, v in G.state_dict().items():
+                own[k].copy_(own[k] * self.decay + v * (1 - self.decay))
+            return
         for avg, p in zip(self.net.parameters(), G.parameters()):
             avg.lerp_(p.detach(), 1.0 - self.decay)
+
+    @torch.no_grad()
+    def refresh_statistics(self, batches: Iterable[Any], run: Callable[[nn.Module, Any], Any],
+                           net: nn.Module | None = None) -> nn.Module:
+        """The official statistics pass on the live average (or on `net`, a copy of it): `run(net,
+        batch)` in train mode for the first OFFICIAL_STAT_FORWARDS of `batches`, the norms
+        keeping their momentum; then eval mode again. Returns the network."""
+        net = self.net if net is None else net
+        net.train()
+        for i, batch in enumerate(batches):
+            if i >= OFFICIAL_STAT_FORWARDS:
+                break
+            run(net, batch)
+        return net.eval()
+
+    def copy(self, G: nn.Module) -> nn.Module:
+        """A copy of the live average (same architecture as `G`), in eval mode."""
+        net = plain_batchnorm(networks.define_G(G.opt, init=False, impl=_impl(G))).to(next(self.net.parameters()).device)
+        net.load_state_dict(self.net.state_dict())
+        return net.requires_grad_(False).eval()
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}

@@ -26,6 +26,17 @@ What spadegan adds:
   or the `--gpu_ids 0,1,...` launcher (`launch.py`);
 - --ema_decay: a moving average of G (`ema.py`), saved as `<epoch>_net_EMA.pth` with fresh
   batch-norm statistics, and continued exactly on resume.
+
+--netG oasis (the published OASIS model, implied by --netD oasis) trains as the official
+train.py: G step, D step (three D passes), then the official EMA of every state entry; the
+EMA's batch-norm statistics are re-estimated on the live average (51 train-mode forwards of
+shuffled training batches, `_refresh_ema`) before every print, display and save, as the
+official code does before its prints, FID and saves. The batches and noise of that pass come
+from generators seeded by (seed, iteration), and a save the schedule did not plan (max_steps,
+Ctrl-C) refreshes a copy, so resuming stays exact. --lr_g / --lr_d set G's and D's learning
+rates (OASIS: 1e-4 / 4e-4). `--continue_train` from an official OASIS run folder
+(`<checkpoints_dir>/<name>/models/<which_epoch>_{G,D,EMA}.pth`) fine-tunes the released
+weights (fresh optimizers, from epoch 1).
 """
 
 from __future__ import annotations
@@ -34,7 +45,7 @@ import contextlib
 import os
 import signal
 import time
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import torch
 import torch.nn as nn
@@ -46,11 +57,12 @@ from ..data.datasets import create_dataset
 from ..data.loader import handling_stop_signals
 from ..device import PRECISIONS, dtype_name, keeping_freed_cpu_memory, precision_policy
 from ..errors import SpadeganError
-from ..fileio import load_torch_file, save_file_set
+from ..fileio import load_torch_file, read_state_dict, save_file_set
+from ..oasis_checkpoint import is_oasis_run, load_oasis_state_dict
 from ..options import Options, amp_setting, load_options_file, save_options
 from .distributed import (DistInfo, all_reduce_mean, any_rank, barrier, broadcast_object,
                           use_cpu_sync_batchnorm)
-from .ema import STAT_BATCHES, GeneratorEMA
+from .ema import OFFICIAL_STAT_FORWARDS, STAT_BATCHES, GeneratorEMA
 from .model import Pix2PixModel
 from .sampling import SeededItems, make_train_loader
 from .state import (OPTIM_FILE, STATE_FORMAT, mix_seed, read_iter_file, rng_state, seed_everything,
@@ -129,11 +141,42 @@ class Trainer:
         """With --continue_train: `self.resume_state` (latest_optim.pth), or for official
         checkpoints without it the position (epoch, samples into it) from iter.txt."""
         self.resume_state: dict[str, Any] | None = None
+        self.official_run = None
         if not self.opt.continue_train:
             return None
+        if self._official_oasis_run():
+            return (1, 0)
         self._check_resume_files()
         self.resume_state = self._read_optim_state()
         return self._position_without_state() if self.resume_state is None else None
+
+    def _official_oasis_run(self) -> bool:
+        """--netG oasis --continue_train where checkpoints_dir/name is an official OASIS run (a
+        `models/` folder, no spadegan `<which_epoch>_net_G.pth`): `self.official_run` = its
+        `models/` folder, whose `<which_epoch>_{G,D,EMA}.pth` the networks load."""
+        opt = self.opt
+        if opt.netG != "oasis" or weights_file(self.expr_dir, "G", opt.which_epoch) is not None \
+                or not is_oasis_run(self.expr_dir):
+            return False
+        models = self.expr_dir / "models"
+        missing = [f"{opt.which_epoch}_{k}.pth" for k in ("G", "D") + (("EMA",) if opt.ema_decay > 0 else ())
+                   if not (models / f"{opt.which_epoch}_{k}.pth").is_file()]
+        if missing:
+            have = ", ".join(sorted(p.name for p in models.glob("*.pth"))[:8]) or "no .pth files"
+            raise SpadeganError(f"--continue_train: {', '.join(missing)} not found in the official OASIS run "
+                                f"{models} ({have}); --which_epoch names the tag (best, latest or an iteration)")
+        self.official_run = models
+        if self.is_main:
+            print(f"fine-tuning the official OASIS run {models} ({opt.which_epoch}_G/D"
+                  f"{'/EMA' if opt.ema_decay > 0 else ''}.pth): fresh optimizers, from epoch 1", flush=True)
+        return True
+
+    def _load_official(self, net: nn.Module, network: str) -> None:
+        """Load `<which_epoch>_<network>.pth` of the official run into `net` (strict; D keys by
+        `official_d_key`)."""
+        path = self.official_run / f"{self.opt.which_epoch}_{network}.pth"
+        sd = read_state_dict(path, f"OASIS {network} weights")
+        load_oasis_state_dict(net, sd, path, network, self.model.netG.oasis_opt, "these training options")
 
     def _seed(self) -> None:
         """The run's seed: --seed, else the resumed run's, else a fresh one (shared by all ranks)."""
@@ -150,8 +193,11 @@ class Trainer:
     def _build_model(self, vgg: nn.Module | None) -> Pix2PixModel:
         """Networks and losses (resumed weights loaded), on the device, DDP-wrapped for several processes."""
         world = self.dist.world_size
-        self.model = Pix2PixModel(self.opt, vgg, kld_scale=float(world), noise=self._noise)
-        if self.opt.continue_train:
+        self.model = Pix2PixModel(self.opt, vgg, kld_scale=float(world), noise=self._noise, coins=self._coins)
+        if self.official_run is not None:
+            self._load_official(self.model.netG, "G")
+            self._load_official(self.model.netD, "D")
+        elif self.opt.continue_train:
             self._load_networks()
         self.model.to(self.device)
         self.ema = self._build_ema()
@@ -167,9 +213,12 @@ class Trainer:
         `<which_epoch>_net_EMA.pth`, else started at G's weights."""
         if self.opt.ema_decay <= 0:
             return None
-        ema = GeneratorEMA(self.model.netG, self.opt.ema_decay)
+        ema = GeneratorEMA(self.model.netG, self.opt.ema_decay, official=self.opt.netG == "oasis")
+        self._ema_refreshed_at = -1  # the iteration of the live average's last statistics pass
         if self.resume_state is not None and "ema" in self.resume_state:
             ema.load_state_dict(self.resume_state["ema"])
+        elif self.official_run is not None:
+            self._load_official(ema.net, "EMA")
         elif self.opt.continue_train:
             path = weights_file(self.expr_dir, "EMA", self.opt.which_epoch)
             if path is not None:
@@ -185,7 +234,7 @@ class Trainer:
         G_params = list(self.model.netG.parameters())
         if opt.use_vae:
             G_params += list(self.model.netE.parameters())
-        G_lr, D_lr = (opt.lr, opt.lr) if opt.no_TTUR else (opt.lr / 2, opt.lr * 2)
+        G_lr, D_lr = self._lrs(opt.lr)
         return (make_adam(G_params, G_lr, (opt.beta1, opt.beta2)),
                 make_adam(list(self.model.netD.parameters()), D_lr, (opt.beta1, opt.beta2)))
 
@@ -207,6 +256,12 @@ class Trainer:
         b = shape[0]
         full = torch.randn((b * self.dist.world_size,) + tuple(shape[1:]), generator=self.noise_gen)
         return full[self.dist.rank * b:(self.dist.rank + 1) * b]
+
+    def _coins(self, n: int) -> torch.Tensor:
+        """n LabelMix coins (int64 0/1) from the seeded stream; as many draws every time (one per
+        class D knows), so the stream advances alike on every rank and in a resumed run."""
+        size = max(n, int(self.model.netD.classifier.out_channels) - 1)
+        return torch.randint(0, 2, (size,), generator=self.noise_gen)[:n]
 
     def _nets(self) -> dict[str, nn.Module]:
         nets = {"G": self.model.netG, "D": self.model.netD}
@@ -301,7 +356,7 @@ class Trainer:
         """With --continue_train: (the precision the run trained in, where that is recorded):
         latest_optim.pth's, else the amp of the options saved beside the checkpoints (no --amp
         there: fp32); None when neither says (a fresh run, official checkpoints)."""
-        if not self.opt.continue_train:
+        if not self.opt.continue_train or self.official_run is not None:
             return None
         if self.resume_state is not None and "amp_dtype" in self.resume_state:
             saved = self.resume_state["amp_dtype"]
@@ -363,8 +418,8 @@ class Trainer:
         precision chosen (`amp: bf16`), which a --continue_train keeps without timing again."""
         if self.opt.amp:
             self.opt = self.opt.replace(amp=self.precision)
-        if self.is_main:
-            save_options(self.opt)
+        if self.is_main:  # an official OASIS run's own opt.pkl / opt.txt stay: spadegan's go to opt.json
+            save_options(self.opt, formats=("json",) if self.official_run is not None else None)
 
     @property
     def precision(self) -> str:
@@ -393,8 +448,16 @@ class Trainer:
         return times
 
     # ---- learning rate (the official update_learning_rate) -----------------------------------------
+    def _lrs(self, lr: float) -> tuple[float, float]:
+        """(G's, D's) learning rate at --lr's current value `lr`: TTUR's lr/2, lr*2 (or lr, lr
+        with --no_TTUR); --lr_g / --lr_d where given, scaled by lr / --lr (the decay)."""
+        opt = self.opt
+        G_lr, D_lr = (lr, lr) if opt.no_TTUR else (lr / 2, lr * 2)
+        scale = lr / opt.lr if opt.lr else 0.0
+        return (opt.lr_g * scale if opt.lr_g > 0 else G_lr), (opt.lr_d * scale if opt.lr_d > 0 else D_lr)
+
     def _set_lr(self, new_lr: float) -> None:
-        lr_G, lr_D = (new_lr, new_lr) if self.opt.no_TTUR else (new_lr / 2, new_lr * 2)
+        lr_G, lr_D = self._lrs(new_lr)
         for g in self.optimizer_D.param_groups:
             g["lr"] = lr_D
         for g in self.optimizer_G.param_groups:
@@ -432,7 +495,7 @@ class Trainer:
         self.scaler_G.scale(g_loss).backward()
         self.scaler_G.step(self.optimizer_G)
         self.scaler_G.update()
-        if self.ema is not None:
+        if self.ema is not None and not self.ema.official:
             self.ema.update(self.model.netG)
         self.g_losses = {k: v.detach() for k, v in g_losses.items()}
         self.generated = generated.detach()
@@ -453,6 +516,8 @@ class Trainer:
         if i % self.opt.D_steps_per_G == 0:
             self.run_generator_one_step(sem, real)
         self.run_discriminator_one_step(sem, real)
+        if self.ema is not None and self.ema.official:  # the official update_EMA, after the D step
+            self.ema.update(self.model.netG)
 
     def latest_losses(self) -> dict[str, float]:
         """The latest G and D losses as floats (averaged over processes under DDP)."""
@@ -502,7 +567,8 @@ class Trainer:
             return
         items = [(self.expr_dir / f"{which}_net_{k}.pth", network_state_dict(net)) for k, net in self._nets().items()]
         if self.ema is not None:
-            items.append((self.expr_dir / f"{which}_net_EMA.pth", network_state_dict(self._ema_for_synthesis())))
+            ema = self._ema_for_synthesis() if not self.ema.official else self._refresh_ema(live=False)
+            items.append((self.expr_dir / f"{which}_net_EMA.pth", network_state_dict(ema)))
         if with_state:
             items.append((self.expr_dir / OPTIM_FILE, self.training_state()))
         save_file_set(items)
@@ -521,6 +587,42 @@ class Trainer:
                 z = torch.randn(real.shape[0], self.opt.z_dim, generator=noise).to(real)
             net(self.model.g_input(codes), z=z)
         return self.ema.for_synthesis(self.model.netG, batches, run)
+
+    def _refresh_ema(self, live: bool = True, batches: Iterable[Mapping[str, Any]] | None = None,
+                     noise: Callable[[int], torch.Tensor] | None = None) -> nn.Module:
+        """The official statistics pass (`GeneratorEMA.refresh_statistics`) on the live average
+        (`live`), once per iteration; with live=False, a save the schedule did not plan, on a copy
+        unless the live average was refreshed at this iteration. `batches`: default
+        OFFICIAL_STAT_FORWARDS shuffled training batches; their order, augmentation and noise come
+        from generators seeded by (seed, iteration), drawing nothing from the training streams.
+        `noise(b)`: the (b, z_dim) 3D noise of a forward (default from that generator)."""
+        if self._ema_refreshed_at == self.iteration:
+            return self.ema.net
+        seed = mix_seed(self.seed, 7, self.iteration)
+        gen = torch.Generator().manual_seed(seed)
+        noise = noise or (lambda b: torch.randn(b, self.opt.z_dim, generator=gen))
+
+        def run(net: nn.Module, data: Mapping[str, Any]) -> None:
+            codes, real = self.model.preprocess_input(data, self.device)
+            z = noise(real.shape[0]).to(real) if self.opt.use_3d_noise else None
+            net(self.model.g_input(codes), z=z)
+        if batches is None:
+            batches = self._shuffled_batches(OFFICIAL_STAT_FORWARDS, torch.Generator().manual_seed(seed + 1))
+        net = self.ema.refresh_statistics(batches, run, net=None if live else self.ema.copy(self.model.netG))
+        if live:
+            self._ema_refreshed_at = self.iteration
+        return net
+
+    def _shuffled_batches(self, count: int, gen: torch.Generator) -> Iterator[Mapping[str, Any]]:
+        """Up to `count` batches of this process's size, a permutation of the data by `gen`
+        (this rank's slice of each global batch), with this epoch's augmentation."""
+        items = SeededItems(self.dataset, self.seed)
+        local = self.opt.batchSize // self.dist.world_size
+        order = torch.randperm(len(self.dataset), generator=gen).tolist()
+        count = min(count, len(order) // self.opt.batchSize)
+        for i in range(count):
+            start = i * self.opt.batchSize + self.dist.rank * local
+            yield torch.utils.data.default_collate([items[(order[start + j], self.epoch)] for j in range(local)])
 
     def _fixed_batches(self, count: int) -> Iterator[Mapping[str, Any]]:
         """Up to `count` batches of this process's size, the data in index order with epoch-0
@@ -655,6 +757,9 @@ class Trainer:
         self.total_steps += opt.batchSize
         self.iteration += 1
         self._bar.update(1)
+        if self.ema is not None and self.ema.official and (
+                opt.debug or any(self._needs(f) for f in (opt.print_freq, opt.display_freq, opt.save_latest_freq))):
+            self._refresh_ema()  # the official statistics pass before prints, images and saves
         if self.progress and (now - self._last_postfix > 1.0 or self._needs(opt.print_freq)):
             self._last_postfix = now
             self._bar.set_postfix_str(self._postfix(epoch), refresh=False)
