@@ -146,6 +146,11 @@ def test_generators_built_for_a_device_record_the_implementation_and_are_fed_its
     dense = load_checkpoint(ck)
     assert dense.spade_impl == "dense" and load_checkpoint(ck, impl="auto", device="cpu").spade_impl == "sparse"
     assert load_checkpoint(ck, impl="dense", device="cpu").spade_impl == "dense"
+    # a run trained with --spade_impl sparse still loads as the reference G(semantics) by default
+    sparse_run = make_checkpoint(tmp_path / "sparse_run", "--label_nc", "5", "--no_instance", "--dataset_mode",
+                                 "custom", "--label_dir", "x", "--image_dir", "y", "--spade_impl", "sparse")
+    assert load_checkpoint(sparse_run).spade_impl == "dense"
+    assert load_checkpoint(sparse_run, impl="auto", device="cpu").spade_impl == "sparse"
     with pytest.raises(SpadeganError, match="impl='sparse' is a generator's SPADE implementation; D has none"):
         load_checkpoint(ck, "D", impl="sparse")
     sparse_syn = Synthesizer.from_checkpoint(ck, device="cpu", use_engine=False)

@@ -266,9 +266,9 @@ def load_checkpoint(path_or_dir: str | os.PathLike, which: str = "G", opt: Optio
     (`ema=False`: G itself; `ema=True`: the average or an error).
     Returns the network in eval mode; the options used are `net.opt` (as for every network
     `networks.define_*` builds). `impl` (G only): its SPADE implementation, recorded as
-    `G.spade_impl`: "dense", "sparse", or "auto", --spade_impl resolved for `device`
-    (`layers.label_codes.spade_impl_for`: sparse on the CPU, dense on CUDA); default as
-    `networks.define_G` builds it (the dense reference for --spade_impl auto).
+    `G.spade_impl`: "dense" (the default: the reference, called as `G(semantics)` whatever
+    --spade_impl the run trained with), "sparse" (reads `LabelCodes`), or "auto": --spade_impl
+    resolved for `device` (`layers.label_codes.spade_impl_for`: sparse on the CPU, dense on CUDA).
 
     An official OASIS run (boschresearch/OASIS: `<run>/models/<tag>_{G,EMA,D}.pth`, or one of
     those files) is loaded by `oasis_checkpoint.load_oasis_run`: G is the EMA generator
@@ -303,10 +303,11 @@ def load_checkpoint(path_or_dir: str | os.PathLike, which: str = "G", opt: Optio
     build = {"G": networks.define_G, "D": networks.define_D, "E": networks.define_E}
     if which not in build:
         raise SpadeganError(f"which must be G, D or E, not {which!r}")
-    if impl is None:
+    if which == "G":  # pix2pixhd's and OASIS' generators are dense
+        impl = spade_impl_for(opt, device) if impl == "auto" else impl or "dense"
+        net = build[which](opt, init=False, impl=impl)
+    else:
         net = build[which](opt, init=False)
-    else:  # a generator; pix2pixhd's and OASIS' are dense
-        net = build[which](opt, init=False, impl=spade_impl_for(opt, device) if impl == "auto" else impl)
     load_network_weights(net, weights, opt, which)
     return net.eval().to(device)
 
