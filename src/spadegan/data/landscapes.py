@@ -202,14 +202,17 @@ def _sstep(x: np.ndarray) -> np.ndarray:
 class _Canvas:
     """Label map, planar (3, H, W) float image and the shared texture fields."""
 
-    def __init__(self, rng: np.random.Generator, h: int, w: int, style: str):
+    def __init__(self, rng: np.random.Generator, h: int, w: int, style: str, look: str | None = None):
+        # ``style`` decides the layout and every random draw; ``look`` (default: the
+        # same) only which family's colours paint it (generate_scene's ``look``).
         self.rng, self.h, self.w, self.style = rng, h, w, style
+        self.look = style if look is None else look
         # Per-scene variation: brightness of each colour and a faint global tint, so a
         # style is a family of looks. Kept small: per-channel jitter turns white green.
         tint = (1.0 + 0.025 * rng.standard_normal(3)).astype(_F32).reshape(3, 1, 1)
         self.pal = {
             k: np.clip(v * tint * _F32(1.0 + 0.07 * rng.standard_normal()), 0.0, 1.0)
-            for k, v in _PALETTES[style].items()
+            for k, v in _PALETTES[self.look].items()
         }
         self.label = np.full((h, w), SKY, np.uint8)
         self.img = np.zeros((3, h, w), _F32)
@@ -253,20 +256,21 @@ def _draw_sky(cv: _Canvas, horizon: int) -> None:
     t = np.clip(yy / max(horizon, 1), 0.0, 1.0) ** 1.7
     sky = p["sky_top"] + (p["sky_hor"] - p["sky_top"]) * t  # (3, horizon, 1)
     # Sun (moon at night): glow around a point, low and wide for sunset/dusk.
-    low = cv.style in ("sunset", "dusk")
+    low = cv.look in ("sunset", "dusk")
     sx = rng.uniform(0.1, 0.9) * w
     sy = horizon * (rng.uniform(0.6, 0.95) if low else rng.uniform(0.08, 0.45))
     d = np.sqrt((cv.xx - sx) ** 2 + (yy - sy) ** 2) / cv.h
-    glow_r = {"sunset": 0.32, "dusk": 0.3, "night": 0.12}.get(cv.style, 0.2)
-    strength = {"day": 0.25, "sunset": 0.8, "dusk": 0.45, "night": 0.2, "winter": 0.3, "autumn": 0.25}[cv.style]
+    glow_r = {"sunset": 0.32, "dusk": 0.3, "night": 0.12}.get(cv.look, 0.2)
+    strength = {"day": 0.25, "sunset": 0.8, "dusk": 0.45, "night": 0.2, "winter": 0.3, "autumn": 0.25}[cv.look]
     glow = strength * np.exp(-((d / glow_r) ** 2)) * (1.0 + 0.03 * cv.mid[:horizon])
-    if cv.style in ("sunset", "night"):  # visible disc; a daytime sun would just clip to white
+    if cv.look in ("sunset", "night"):  # visible disc; a daytime sun would just clip to white
         glow = glow + _sstep((0.03 - d) / 0.006)
     cv.img[:, :horizon] = sky + p["sun"] * glow
-    if cv.style == "night":
+    if cv.style == "night":  # drawn (the stream moves on) even where another look hides them
         u = rng.random((horizon, w), dtype=_F32)
         stars = np.where(u > 0.996, (u - 0.996) * 250.0, 0.0) * (1.0 - t)
-        cv.img[:, :horizon] += stars.astype(_F32)
+        if cv.look == "night":
+            cv.img[:, :horizon] += stars.astype(_F32)
     cv.sun_x = sx
 
 
@@ -499,8 +503,10 @@ def _tree_cluster(cv: _Canvas, horizon: int, conifer: bool) -> None:
         trunks |= (np.abs(xs - cx[i]) < tw) & (yy < base) & (yy >= top[i] + rad[i])
     trunks &= ~crown
     color = cv.pal["tree"]
-    if cv.style == "autumn":
-        color = _AUTUMN_LEAVES[int(rng.integers(len(_AUTUMN_LEAVES)))] * _F32(rng.uniform(0.8, 1.1))
+    if cv.style == "autumn":  # drawn (the stream moves on) even where another look ignores them
+        leaves = _AUTUMN_LEAVES[int(rng.integers(len(_AUTUMN_LEAVES)))] * _F32(rng.uniform(0.8, 1.1))
+        if cv.look == "autumn":
+            color = leaves
     side = np.clip((xs - cx[which]) / rad[which], -1, 1)
     _paint_trees(cv, y0, crown, x0, prof, side, 2.2 * float(rad.mean()), color)
     if trunks.any():
@@ -590,7 +596,7 @@ def _draw_reflections(cv: _Canvas, horizon: int, axis: int) -> None:
     # Glitter under the sun or moon.
     spread = 0.04 * w + 0.25 * dist
     glint = np.exp(-(((wx - cv.sun_x) / spread) ** 2)) * np.clip(ripple - 0.9, 0, None)
-    boost = {"sunset": 0.9, "night": 0.6, "dusk": 0.5}.get(cv.style, 0.35)
+    boost = {"sunset": 0.9, "night": 0.6, "dusk": 0.5}.get(cv.look, 0.35)
     col += p["sun"][:, :, 0] * (boost * glint)
     cv.img[:, wy, wx] = col
 
@@ -614,13 +620,21 @@ def _finish(cv: _Canvas) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- public API
 
-def generate_scene(seed: int, size: int = 256, width: int | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+def generate_scene(seed: int, size: int = 256, width: int | None = None,
+                   look: str | None = None) -> tuple[np.ndarray, np.ndarray, str]:
     """Generate one landscape.
 
     Returns ``(label, image, style)``: an ``HxW`` uint8 id map (ids index
     :data:`LANDSCAPE_CLASSES`), an ``HxWx3`` uint8 RGB image and the style name (one
     of :data:`STYLES`). ``size`` is the height; ``width`` defaults to ``size``. The
     same arguments always give the same result.
+
+    ``look`` (one of :data:`STYLES`; default: the seed's own style) paints the seed's
+    scene with another style family's colours: the label map is identical, only the
+    colours change (the seed's style still decides the layout, e.g. winter's low snow
+    line; a forced night has no stars and a forced autumn one leaf colour for all trees).
+    The returned style is the seed's own. The style-diversity measure uses it to draw one
+    map under several families (``evaluation/diversity.py``).
     """
     h = int(size)
     w = int(width) if width is not None else h
@@ -628,9 +642,11 @@ def generate_scene(seed: int, size: int = 256, width: int | None = None) -> tupl
         raise SpadeganError(f"landscape seed must be >= 0, got {seed}")
     if h < 32 or w < 32:
         raise SpadeganError(f"landscape size must be at least 32x32 pixels, got {w}x{h}")
+    if look is not None and look not in STYLES:
+        raise SpadeganError(f"unknown landscape look {look!r}; choose one of {', '.join(STYLES)}")
     rng = np.random.default_rng(seed)
     style = STYLES[int(rng.choice(len(STYLES), p=_STYLE_WEIGHTS))]
-    cv = _Canvas(rng, h, w, style)
+    cv = _Canvas(rng, h, w, style, look)
     horizon = int(h * rng.uniform(0.38, 0.62))
 
     _draw_sky(cv, horizon)
