@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -27,6 +28,8 @@ from spadegan.losses import labelmix_class_mask
 from spadegan.networks.oasis import oasis_channels
 from spadegan.oasis_checkpoint import dataset_ids, official_d_key, official_d_state_dict, oasis_label_channels
 from spadegan.options import parse
+
+from test_train import coco_root  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.filterwarnings("ignore::spadegan.errors.SpadeganWarning")
 
@@ -233,3 +236,28 @@ def test_states_after_two_iterations_match(official):
         if k.endswith(("weight_u", "weight_v")):
             d = float((D[k].double() - start["best_D.pth"][k].double()).norm())
             assert _rel(d, float(ref)) <= 1e-3, k
+
+
+# ---- the README's commands with the published model ----------------------------------------------
+def test_published_model_train_test_synthesize_commands_on_coco(tmp_path, monkeypatch, coco_root):  # noqa: F811
+    """`--netD oasis` on the COCO sample, then `spadegan test --netG oasis` and `spadegan
+    synthesize` of the run (its generator reads COCO's own ids, 255 = dontcare at channel 0)."""
+    from test_train import COCO
+
+    from spadegan.cli import main
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--name", "coco_oasis", "--dataroot", coco_root, *COCO, "--ndf", "8", "--batchSize", "2",
+                 "--netD", "oasis", "--z_dim", "16", "--niter", "1", "--print_freq", "1"]) == 0
+    folder = tmp_path / "checkpoints" / "coco_oasis"
+    saved = torch.load(folder / "latest_net_G.pth", weights_only=True)
+    assert "body.0.norm_0.first_norm.running_mean" in saved and "fc.weight" in saved  # the official names
+    assert saved["fc.weight"].shape[1] == 16 + 183  # z first, then COCO-Stuff's 182 classes + dontcare
+    assert "D_LabelMix" in (folder / "loss_log.txt").read_text()
+    assert main(["test", "--name", "coco_oasis", "--dataroot", coco_root, *COCO, "--netG", "oasis", "--z_dim", "16",
+                 "--how_many", "1", "--phase", "val"]) == 0
+    assert len(list((tmp_path / "results" / "coco_oasis" / "test_latest" / "images" / "synthesized_image").glob(
+        "*.png"))) == 1
+    label = str(next(Path(coco_root, "val_label").glob("*.png")))
+    assert main(["synthesize", "--checkpoint", str(folder), "--which_epoch", "latest", "--label", label, "--out", "syn",
+                 "--seed", "3"]) == 0
+    assert len(list((tmp_path / "syn").glob("*.png"))) == 1

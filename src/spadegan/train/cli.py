@@ -253,7 +253,7 @@ def test_main(argv: list[str]) -> int:
         for data in loader:
             # class ids, or the label image itself (--label_nc 0)
             label = data["label"].float() if opt.image_label else data["label"][:, 0].long()
-            if oasis:
+            if oasis or getattr(syn, "oasis_opt", None) is not None:  # an OASIS generator (also --netG oasis)
                 label = dataset_ids(label, opt)
             inst = instance_map(data, opt)
             inst = None if inst is None else inst[:, 0]
