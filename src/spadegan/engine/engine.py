@@ -312,7 +312,7 @@ class _EngineBlock(nn.Module):
         self.conv_1 = _Conv3x3(w1, conv_bias(blk.conv_1), dtype, wino1, wino1 and tiny)
 
     def forward(self, x: torch.Tensor, upsample: bool, level: CodeLevel, threshold: float,
-                export: bool) -> torch.Tensor:
+                export: bool, record: list | None = None) -> torch.Tensor:
         sp = self.spades
         gb = sp.gb_maps(level, threshold, export)
         cache: dict = {}  # the stats of up(x) equal those of x: normalise the small map
@@ -326,6 +326,8 @@ class _EngineBlock(nn.Module):
         dx = F.leaky_relu_(_modulate(sp.normalize(0, x, cache), gb(0), upsample), _SLOPE)
         cache.clear()
         dx = self.conv_0(dx)
+        if record is not None and sp.kind == "instance":  # norm_1's input: its statistics (incremental)
+            record.append(dx)
         dx = F.leaky_relu_(_modulate(sp.normalize(1, dx, cache), gb(1), False), _SLOPE)
         cache.clear()
         dx = self.conv_1(dx)
@@ -442,7 +444,10 @@ class SynthesisEngine(nn.Module):
         return LabelCodes.from_label(label, instance, self.opt, validate=not torch.jit.is_tracing())
 
     def forward(self, label: torch.Tensor, instance: torch.Tensor | None = None,
-                z: torch.Tensor | None = None, size: tuple[int, int] | None = None) -> torch.Tensor:
+                z: torch.Tensor | None = None, size: tuple[int, int] | None = None,
+                record: list | None = None) -> torch.Tensor:
+        """`record` (a list, for `engine.incremental`): receives each block's input map, each
+        instance-norm block's conv_0 output after it, and the conv_img input; nothing else changes."""
         h_out, w_out = self.output_size(size)
         codes = self.codes(label.to(self.device), None if instance is None else instance.to(self.device))
         b = codes.shape[0]
@@ -460,8 +465,12 @@ class SynthesisEngine(nn.Module):
         for blk, (_, up) in zip(self.blocks, block_plan(self.num_upsampling_layers)):
             if up:
                 h, w = 2 * h, 2 * w
-            x = blk(x, up, codes.at(h, w), self.sparse_threshold, export)
+            if record is not None:
+                record.append(x)
+            x = blk(x, up, codes.at(h, w), self.sparse_threshold, export, record)
         x = F.leaky_relu_(x, _SLOPE)
+        if record is not None:
+            record.append(x)
         out = F.conv2d(x.permute(0, 3, 1, 2), self.w_img, self.b_img, padding=1)
         return torch.tanh(out.float()).contiguous()
 

@@ -427,6 +427,12 @@ class Synthesizer:
                                                     enabled=dtype is not None):
             return G(seg, None if z is None else z.to(self.device)).float()
 
+    def session(self, seed: int | None = None, style: ImageLike | None = None, **kwargs: Any) -> Any:
+        """A `synthesize.session.PaintSession`: fast previews of edited label maps (`update`),
+        then the exact image (`refine`, what `synthesize` gives with this seed and style)."""
+        from .session import PaintSession
+        return PaintSession(self, seed, style, **kwargs)
+
     # ---- helpers for galleries ---------------------------------------------------------
     def colorize(self, ids: np.ndarray) -> np.ndarray:
         """Model ids -> palette colours (H, W, 3) uint8; the dontcare class is black."""
