@@ -261,3 +261,15 @@ def test_published_model_train_test_synthesize_commands_on_coco(tmp_path, monkey
     assert main(["synthesize", "--checkpoint", str(folder), "--which_epoch", "latest", "--label", label, "--out", "syn",
                  "--seed", "3"]) == 0
     assert len(list((tmp_path / "syn").glob("*.png"))) == 1
+
+
+def test_fine_tuning_an_official_run_names_missing_files(tmp_path):
+    from test_train import SynthPairs, tiny_opt
+
+    from spadegan.train.trainer import Trainer
+    models = tmp_path / "ck" / "run" / "models"
+    models.mkdir(parents=True)
+    (models / "best_G.pth").write_bytes(b"")
+    opt = tiny_opt(tmp_path, "--netD", "oasis", "--continue_train", "--which_epoch", "best")
+    with pytest.raises(SpadeganError, match=r"best_D\.pth, best_EMA\.pth not found in the official OASIS run"):
+        Trainer(opt, dataset=SynthPairs(), progress=False)

@@ -739,6 +739,8 @@ class Trainer:
         self._say("End of epoch %d / %d \t Time Taken: %d sec" % (epoch, self.total_epochs,
                                                                   time.time() - epoch_start))
         if epoch % opt.save_epoch_freq == 0 or epoch == last_epoch:
+            if self.ema is not None and self.ema.official:
+                self._refresh_ema()  # a planned save: the official statistics pass on the live average
             self._say("saving the model at the end of epoch %d, iters %d" % (epoch, self.total_steps))
             self.save_latest(epoch + 1, 0)
             self.save(epoch)
