@@ -10,7 +10,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import hashlib
+
 import numpy as np
+
+from ..synthesize.session import DEFAULT_POOL_BYTES, SessionPool
 
 if TYPE_CHECKING:
     from ..synthesize import Synthesizer
@@ -29,8 +33,13 @@ class AppBackend:
     For an official OASIS run the ids are the dataset's own (`OASISSynthesizer`).
     """
 
-    def __init__(self, synthesizer: "Synthesizer", name: str | None = None):
+    def __init__(self, synthesizer: "Synthesizer", name: str | None = None,
+                 cache_bytes: int = DEFAULT_POOL_BYTES):
         self.synthesizer = synthesizer
+        #: one stroke-preview session per painter, within `cache_bytes` (least recently used out)
+        self.sessions = SessionPool(synthesizer, cache_bytes)
+        #: painter requests get previews (the engine serves the model; else each is a full pass)
+        self.supports_previews = synthesizer.engine is not None
         self.label_nc = synthesizer.label_channels  # ids the app may send: 0..label_nc-1
         self.input_nc = synthesizer.input_nc
         self.width, self.height = synthesizer.width, synthesizer.height
@@ -47,3 +56,18 @@ class AppBackend:
         the model size (+ per-class seeds, 3D-noise models) -> (H, W, 3) uint8 images."""
         return self.synthesizer.synthesize_decoded(labels, None, styles, seeds, (self.height, self.width),
                                                    output="numpy", region_seeds=region_seeds)
+
+    def paint(self, painter: str, label: np.ndarray, seed: int, style: np.ndarray | None,
+              final: bool = False) -> tuple[np.ndarray, bool, str]:
+        """One painter's request: (image, whether it is a preview, why a full pass ran).
+        `final`: the exact image (`PaintSession.refine`), else a preview where the painter's
+        cache allows (`PaintSession.update`). Only called from the worker thread."""
+        key = None if style is None else hashlib.sha256(np.ascontiguousarray(style).tobytes()).hexdigest()
+        session = self.sessions.session(painter, seed, style, key)
+        if final:
+            image = session.refine(label, decoded=True)
+        else:
+            image = session.update(label, decoded=True)
+        info = session.last
+        self.sessions.account(painter)
+        return image, info.preview, info.reason

@@ -30,12 +30,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--queue_size", type=int, default=8, help="requests allowed to wait before 503")
     p.add_argument("--timeout", type=float, default=120.0,
                    help="seconds a request may wait for the model before it gets 504 (0: no limit)")
+    p.add_argument("--paint_cache_mb", type=float, default=512,
+                   help="memory for the painters' stroke-preview caches (one per open page, least recently "
+                        "used dropped first; a dropped painter's next stroke is a full pass); 0 disables previews")
     add_oasis_flags(p)
     return p
 
 
 def build_backend(checkpoint: str | None, device: str | None = None, precision: str = "auto",
-                  which_epoch: str = "latest", **oasis_flags: Any):
+                  which_epoch: str = "latest", cache_bytes: int | None = None, **oasis_flags: Any):
     """The app's model adapter for a checkpoint, or for the built-in model when None;
     `oasis_flags`: an official OASIS run's test flags (where it has no opt.pkl)."""
     from ..synthesize import Synthesizer
@@ -48,13 +51,16 @@ def build_backend(checkpoint: str | None, device: str | None = None, precision: 
             raise SpadeganError(f"{e}. Pass a model with --checkpoint DIR_OR_FILE "
                                 "(a checkpoints/<name> folder or a latest_net_G.pth)") from None
         raise
-    return AppBackend(syn)
+    return AppBackend(syn) if cache_bytes is None else AppBackend(syn, cache_bytes=cache_bytes)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from .server import serve
-    backend = build_backend(args.checkpoint, args.device, args.precision, args.which_epoch, **oasis_flags(args))
+    if args.paint_cache_mb < 0:
+        raise SpadeganError(f"--paint_cache_mb must be >= 0, got {args.paint_cache_mb}")
+    backend = build_backend(args.checkpoint, args.device, args.precision, args.which_epoch,
+                            cache_bytes=int(args.paint_cache_mb * 2**20), **oasis_flags(args))
     serve(backend, host=args.host, port=args.port, open_browser=args.open, queue_size=args.queue_size,
           timeout_s=args.timeout or None)
     return 0

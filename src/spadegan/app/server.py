@@ -14,7 +14,8 @@ Endpoints
                           (their channels: 1 greyscale, 3 RGB; 0 for class ids), ``label_nc``,
                           palette ``classes``, ``common`` (ids of common scene classes, most
                           common first), ``background`` (id the eraser paints; None for
-                          label images), ``use_vae``, ``region_seeds`` (whether
+                          label images), ``use_vae``, ``previews`` (whether ``painter`` requests get stroke
+                          previews), ``region_seeds`` (whether
                           ``region_seeds`` re-roll single classes), limits
 ``GET /api/stats``        worker counters (pending, batches, rejected, ...) for debugging/benchmarks
 ``POST /api/synthesize``  multipart form -> ``image/png``; see below
@@ -43,6 +44,14 @@ Endpoints
         appearance of one region, send the same ``seed`` and label with a new seed for its
         class: only that class's noise changes. Ids are the label's (for an official OASIS
         run the dataset's own ids); at most 256 classes.
+    ``painter`` (optional, text)  an id (1-64 of ``A-Za-z0-9-_.``) the page draws once: the
+        server keeps that painter's last full pass and answers with a *stroke preview*
+        computed around the changed pixels (header ``X-Preview: 1``), or a full pass
+        (``X-Preview: 0``, ``X-Paint-Reason`` saying why: first request, edit too large,
+        evicted from the byte-bounded painters' cache, ...). Without it nothing changes.
+    ``final`` (optional, ``0``/``1``, with ``painter``)  ``1``: the exact image (what a request
+        without ``painter`` gives), sent by the page when the painter pauses; it refreshes
+        that painter's cache.
     Response: the PNG, with header ``X-Seed`` (the seed used, so the result can be
     reproduced), ``X-Region-Seeds`` (the region seeds used, compact JSON, when given) and
     ``X-Batch-Size`` (how many requests shared the model call).
@@ -109,7 +118,25 @@ log = logging.getLogger("spadegan.app")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 
-_FIELDS = ("label", "style", "seed", "region_seeds")
+_FIELDS = ("label", "style", "seed", "region_seeds", "painter", "final")
+
+#: a painter id: what the page sends to keep its stroke-preview cache (1-64 of these characters)
+_PAINTER_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+def _painter_fields(fields: dict[str, Any]) -> tuple[str | None, bool]:
+    """(painter id or None, final) from the form, or a 400 naming the bad value."""
+    painter, final = fields.get("painter"), fields.get("final")
+    if painter is not None and (not isinstance(painter, str) or not 1 <= len(painter) <= 64
+                                or not set(painter) <= _PAINTER_CHARS):
+        shown = painter[:80] if isinstance(painter, str) else "a file"
+        raise HTTPError(400, f"form field 'painter' must be 1-64 characters of letters, digits, '-', '_' "
+                             f"or '.', got {shown!r}")
+    if final is not None and final not in ("0", "1", "true", "false"):
+        raise HTTPError(400, f"form field 'final' must be 0, 1, true or false, got {str(final)[:40]!r}")
+    if final in ("1", "true") and painter is None:
+        raise HTTPError(400, "form field 'final' needs a 'painter' (the final image replaces that painter's preview)")
+    return painter, final in ("1", "true")
 
 
 # --------------------------------------------------------------------------------------
@@ -159,7 +186,12 @@ async def _api_info(request: Request) -> dict:
 
 
 async def _api_stats(request: Request) -> dict:
-    return _paint(request).worker.stats()
+    st = _paint(request)
+    stats = st.worker.stats()
+    sessions = getattr(st.worker.backend, "sessions", None)
+    if sessions is not None:  # the painters' preview caches (AppBackend)
+        stats["painters"] = sessions.stats()
+    return stats
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -263,6 +295,7 @@ async def _synthesize(request: Request) -> Any:
     info = st.info
     fields = await _parse_form(request, await _read_body(request, st.max_upload_bytes))
     label_data, seed, style_data, regions = _check_fields(fields, info)
+    painter, final = _painter_fields(fields)
     if info["input_nc"]:  # a label image
         label = await run_in_threadpool(decode_label_image, label_data, channels=info["input_nc"],
                                         width=info["width"], height=info["height"], max_pixels=st.max_pixels)
@@ -276,13 +309,20 @@ async def _synthesize(request: Request) -> Any:
     if seed is None:
         seed = secrets.randbelow(MAX_SEED + 1)
     try:
-        result = await st.worker.submit(label, seed, style, regions)
+        result = await st.worker.submit(label, seed, style, regions, painter=painter, final=final)
     except QueueFullError:
         retry = st.worker.retry_after_s()
         raise HTTPError(503, f"server busy: {st.queue_size} requests already pending; retry in ~{retry} s",
                         {"Retry-After": str(retry)}) from None
     png = await run_in_threadpool(encode_png, result.image)
     headers = {"X-Seed": str(seed), "X-Batch-Size": str(result.batch_size), "Cache-Control": "no-store"}
+    if painter is not None:
+        # X-Preview 1: an approximation the page replaces with the final image (X-Preview 0)
+        headers["X-Preview"] = "1" if result.preview else "0"
+        if result.preview is None:
+            headers["X-Paint-Reason"] = "this model backend has no stroke previews"
+        elif result.reason:
+            headers["X-Paint-Reason"] = result.reason.encode("ascii", "replace").decode()
     if regions:
         headers["X-Region-Seeds"] = json.dumps({str(k): v for k, v in sorted(regions.items())}, separators=(",", ":"))
     return Response(png, media_type="image/png", headers=headers)
@@ -346,6 +386,8 @@ def create_app(
         "classes": classes,
         "use_vae": bool(backend.use_vae),
         "region_seeds": bool(getattr(backend, "supports_region_seeds", False)) and not input_nc,
+        # stroke previews: the backend answers `painter` requests (AppBackend over the engine)
+        "previews": bool(getattr(backend, "supports_previews", False)) and callable(getattr(backend, "paint", None)),
         "common": common_class_ids(classes),
         "background": None if input_nc else pick_background_id(backend, classes, background_id),
         "max_upload_bytes": int(max_upload_bytes),

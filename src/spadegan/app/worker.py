@@ -34,12 +34,16 @@ class _Job:
     loop: asyncio.AbstractEventLoop
     arrived: float = field(default_factory=time.monotonic)
     region_seeds: dict[int, int] | None = None
+    painter: str | None = None  # a painter id: the backend's `paint` (stroke previews), alone
+    final: bool = False  # with a painter: the exact image wanted, not a preview
 
 
 @dataclass
 class _Result:
     image: np.ndarray
     batch_size: int
+    preview: bool | None = None  # painter requests: whether the image is a preview
+    reason: str = ""  # painter requests: why a full pass ran (empty for a preview)
 
 
 def _deliver(fut: asyncio.Future, value: Any, is_error: bool) -> None:
@@ -136,7 +140,8 @@ class InferenceWorker:
         return max(1, math.ceil(per_batch * self.queue_size / self.max_batch))
 
     async def submit(self, label: np.ndarray, seed: int, style: np.ndarray | None,
-                     region_seeds: dict[int, int] | None = None) -> _Result:
+                     region_seeds: dict[int, int] | None = None, painter: str | None = None,
+                     final: bool = False) -> _Result:
         loop = asyncio.get_running_loop()
         with self._lock:
             if self._stopped:
@@ -147,7 +152,7 @@ class InferenceWorker:
             self.pending += 1
         self.start()  # lazily, so apps used without lifespan events still work
         fut: asyncio.Future = loop.create_future()
-        self._queue.put(_Job(label, seed, style, fut, loop, region_seeds=region_seeds))
+        self._queue.put(_Job(label, seed, style, fut, loop, region_seeds=region_seeds, painter=painter, final=final))
         # If this coroutine is cancelled (client gone, server shutting down) or times out,
         # awaiting cancels `fut` too; the worker then skips or drops the job.
         try:
@@ -212,10 +217,18 @@ class InferenceWorker:
                     self._finish(j, None, is_error=False)
                 else:
                     live.append(j)
+            painting = [j for j in live if j.painter is not None and hasattr(self.backend, "paint")]
+            for j in painting:  # stroke previews: one painter's cache per call, never batched
+                self._process([j])
+            live = [j for j in live if j not in painting]
             if live:
                 self._process(live)
 
-    def _call_backend(self, jobs: list[_Job]) -> list[np.ndarray]:
+    def _call_backend(self, jobs: list[_Job]) -> list[np.ndarray | _Result]:
+        if len(jobs) == 1 and jobs[0].painter is not None and hasattr(self.backend, "paint"):
+            j = jobs[0]
+            image, preview, reason = self.backend.paint(j.painter, j.label, j.seed, j.style, final=j.final)
+            return [_Result(self._check_image(image), 1, bool(preview), str(reason))]
         args = ([j.label for j in jobs], [j.seed for j in jobs], [j.style for j in jobs])
         if any(j.region_seeds for j in jobs):  # only backends that support_region_seeds get them
             out = self.backend.synthesize_batch(*args, region_seeds=[j.region_seeds for j in jobs])
@@ -224,14 +237,15 @@ class InferenceWorker:
         if not isinstance(out, (list, tuple)) or len(out) != len(jobs):
             raise RuntimeError(f"backend returned {type(out).__name__} of length "
                                f"{len(out) if hasattr(out, '__len__') else '?'} for {len(jobs)} inputs")
-        images = []
-        for img in out:
-            arr = np.asarray(img)
-            if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
-                raise RuntimeError(f"backend returned an image of shape {arr.shape} dtype {arr.dtype}; "
-                                   "expected (H, W, 3) uint8")
-            images.append(arr)
-        return images
+        return [self._check_image(img) for img in out]
+
+    @staticmethod
+    def _check_image(img: Any) -> np.ndarray:
+        arr = np.asarray(img)
+        if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
+            raise RuntimeError(f"backend returned an image of shape {arr.shape} dtype {arr.dtype}; "
+                               "expected (H, W, 3) uint8")
+        return arr
 
     def _process(self, jobs: list[_Job]) -> None:
         t0 = time.monotonic()
@@ -255,7 +269,7 @@ class InferenceWorker:
         self.batch_sizes.append(len(jobs))
         del self.batch_sizes[:-256]
         for j, img in zip(jobs, images):
-            self._finish(j, _Result(img, len(jobs)), is_error=False)
+            self._finish(j, img if isinstance(img, _Result) else _Result(img, len(jobs)), is_error=False)
 
     @staticmethod
     def _map_backend_error(exc: BaseException) -> HTTPError:

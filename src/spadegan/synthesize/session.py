@@ -22,6 +22,7 @@ recently used first out; an evicted painter's next update is a full pass.
 from __future__ import annotations
 
 import secrets
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -103,11 +104,18 @@ class PaintSession:
         self.last = UpdateInfo(False, reason)
         return self._exact
 
-    def update(self, label: LabelLike, instance: LabelLike | None = None) -> np.ndarray:
+    def _read(self, label: LabelLike, instance: LabelLike | None, decoded: bool
+              ) -> tuple[np.ndarray, np.ndarray | None]:
+        """`decoded`: already what `Synthesizer.read_label` gives (as `synthesize_decoded` takes it)."""
+        if decoded:
+            return np.asarray(label), None if instance is None else np.asarray(instance)
+        return self.syn.read_label(label), None if instance is None else self.syn.instance_ids(instance)
+
+    def update(self, label: LabelLike, instance: LabelLike | None = None, decoded: bool = False) -> np.ndarray:
         """The image of a new label map (+ instance map): a preview when the cache allows,
-        else a full pass (`last` says which and why). (H, W, 3) uint8."""
-        read = self.syn.read_label(label)
-        inst = None if instance is None else self.syn.instance_ids(instance)
+        else a full pass (`last` says which and why). (H, W, 3) uint8. `decoded`: the maps
+        are already decoded (`Synthesizer.read_label`, the paint app's decoder)."""
+        read, inst = self._read(label, instance, decoded)
         resized = self._label is not None and read.shape != self._label.shape
         self._label, self._instance, self._exact = read, inst, None
         if self.incremental is None:
@@ -130,13 +138,13 @@ class PaintSession:
         self.last = UpdateInfo(True, "", plan)
         return image_to_numpy(image)[0]
 
-    def refine(self, label: LabelLike | None = None, instance: LabelLike | None = None) -> np.ndarray:
+    def refine(self, label: LabelLike | None = None, instance: LabelLike | None = None,
+               decoded: bool = False) -> np.ndarray:
         """The exact image of the last map (or of `label`, which becomes the current map):
         `Synthesizer.synthesize(label, instance, style=style, seed=self.seed, output="numpy")`.
         Refreshes the cache previews are made from."""
         if label is not None:
-            read = self.syn.read_label(label)
-            inst = None if instance is None else self.syn.instance_ids(instance)
+            read, inst = self._read(label, instance, decoded)
             same = (self._label is not None and read.shape == self._label.shape
                     and np.array_equal(read, self._label)
                     and (inst is None) == (self._instance is None)
@@ -188,9 +196,14 @@ class SessionPool:
         self._sessions: OrderedDict[str, tuple[PaintSession, Any]] = OrderedDict()
         self._evicted: set[str] = set()  # painters evicted before (their next session says so)
         self.evictions = 0
+        self._lock = threading.Lock()  # `stats` may be read from another thread (the app's /api/stats)
 
     def session(self, painter: str, seed: int | None, style: ImageLike | None = None,
                 style_key: Any = None) -> PaintSession:
+        with self._lock:
+            return self._session(painter, seed, style, style_key)
+
+    def _session(self, painter: str, seed: int | None, style: ImageLike | None, style_key: Any) -> PaintSession:
         entry = self._sessions.pop(painter, None)
         if entry is not None and seed in (None, entry[0].seed) and entry[1] == style_key:
             self._sessions[painter] = entry
@@ -206,6 +219,10 @@ class SessionPool:
 
     def account(self, painter: str) -> None:
         """Evict least recently used painters (then `painter` itself) until the pool fits."""
+        with self._lock:
+            self._account(painter)
+
+    def _account(self, painter: str) -> None:
         for other in list(self._sessions):
             if self.nbytes <= self.max_bytes:
                 return
@@ -233,8 +250,9 @@ class SessionPool:
         return painter in self._sessions
 
     def stats(self) -> dict[str, int]:
-        return {"painters": len(self), "bytes": self.nbytes, "max_bytes": self.max_bytes,
-                "evictions": self.evictions}
+        with self._lock:
+            return {"painters": len(self), "bytes": self.nbytes, "max_bytes": self.max_bytes,
+                    "evictions": self.evictions}
 
 
 __all__ = ["PaintSession", "SessionPool", "UpdateInfo", "DEFAULT_POOL_BYTES"]

@@ -20,6 +20,10 @@
 (() => {
   const $ = (id) => document.getElementById(id);
   const DEBOUNCE_MS = 400;
+  // Stroke previews: while drawing, a preview at most every PREVIEW_MS; FINAL_MS after the
+  // last preview without a new stroke, the exact image (form field final=1) replaces it.
+  const PREVIEW_MS = 80;
+  const FINAL_MS = 250;
   const MAX_HISTORY = 50;
   const MAX_UPLOAD_PIXELS = 4096 * 4096;
 
@@ -45,6 +49,10 @@
     inflight: false,
     dirty: false,
     timer: null,
+    previewTimer: null,
+    finalTimer: null,
+    // this page's painter id: the server keeps its last full pass to answer strokes with previews
+    painter: Array.from(crypto.getRandomValues(new Uint8Array(12)), (b) => b.toString(16).padStart(2, "0")).join(""),
     resultUrl: null,
     scale: 1,
     image: null,        // ImageData backing the label canvas
@@ -60,6 +68,11 @@
     lastError: null,
     lastSeed: null,
     lastSentLabel: null, // {width, height, counts: {id: pixels}, seed}
+    previews: 0,         // images shown that were stroke previews (X-Preview: 1)
+    finals: 0,           // exact images shown after previews or full passes (X-Preview: 0)
+    showingPreview: false,
+    lastReason: null,    // X-Paint-Reason of the last full pass
+    get painter() { return state.painter; },
     get ids() { return state.ids; },
     get tool() { return state.tool; },
     get currentClass() { return state.current; },
@@ -367,6 +380,7 @@
       return;
     }
     canvas.setPointerCapture(ev.pointerId);
+    clearTimeout(state.finalTimer);
     pushUndo();
     state.stroke = { x: p.x, y: p.y, id: activeId() };
     paintDisc(p.x, p.y, state.stroke.id);
@@ -382,12 +396,15 @@
       paintLine(state.stroke.x, state.stroke.y, p.x, p.y, state.stroke.id);
       state.stroke.x = p.x; state.stroke.y = p.y;
     }
+    if (state.info.previews && !state.previewTimer) {  // see the image change while drawing
+      state.previewTimer = setTimeout(() => { state.previewTimer = null; generate(false); }, PREVIEW_MS);
+    }
   });
 
   function endStroke() {
     if (!state.stroke) return;
     state.stroke = null;
-    scheduleGenerate();
+    scheduleGenerate(state.info.previews ? PREVIEW_MS : DEBOUNCE_MS);
   }
   canvas.addEventListener("pointerup", endStroke);
   canvas.addEventListener("pointercancel", endStroke);
@@ -661,8 +678,14 @@
     $("result-wrap").classList.toggle("busy", busy);
   }
 
-  async function generate() {
+  function scheduleFinal() {
+    clearTimeout(state.finalTimer);
+    state.finalTimer = setTimeout(() => generate(true), FINAL_MS);
+  }
+
+  async function generate(final = false) {
     clearTimeout(state.timer);
+    clearTimeout(state.finalTimer);
     if (!state.ids) return;
     if (state.inflight) { state.dirty = true; return; }
     state.inflight = true;
@@ -679,6 +702,10 @@
         form.append("region_seeds", JSON.stringify(state.regionSeeds));
       }
       if (state.styleFile && state.info.use_vae) form.append("style", state.styleFile, state.styleFile.name);
+      if (state.info.previews) {
+        form.append("painter", state.painter);
+        if (final) form.append("final", "1");
+      }
       debug.lastSentLabel = { width: state.W, height: state.H, counts: countIds(ids), seed: state.seed,
                               regionSeeds: { ...state.regionSeeds } };
       debug.requestsSent++;
@@ -691,8 +718,12 @@
         state.seed = seed;
         debug.lastSeed = seed;
         $("seed").value = String(seed);
-        showResult(blob, seed);
-        setStatus(`seed ${seed} · ${Math.round(performance.now() - t0)} ms`);
+        const preview = res.headers.get("X-Preview") === "1";
+        debug.lastReason = preview ? null : res.headers.get("X-Paint-Reason");
+        showResult(blob, seed, preview);
+        const ms = Math.round(performance.now() - t0);
+        setStatus(preview ? `preview · seed ${seed} · ${ms} ms` : `seed ${seed} · ${ms} ms`);
+        if (preview && !state.stroke) scheduleFinal();
         debug.lastError = null;
       } else {
         let msg = `${res.status} ${res.statusText}`;
@@ -717,18 +748,23 @@
     setStatus(msg, true);
   }
 
-  function showResult(blob, seed) {
+  function showResult(blob, seed, preview = false) {
     const img = $("result");
     const url = URL.createObjectURL(blob);
     img.onload = () => {
       debug.imageVersion++;
+      if (preview) debug.previews++; else debug.finals++;
+      debug.showingPreview = preview;
+      $("preview-badge").hidden = !preview;
+      $("result-wrap").classList.toggle("preview", preview);
       if (state.resultUrl && state.resultUrl !== url) URL.revokeObjectURL(state.resultUrl);
       state.resultUrl = url;
       const a = $("download-result");
       a.href = url;
       a.download = `spadegan_seed${seed}.png`;
-      a.classList.remove("disabled");
-      a.setAttribute("aria-disabled", "false");
+      // only the exact image is saved: a preview is replaced by it within FINAL_MS
+      a.classList.toggle("disabled", preview);
+      a.setAttribute("aria-disabled", preview ? "true" : "false");
     };
     img.src = url;
   }
