@@ -148,8 +148,10 @@ class Options:
     no_vgg_loss: bool = _opt(False, "do not use the VGG perceptual loss", TRAIN)
     gan_mode: str = _opt("hinge", "GAN loss", TRAIN, choices=GAN_MODES)
     netD: str = _opt("multiscale", "discriminator architecture: multiscale (SPADE's PatchGANs) or oasis (OASIS' "
-                     "U-Net segmenter; sets the OASIS defaults: 3D noise with --z_dim 64, EMA 0.9999, Adam "
-                     "betas 0/0.999, no VGG or feature matching loss)", TRAIN, choices=("multiscale", "oasis"))
+                     "U-Net segmenter; implies --netG oasis, the published OASIS model with the official settings "
+                     "per dataset: 3D noise with --z_dim 64, EMA 0.9999, Adam betas 0/0.999, --lr_g 1e-4 --lr_d "
+                     "4e-4, no VGG or feature matching loss; with --netG spade the same losses, TTUR from --lr)",
+                     TRAIN, choices=("multiscale", "oasis"))
     lambda_labelmix: float = _opt(10.0, "--netD oasis: weight of the LabelMix regularisation of D (0: off; 5 for "
                                   "cityscapes with --netG oasis, as published)", TRAIN)
     labelmix_per_image: bool = _opt(False, "--netD oasis, spadegan's variant: one LabelMix coin per (image, class) "
