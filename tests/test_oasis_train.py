@@ -273,3 +273,37 @@ def test_fine_tuning_an_official_run_names_missing_files(tmp_path):
     opt = tiny_opt(tmp_path, "--netD", "oasis", "--continue_train", "--which_epoch", "best")
     with pytest.raises(SpadeganError, match=r"best_D\.pth, best_EMA\.pth not found in the official OASIS run"):
         Trainer(opt, dataset=SynthPairs(), progress=False)
+
+
+def test_fine_tuned_official_run_saves_and_synthesizes(tmp_path, coco_root):  # noqa: F811
+    """An official run folder (made here from a tiny spadegan run, D under the official names)
+    fine-tuned with --continue_train --which_epoch best: the released files stay, the fine-tuned
+    weights are spadegan's `latest_net_*.pth` beside them, and they synthesize."""
+    from test_train import COCO
+
+    from spadegan.checkpoint import load_checkpoint
+    from spadegan.data.datasets import create_dataset
+    from spadegan.train.trainer import Trainer
+    args = ["--dataroot", coco_root, *COCO, "--ndf", "8", "--batchSize", "2", "--netD", "oasis", "--z_dim", "16",
+            "--niter", "1", "--gpu_ids", "-1", "--checkpoints_dir", str(tmp_path / "ck")]
+    opt = parse(["--name", "tiny", *args], train=True)
+    tr = Trainer(opt, dataset=create_dataset(opt), progress=False, log=False)
+    models = tmp_path / "ck" / "released" / "models"
+    models.mkdir(parents=True)
+    torch.save(tr.model.netG.state_dict(), models / "best_G.pth")
+    torch.save(official_d_state_dict(tr.model.netD), models / "best_D.pth")
+    torch.save(tr.ema.net.state_dict(), models / "best_EMA.pth")
+    (models.parent / "opt.txt").write_text("dataset_mode: coco\n")
+    before = {p.name: p.read_bytes() for p in models.iterdir()}
+    fine = parse(["--name", "released", *args, "--continue_train", "--which_epoch", "best"], train=True)
+    ft = Trainer(fine, dataset=create_dataset(fine), progress=False, log=False)
+    assert ft.official_run == models and ft.iteration == 0
+    assert torch.equal(ft.model.netD.classifier.weight, tr.model.netD.classifier.weight)
+    assert all(torch.equal(v, tr.ema.net.state_dict()[k]) for k, v in ft.ema.net.state_dict().items())
+    ft.run(max_steps=1)
+    run = models.parent
+    assert {p.name: p.read_bytes() for p in models.iterdir()} == before  # the released files stay
+    assert (run / "opt.txt").read_text() == "dataset_mode: coco\n" and (run / "opt.json").is_file()
+    G = load_checkpoint(run / "latest_net_EMA.pth")
+    assert torch.equal(G.state_dict()["fc.weight"], torch.load(run / "latest_net_EMA.pth", weights_only=True)["fc.weight"])
+    assert not torch.equal(ft.model.netG.state_dict()["fc.weight"], tr.model.netG.state_dict()["fc.weight"])
