@@ -8,9 +8,8 @@ are: they become tensors there, once, and are not checked again.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import hashlib
+from typing import TYPE_CHECKING
 
 import numpy as np
 

@@ -25,7 +25,7 @@ import secrets
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,9 +34,6 @@ from ..engine.incremental import EngineState, IncrementalEngine, PreviewInfo
 from ..errors import SpadeganError
 from ..visuals import image_to_numpy
 from .inputs import ImageLike, LabelLike
-
-if TYPE_CHECKING:
-    from .synthesizer import Synthesizer
 
 #: the paint app's default cache budget: a few ADE20K/COCO 256 px painters (about 34 MB each)
 #: on a 2-core / 8 GB laptop
@@ -56,7 +53,7 @@ class UpdateInfo:
 class PaintSession:
     """One painter's label map, seed and style, and the cache previews are computed from."""
 
-    def __init__(self, synthesizer: "Synthesizer", seed: int | None = None, style: ImageLike | None = None,
+    def __init__(self, synthesizer: Any, seed: int | None = None, style: ImageLike | None = None,
                  margins: dict[int, int] | None = None, max_cost: float | None = None):
         self.syn = synthesizer
         #: fixed for the session: drawn once when not given, so refine() is reproducible
@@ -77,13 +74,12 @@ class PaintSession:
     # ---- inputs ---------------------------------------------------------------------------
     def _tensors(self, label: np.ndarray, instance: np.ndarray | None
                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """As `Synthesizer.synthesize_decoded` makes them: (1, H, W) ids and instance ids."""
-        from .synthesizer import ids_to_tensor
-
+        """As `Synthesizer.synthesize_decoded` makes them: (1, H, W) ids and instance ids
+        (for class-id models `label_tensor` is its `ids_to_tensor`, nearest resizing)."""
         lab = self.syn.label_tensor(label, self.size)[None]
         inst = None
         if self.syn.needs_instance and not self.syn.image_label:
-            inst = (ids_to_tensor(instance, self.size) if instance is not None else lab[0])[None]
+            inst = (self.syn.label_tensor(instance, self.size) if instance is not None else lab[0])[None]
         return lab, inst
 
     def _latent(self) -> torch.Tensor | None:
@@ -184,7 +180,7 @@ class SessionPool:
     is a full pass). At most `max_painters` sessions exist at once whatever their size.
     """
 
-    def __init__(self, synthesizer: "Synthesizer", max_bytes: int = DEFAULT_POOL_BYTES, max_painters: int = 1024,
+    def __init__(self, synthesizer: Any, max_bytes: int = DEFAULT_POOL_BYTES, max_painters: int = 1024,
                  **session_kwargs: Any):
         if max_bytes < 0 or max_painters < 1:
             raise SpadeganError(f"painters' cache: max_bytes must be >= 0 and max_painters >= 1, got "
