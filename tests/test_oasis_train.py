@@ -307,3 +307,31 @@ def test_fine_tuned_official_run_saves_and_synthesizes(tmp_path, coco_root):  # 
     G = load_checkpoint(run / "latest_net_EMA.pth")
     assert torch.equal(G.state_dict()["fc.weight"], torch.load(run / "latest_net_EMA.pth", weights_only=True)["fc.weight"])
     assert not torch.equal(ft.model.netG.state_dict()["fc.weight"], tr.model.netG.state_dict()["fc.weight"])
+
+
+def test_official_ema_averages_buffers_and_refreshes_the_live_average():
+    from spadegan.train.ema import OFFICIAL_STAT_FORWARDS, GeneratorEMA
+    opt = parse(["--dataset_mode", "landscapes", "--netD", "oasis", "--ngf", "4", "--crop_size", "32",
+                 "--gpu_ids", "-1"], train=True)
+    G = networks.define_G(opt)
+    ema = GeneratorEMA(G, 0.75, official=True)
+    before = {k: v.clone() for k, v in ema.net.state_dict().items()}
+    with torch.no_grad():
+        for k, v in G.state_dict().items():
+            v.add_(4 if not v.is_floating_point() else 1.0)
+    ema.update(G)
+    after, g = ema.net.state_dict(), G.state_dict()
+    for k in ("body.0.norm_0.first_norm.running_mean", "body.0.conv_0.weight_u", "fc.weight"):
+        assert torch.allclose(after[k], 0.75 * before[k] + 0.25 * g[k], atol=1e-6), k
+    assert int(after["body.0.norm_0.first_norm.num_batches_tracked"]) == 1  # int(0 * 0.75 + 4 * 0.25)
+    calls = []
+    sem = torch.zeros(2, 11, 32, 32)
+    sem[:, 1] = 1
+    mean = after["body.0.norm_0.first_norm.running_mean"].clone()
+
+    def run(net, batch):
+        calls.append(net.training)
+        net(sem, z=torch.randn(2, 64))
+    net = ema.refresh_statistics(range(60), run)
+    assert net is ema.net and not net.training and calls == [True] * OFFICIAL_STAT_FORWARDS == [True] * 51
+    assert not torch.equal(ema.net.state_dict()["body.0.norm_0.first_norm.running_mean"], mean)  # live, in place
