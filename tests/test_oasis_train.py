@@ -335,3 +335,19 @@ def test_official_ema_averages_buffers_and_refreshes_the_live_average():
     net = ema.refresh_statistics(range(60), run)
     assert net is ema.net and not net.training and calls == [True] * OFFICIAL_STAT_FORWARDS == [True] * 51
     assert not torch.equal(ema.net.state_dict()["body.0.norm_0.first_norm.running_mean"], mean)  # live, in place
+
+
+def test_labelmix_coins_official_and_per_image_variant():
+    from spadegan.train.model import Pix2PixModel
+    opt = parse(["--dataset_mode", "landscapes", "--netD", "oasis", "--ngf", "4", "--ndf", "4", "--crop_size", "32",
+                 "--gpu_ids", "-1"], train=True)
+    label = torch.tensor([[[1, 2], [3, 4]], [[1, 2], [3, 4]]])
+    asked = []
+    model = Pix2PixModel(opt, coins=lambda n: asked.append(n) or torch.tensor([1, 0, 1, 0]))
+    mask = model.labelmix_mask(label)
+    assert asked == [4] and torch.equal(mask[0], mask[1])  # one coin per class, shared by the batch
+    assert mask[0, 0].tolist() == [[1, 0], [1, 0]]
+    variant = Pix2PixModel(opt.replace(labelmix_per_image=True),
+                           noise=lambda shape: torch.tensor([[1.0] * 12, [-1.0] * 12]))
+    mask = variant.labelmix_mask(label)  # a coin per image and class (from the noise stream)
+    assert mask[0].eq(1).all() and mask[1].eq(0).all()
