@@ -35,6 +35,7 @@ from ..errors import SpadeganError
 __all__ = [
     "LANDSCAPE_CLASSES",
     "STYLES",
+    "STYLE_WEIGHTS",
     "SKY", "CLOUD", "MOUNTAIN", "SNOW", "ROCK", "WATER", "SAND", "GRASS", "TREE", "FLOWERS",
     "generate_scene",
     "generate_batch",
@@ -48,7 +49,9 @@ LANDSCAPE_CLASSES: list[str] = [
 SKY, CLOUD, MOUNTAIN, SNOW, ROCK, WATER, SAND, GRASS, TREE, FLOWERS = range(10)
 
 STYLES: tuple[str, ...] = ("day", "sunset", "dusk", "night", "winter", "autumn")
-_STYLE_WEIGHTS = np.array([0.30, 0.15, 0.10, 0.10, 0.15, 0.20])
+#: How often a seed draws each of :data:`STYLES`.
+STYLE_WEIGHTS: tuple[float, ...] = (0.30, 0.15, 0.10, 0.10, 0.15, 0.20)
+_STYLE_WEIGHTS = np.array(STYLE_WEIGHTS)
 
 _F32 = np.float32
 
