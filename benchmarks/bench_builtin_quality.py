@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from spadegan.errors import SpadeganError
@@ -123,7 +124,7 @@ def mean_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def diversity(args: argparse.Namespace) -> dict[str, Any]:
     """The style-diversity measure and the dark-photo check on unseen maps."""
-    from spadegan.checkpoint import checkpoint_options
+    from spadegan.checkpoint import checkpoint_options, resolve_checkpoint
     from spadegan.evaluation import diversity as div
     from spadegan.evaluation.evaluate import BUILTIN_SEGMENTER, builtin_model_dir
     from spadegan.evaluation.scoring import load_scorer
@@ -131,7 +132,6 @@ def diversity(args: argparse.Namespace) -> dict[str, Any]:
 
     device = torch.device("cpu")
     path = Path(args.checkpoint) if args.checkpoint else builtin_model_dir()
-    from spadegan.checkpoint import resolve_checkpoint
     weights, _ = resolve_checkpoint(path, "G", "latest")
     opt = checkpoint_options(weights, train=False).replace(device="cpu")
     G, E = load_networks(weights, opt, device, "encode")
@@ -144,9 +144,37 @@ def diversity(args: argparse.Namespace) -> dict[str, Any]:
     report, fake = div.style_diversity(G, opt, seg, seeds, args.styles, size, clf, device, args.batch_size,
                                        input_size, args.seed)
     report["classifier"] = clf_info
-    report["dark_photo"], _ = div.dark_photo_check(G, E, opt, seg, seeds, size, device, args.batch_size,
-                                                   input_size, random_styles=fake[:, 0].contiguous(), seed=args.seed)
+    report["dark_photo"], encoded = div.dark_photo_check(G, E, opt, seg, seeds, size, device, args.batch_size,
+                                                         input_size, random_styles=fake[:, 0].contiguous(),
+                                                         seed=args.seed)
+    if args.samples > 0:
+        report["samples_png"] = samples_png(Path(args.out) / "diversity_samples.png", seeds[:args.samples],
+                                            fake[:args.samples], encoded[:args.samples], opt, args)
     return report
+
+
+def samples_png(path: Path, seeds: list[int], fake: torch.Tensor, encoded: torch.Tensor, opt: Any,
+                args: argparse.Namespace) -> str:
+    """One row per map: label map, the renderer's K families, the model's K random styles, the
+    map's night photo and the model's result with it as the style."""
+    from spadegan.evaluation import diversity as div
+    from spadegan.visuals import label_palette, save_png
+
+    n, k = fake.shape[:2]
+    labels, real = div.render_looks(seeds, div.family_looks(args.maps, k, args.seed)[:n], opt.crop_size)
+    _, night = div.render_looks(seeds, [["night"]] * n, opt.crop_size)
+    pal = label_palette(opt)
+    cells = [pal[labels.clamp(0, pal.shape[0] - 1).numpy()]]
+    cells += [real[:, j].permute(0, 2, 3, 1).numpy() for j in range(k)]
+    cells += [fake[:, j].permute(0, 2, 3, 1).numpy() for j in range(k)]
+    cells += [night[:, 0].permute(0, 2, 3, 1).numpy(), encoded.permute(0, 2, 3, 1).numpy()]
+    h, w, gap = labels.shape[1], labels.shape[2], 2
+    grid = np.full((n * (h + gap) - gap, len(cells) * (w + gap) - gap, 3), 255, np.uint8)
+    for i in range(n):
+        for j, col in enumerate(cells):
+            grid[i * (h + gap):i * (h + gap) + h, j * (w + gap):j * (w + gap) + w] = col[i]
+    save_png(grid, path)
+    return str(path)
 
 
 def cpu_name() -> str:
@@ -196,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--styles", type=int, default=4, help="diversity: random styles per map (2..6)")
     ap.add_argument("--classifier_maps", type=int, default=20, help="family classifier: maps x 6 families")
     ap.add_argument("--seed", type=int, default=0, help="seed of the random styles")
+    ap.add_argument("--samples", type=int, default=6,
+                    help="diversity_samples.png rows: label, renderer's families, model's styles, night photo, "
+                         "model with it as the style (0 = none)")
     ap.add_argument("--batch_size", type=int, default=16)
     ap.add_argument("--num_threads", type=int, default=0, help="torch CPU threads (0 = default)")
     ap.add_argument("--skip_protocol", action="store_true")

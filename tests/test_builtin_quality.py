@@ -106,6 +106,7 @@ def test_bench_json_has_the_fields(bench, tmp_path):
         assert 1 <= d[who]["family_reach"]["families_reached"] <= 6
     assert set(d["dark_photo"]) >= {"encoded", "night_photos", "day_photos", "random_style"}
     assert 0 < d["dark_photo"]["encoded"]["brightness"] < 1 and "cpu" in res
+    assert Path(d["samples_png"]).is_file()
 
 
 def test_near_identical_share_counts_pairs_under_the_threshold():
