@@ -92,6 +92,7 @@ def make_range(root: Path, seeds: range, scenes: int, size: int) -> Path:
 
 
 def model_flags(args: argparse.Namespace) -> list[str]:
+    """The ``spadegan eval`` flags naming the model: ``--checkpoint X`` or ``--builtin``."""
     return ["--checkpoint", args.checkpoint] if args.checkpoint else ["--builtin"]
 
 
@@ -178,6 +179,7 @@ def samples_png(path: Path, seeds: list[int], fake: torch.Tensor, encoded: torch
 
 
 def cpu_name() -> str:
+    """The CPU's model name (``lscpu``), recorded with every number."""
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
@@ -186,6 +188,7 @@ def cpu_name() -> str:
 
 
 def summary_lines(result: dict[str, Any]) -> list[str]:
+    """The printed summary: one line per range, the mean, the diversity and the night-photo check."""
     lines = []
     for r in result.get("protocol", {}).get("ranges", []):
         s, real = r["synthesized"], r["real"]
@@ -213,6 +216,7 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's command line."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default="", help="a checkpoint folder or <epoch>_net_G.pth (default: built-in)")
     ap.add_argument("--out", default="builtin_quality", help="output folder")
@@ -235,7 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the protocol and the diversity measure; write and return the JSON's content."""
+    from spadegan.data.landscapes import STYLES
+
     args = build_parser().parse_args(argv)
+    if not args.skip_diversity and not 2 <= args.styles <= len(STYLES):
+        raise SpadeganError(f"--styles must be between 2 and {len(STYLES)} (the renderer's families), "
+                            f"got {args.styles}")
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
     t0 = time.time()

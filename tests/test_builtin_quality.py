@@ -121,3 +121,9 @@ def test_training_seeds_are_refused_whatever_the_floor(bench, monkeypatch):
     with pytest.raises(SpadeganError):
         bench.seed_ranges([3_000], 100, 100)  # 3000..3199: the training run's val scenes
     assert bench.seed_ranges([3_200], 100, 100)[0].start == 3_200
+
+
+def test_bad_style_count_is_refused_before_any_work(bench, tmp_path):
+    with pytest.raises(SpadeganError):
+        bench.main(["--out", str(tmp_path / "q"), "--styles", "7"])
+    assert not (tmp_path / "q" / "data").exists()
