@@ -16,10 +16,10 @@ label map in any of them):
     block), unscaled, in the space seg_fd measures (per-dimension scaling was tried and
     rejected: channels that never fire on the renderer's photos make it unbounded).
 
-  Both are 0 for identical images. Also reported: the share of same-map pairs whose pixel
-  distance is under :data:`NEAR_IDENTICAL` (styles that look alike). The real photos' level is the same measure on the
-  renderer's K families of each map (K distinct families per map, drawn with the
-  renderer's own family frequencies).
+  Both are 0 for identical images. Also reported: the share of same-map pairs whose
+  pixel distance is under :data:`NEAR_IDENTICAL` (styles that look alike). The real
+  photos' level is the same measure on the renderer's K families of each map (K distinct
+  families per map, drawn with the renderer's own family frequencies).
 * **family reach**: each image is given the family whose *class colour profile* is
   nearest (:class:`FamilyClassifier`): the mean RGB of every class (sky, cloud, ...,
   flowers) the image's label map contains (at least ``MIN_CLASS_PIXELS`` pixels),
