@@ -202,11 +202,12 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
                      f"({m['miou_pct_of_real']:.1f} % of real)")
     if "diversity" in result:
         d = result["diversity"]
-        lines.append(f"diversity ({d['maps']} maps x {d['styles_per_map']} styles): pixel {d['model']['pixel']:.4f} "
-                     f"(real {d['real']['pixel']:.4f}), features {d['model']['features']:.3f} (real "
-                     f"{d['real']['features']:.3f}), near-identical pairs {100 * d['model']['near_identical_pairs']:.0f} % "
-                     f"(real {100 * d['real']['near_identical_pairs']:.0f} %); families reached {d['model']['family_reach']['families_reached']}"
-                     f"/6 {d['model']['family_reach']['histogram']}")
+        mod, real, fam = d["model"], d["real"], d["model"]["family_reach"]
+        lines.append(f"diversity ({d['maps']} maps x {d['styles_per_map']} styles): pixel {mod['pixel']:.4f} "
+                     f"(real {real['pixel']:.4f}), features {mod['features']:.3f} (real {real['features']:.3f}), "
+                     f"near-identical pairs {100 * mod['near_identical_pairs']:.0f} % (real "
+                     f"{100 * real['near_identical_pairs']:.0f} %); families reached {fam['families_reached']}"
+                     f"/{fam['of']} {fam['histogram']}")
         k = d["dark_photo"]
         lines.append(f"night photo as style: brightness {k['encoded']['brightness']:.3f} (night photos "
                      f"{k['night_photos']['brightness']:.3f}, day {k['day_photos']['brightness']:.3f}), mIoU "

@@ -214,7 +214,8 @@ def family_looks(n: int, k: int, seed: int = 0) -> list[list[str]]:
     if not 2 <= k <= len(STYLES):
         raise SpadeganError(f"styles per map must be between 2 and {len(STYLES)} (the renderer's families), got {k}")
     rng = np.random.default_rng(seed)
-    return [[STYLES[i] for i in rng.choice(len(STYLES), k, replace=False, p=np.asarray(STYLE_WEIGHTS))] for _ in range(n)]
+    p = np.asarray(STYLE_WEIGHTS)
+    return [[STYLES[i] for i in rng.choice(len(STYLES), k, replace=False, p=p)] for _ in range(n)]
 
 
 def reach(families: Sequence[str]) -> dict[str, Any]:
