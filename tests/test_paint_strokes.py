@@ -297,3 +297,26 @@ def test_block_on_a_box_equals_the_whole_block_there(norm, instance):
             assert err < 2e-6, (i, err)  # fp32 rounding: measured <= 5e-7; a halo too small: >= 3e-6
             checked += 1
     assert checked >= 3
+
+
+def test_reused_levels_pass_nothing_on():
+    """Levels reused whole (negative margins) hand the next level their cached output: with
+    the first and last blocks recomputed and those between reused, the preview is the last
+    block on the cached input with the new codes, then conv_img (the first block's new values
+    must not leak into it)."""
+    eng = _tiny_engine("spectralspadesyncbatch3x3", False)
+    nc = eng.label_channels
+    lab = torch.zeros(1, 64, 64, dtype=torch.long)
+    inc = IncrementalEngine(eng, margins={1: 64, 2: -1, 4: -1, 8: -1, 16: -1, 32: 64}, max_cost=1.0)
+    state = inc.full(lab, None, None, (64, 64))
+    new = lab.clone()
+    new[0, :, :32] = nc - 1  # changes every level's codes, the first layer's too
+    img, info = inc.preview(state, new)
+    assert info.boxes[1:-1] == [None] * (len(info.boxes) - 2) and info.boxes[-1] == (0, 64, 0, 64)
+    assert info.boxes[0] is not None
+    with torch.inference_mode():
+        x = eng.blocks[-1](state.inputs[-1], inc.plan[-1][1], eng.codes(new, None).at(64, 64),
+                           eng.sparse_threshold, False)
+        x = torch.nn.functional.leaky_relu(x, 0.2)
+        ref = torch.tanh(torch.nn.functional.conv2d(x.permute(0, 3, 1, 2), eng.w_img, eng.b_img, padding=1))
+    assert (img - ref).abs().max() < 1e-4

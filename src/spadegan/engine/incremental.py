@@ -236,14 +236,16 @@ class IncrementalEngine:
         eng = self.engine
         H, W = state.size
         h, w = H // 2 ** eng.num_up, W // 2 ** eng.num_up
+        # what changed in the current block's input: (box, values), None if nothing did
         overlay: tuple[Box, torch.Tensor] | None = None
-        if fc_changed:  # the first layer is a cheap lookup: recompute it whole
+        if fc_changed and info.boxes[0] is not None:  # the first layer is a cheap lookup: recompute it whole
             x = _lookup_sum(codes.at(h, w).window_rows(None, 1), eng.fc_emb, False)
             overlay = ((0, h, 0, w), (x + eng.fc_b).view(1, h, w, -1))
         for i, (blk, (_, up), box) in enumerate(zip(eng.blocks, self.plan, info.boxes)):
             if up:
                 h, w = 2 * h, 2 * w
-            if box is None:
+            if box is None:  # reused: the next block reads this block's cached output as it is
+                overlay = None
                 continue
             overlay = (box, self._block(blk, i, state, codes.at(h, w), overlay, box, up, h, w))
         return self._image(state, overlay)
