@@ -320,3 +320,26 @@ def test_reused_levels_pass_nothing_on():
         x = torch.nn.functional.leaky_relu(x, 0.2)
         ref = torch.tanh(torch.nn.functional.conv2d(x.permute(0, 3, 1, 2), eng.w_img, eng.b_img, padding=1))
     assert (img - ref).abs().max() < 1e-4
+
+
+def test_app_many_painters_bounded(syn):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from spadegan.app.adapter import AppBackend
+    from spadegan.app.server import create_app
+
+    lab = scene(11)
+    one = syn.session(seed=1)
+    one.update(lab)
+    backend = AppBackend(syn, cache_bytes=int(one.nbytes * 2.5))
+    with TestClient(create_app(backend, batch_wait_ms=0)) as c:
+        for p in range(8):
+            r = _post(c, lab, seed="1", painter=f"p{p}")
+            assert r.status_code == 200 and r.headers["X-Preview"] == "0"
+            stats = c.get("/api/stats").json()["painters"]
+            assert stats["bytes"] <= stats["max_bytes"] and stats["painters"] <= 2
+        r = _post(c, brush(lab, 0.01, 3, 4), seed="1", painter="p0")  # evicted long ago: a full pass
+        assert r.headers["X-Preview"] == "0" and "evicted" in r.headers["X-Paint-Reason"]
+        r = _post(c, brush(lab, 0.01, 3, 4), seed="1", painter="p7")  # still cached: a preview
+        assert r.headers["X-Preview"] == "1"
