@@ -343,3 +343,15 @@ def test_app_many_painters_bounded(syn):
         assert r.headers["X-Preview"] == "0" and "evicted" in r.headers["X-Paint-Reason"]
         r = _post(c, brush(lab, 0.01, 3, 4), seed="1", painter="p7")  # still cached: a preview
         assert r.headers["X-Preview"] == "1"
+
+
+def test_session_without_engine_runs_full_passes_saying_so():
+    syn = Synthesizer.from_checkpoint(builtin_checkpoint(), device="cpu", precision="fp32", use_engine=False)
+    lab = scene(12)
+    s = syn.session(seed=2)
+    s.update(lab)
+    new = brush(lab, 0.01, 0, 3)
+    out = s.update(new)
+    assert not s.last.preview and "no stroke previews" in s.last.reason
+    assert np.array_equal(out, syn.synthesize(new, seed=2, output="numpy"))
+    assert np.array_equal(s.refine(), out)

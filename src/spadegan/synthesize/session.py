@@ -89,14 +89,14 @@ class PaintSession:
 
     # ---- the two passes -------------------------------------------------------------------
     def _full(self, reason: str) -> np.ndarray:
-        lab, inst = self._tensors(self._label, self._instance)
-        if self.incremental is None:
-            image = self.syn.generate(lab, inst, self._latent(), self.size)
+        if self.incremental is None:  # the synthesizer's own path (the training network, OASIS)
+            self._exact = self.syn.synthesize_decoded([self._label], [self._instance], [self.style], [self.seed],
+                                                      self.size, output="numpy")[0]
         else:
+            lab, inst = self._tensors(self._label, self._instance)
             self._state = self.incremental.full(lab, inst, self._latent(), self.size)
-            image = self._state.image
+            self._exact = image_to_numpy(self._state.image)[0]
         self._evicted = False
-        self._exact = image_to_numpy(image)[0]
         self.last = UpdateInfo(False, reason)
         return self._exact
 
