@@ -46,9 +46,10 @@ Box = tuple[int, int, int, int]  # y0, y1, x0, x1 (half-open), in one level's pi
 #: default margin (in the level's own pixels) by which the changed box grows at each block,
 #: keyed by the block's output size relative to the full output (1 = full size, 2 = half...);
 #: a negative margin reuses that level's cached output in previews. The levels at 1/16 of
-#: the output and below (8x8 and 16x16 at 256 px) are reused: recomputing them measured
-#: 0.2 dB better previews on the built-in model for 1 % strokes and cost more than half of a
-#: 1 % preview's time on the ADE20K configuration (benchmarks/README.md, Paint strokes)
+#: the output and below (8x8 and 16x16 at 256 px) are reused: recomputing them (margin 0)
+#: measured 0.2 dB better previews on the built-in model for 1 % strokes (53.0 vs 52.8 dB,
+#: 12 scenes) and made 1 % previews on the ADE20K configuration about 1.5x slower (2.7x vs
+#: 4.2x faster than the full pass; benchmarks/README.md, Paint strokes)
 DEFAULT_MARGINS = {1: 1, 2: 1, 4: 0, 8: 0, 16: -1, 32: -1, 64: -1, 128: -1}
 #: previews whose estimated cost exceeds this fraction of a full pass are declined: the
 #: crops' overheads make a preview of about 0.4 as slow as a full pass (measured, 2 threads)
