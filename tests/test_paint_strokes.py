@@ -355,3 +355,15 @@ def test_session_without_engine_runs_full_passes_saying_so():
     assert not s.last.preview and "no stroke previews" in s.last.reason
     assert np.array_equal(out, syn.synthesize(new, seed=2, output="numpy"))
     assert np.array_equal(s.refine(), out)
+
+
+def test_painting_into_the_same_array_in_place(syn):
+    """A caller that paints into one array and passes it again gets previews of each edit."""
+    lab = scene(13)
+    s = syn.session(seed=4)
+    s.update(lab, decoded=True)  # decoded: no decoder copies the array on the way
+    lab[50:60, 50:64] = (lab[55, 57] + 1) % syn.label_nc  # in place
+    preview = s.update(lab, decoded=True)
+    assert s.last.preview and s.last.plan.changed is not None
+    assert np.array_equal(s.refine(lab), syn.synthesize(lab, seed=4, output="numpy"))
+    assert not np.array_equal(preview, s.update(scene(13)))  # back to the original: a new preview

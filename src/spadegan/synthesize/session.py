@@ -102,10 +102,13 @@ class PaintSession:
 
     def _read(self, label: LabelLike, instance: LabelLike | None, decoded: bool
               ) -> tuple[np.ndarray, np.ndarray | None]:
-        """`decoded`: already what `Synthesizer.read_label` gives (as `synthesize_decoded` takes it)."""
+        """`decoded`: already what `Synthesizer.read_label` gives (as `synthesize_decoded` takes it).
+        Copies: a caller painting into the same array in place must not change the cached map."""
         if decoded:
-            return np.asarray(label), None if instance is None else np.asarray(instance)
-        return self.syn.read_label(label), None if instance is None else self.syn.instance_ids(instance)
+            lab, inst = np.asarray(label), None if instance is None else np.asarray(instance)
+        else:
+            lab, inst = self.syn.read_label(label), None if instance is None else self.syn.instance_ids(instance)
+        return np.array(lab, copy=True), None if inst is None else np.array(inst, copy=True)
 
     def update(self, label: LabelLike, instance: LabelLike | None = None, decoded: bool = False) -> np.ndarray:
         """The image of a new label map (+ instance map): a preview when the cache allows,
