@@ -167,7 +167,8 @@ class IncrementalEngine:
         record: list[torch.Tensor] = []
         with torch.inference_mode():
             image = eng(label, instance, z, size, record=record).float()
-            codes = eng.codes(label.to(eng.device), None if instance is None else instance.to(eng.device))
+            # a copy: the codes would share the caller's tensor's memory, which it may paint into
+            codes = eng.codes(label.to(eng.device).clone(), None if instance is None else instance.to(eng.device))
         inputs, stats = [], []
         k = 0
         for blk in eng.blocks:
