@@ -77,7 +77,10 @@ request is rejected immediately with 503 + ``Retry-After`` instead of piling up.
 The worker micro-batches: it takes the oldest job, then keeps collecting queued jobs
 until it has ``max_batch`` or ``batch_wait_ms`` have passed since that oldest job
 arrived, and calls ``backend.synthesize_batch`` once for the batch. If a batched call
-raises, each job is retried alone so one bad request cannot fail its neighbours.
+raises, each job is retried alone so one bad request cannot fail its neighbours. Requests
+with a ``painter`` id are never batched: each is one ``backend.paint`` call (that painter's
+stroke-preview session, `spadegan.synthesize.session`), admitted and bounded like any other;
+the sessions share one byte budget (`AppBackend`, ``--paint_cache_mb``).
 A client that goes away does not block anyone: if its future was cancelled before the
 batch is formed the job is skipped, otherwise the result is simply dropped. A backend that
 hangs does not hang its clients: each request waits at most ``timeout_s`` for its result
