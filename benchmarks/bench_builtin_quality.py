@@ -159,7 +159,8 @@ def samples_png(path: Path, seeds: list[int], fake: torch.Tensor, encoded: torch
     """One row per map: label map, the renderer's K families, the model's K random styles, the
     map's night photo and the model's result with it as the style."""
     from spadegan.evaluation import diversity as div
-    from spadegan.visuals import label_palette, save_png
+    from spadegan.evaluation.report import save_grid
+    from spadegan.visuals import label_palette
 
     n, k = fake.shape[:2]
     labels, real = div.render_looks(seeds, div.family_looks(args.maps, k, args.seed)[:n], opt.crop_size)
@@ -169,13 +170,7 @@ def samples_png(path: Path, seeds: list[int], fake: torch.Tensor, encoded: torch
     cells += [real[:, j].permute(0, 2, 3, 1).numpy() for j in range(k)]
     cells += [fake[:, j].permute(0, 2, 3, 1).numpy() for j in range(k)]
     cells += [night[:, 0].permute(0, 2, 3, 1).numpy(), encoded.permute(0, 2, 3, 1).numpy()]
-    h, w, gap = labels.shape[1], labels.shape[2], 2
-    grid = np.full((n * (h + gap) - gap, len(cells) * (w + gap) - gap, 3), 255, np.uint8)
-    for i in range(n):
-        for j, col in enumerate(cells):
-            grid[i * (h + gap):i * (h + gap) + h, j * (w + gap):j * (w + gap) + w] = col[i]
-    save_png(grid, path)
-    return str(path)
+    return save_grid(cells, path)
 
 
 def cpu_name() -> str:

@@ -138,7 +138,7 @@ def format_table(metrics: dict[str, Any]) -> str:
 def samples_png(path: Path, split: EvalSplit, fake: torch.Tensor, baseline: torch.Tensor | None,
                  opt: Any, n: int) -> str:
     """A grid: one row per example with label (colours, or the label image), real photo, synthesized, baseline."""
-    from ..visuals import label_palette, label_to_numpy, save_png
+    from ..visuals import label_palette, label_to_numpy
 
     n = min(n, len(split))
     cols = []
@@ -151,11 +151,17 @@ def samples_png(path: Path, split: EvalSplit, fake: torch.Tensor, baseline: torc
     cols.append(fake[:n].permute(0, 2, 3, 1).numpy())
     if baseline is not None:
         cols.append(baseline[:n].permute(0, 2, 3, 1).numpy())
-    h, w = cols[0].shape[1:3]
-    gap = 2
-    grid = np.full((n * (h + gap) - gap, len(cols) * (w + gap) - gap, 3), 255, np.uint8)
+    return save_grid(cols, path)
+
+
+def save_grid(columns: list[np.ndarray], path: Path, gap: int = 2) -> str:
+    """Columns of N x H x W x 3 uint8 pictures as one PNG grid (row i = the i-th of each), white gaps."""
+    from ..visuals import save_png
+
+    n, h, w = columns[0].shape[:3]
+    grid = np.full((n * (h + gap) - gap, len(columns) * (w + gap) - gap, 3), 255, np.uint8)
     for i in range(n):
-        for j, col in enumerate(cols):
+        for j, col in enumerate(columns):
             grid[i * (h + gap):i * (h + gap) + h, j * (w + gap):j * (w + gap) + w] = col[i]
     save_png(grid, path)
     return str(path)
