@@ -212,11 +212,13 @@ def test_eval_segmenter_flag_errors(shared, seg_files, tmp_path):
         ecli.main(base + ["--segmenter", "deeplabv2_cocostuff"])
     with pytest.raises(SpadeganError, match="deeplabv2_resnet101_msc-cocostuff164k-100000.pth"):
         ecli.main(base + ["--segmenter", "deeplabv2_cocostuff", "--segmenter_weights", str(tmp_path / "nope.pth")])
-    with pytest.raises(SpadeganError, match="2 weight file"):
-        ecli.main(base + ["--segmenter", "upernet101_ade20k", "--segmenter_weights",
-                          str(seg_files["deeplabv2_cocostuff"][0])])
+    deeplab = str(seg_files["deeplabv2_cocostuff"][0])
+    with pytest.raises(SpadeganError, match="takes 1 weight file"):
+        ecli.main(base + ["--segmenter", "deeplabv2_cocostuff", "--segmenter_weights", deeplab, deeplab])
     with pytest.raises(SpadeganError, match="invalid choice"):
         ecli.main(base + ["--segmenter", "segformer"])
+    with pytest.raises(SpadeganError, match="scores cityscapes label maps.*--dataset_mode coco"):
+        ecli.main(base + ["--segmenter", "drn105_cityscapes", "--segmenter_weights", str(tmp_path / "x.pth")])
 
 
 def test_cocostuff_accounting_equals_deeplab_pytorch_metric_scores(shared):

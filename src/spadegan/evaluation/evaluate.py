@@ -116,6 +116,26 @@ def default_segmenter(eval_opt: Any, model_opt: Any) -> Path | None:
     return None
 
 
+#: The dataset mode whose label ids each paper segmenter's dataset convention reads.
+_SEGMENTER_MODES = {"ade20k": "ade20k", "cocostuff": "coco", "cityscapes": "cityscapes"}
+
+
+def _check_segmenter_dataset(name: str, dataset_mode: str) -> None:
+    """A paper segmenter scores its own dataset's label ids: refuse another dataset mode, and say
+    what a custom folder's ids are read as."""
+    from ..device import say_once
+    from .paper_segmenter import SEGMENTERS
+
+    dataset = SEGMENTERS[name].dataset
+    mode = _SEGMENTER_MODES[dataset]
+    if dataset_mode == "custom":
+        say_once(f"--segmenter {name}: the custom label maps are read as {dataset} ids "
+                 "(docs/evaluation.md, 'The accounting')")
+    elif dataset_mode != mode:
+        raise SpadeganError(f"--segmenter {name} scores {dataset} label maps, but the eval split is "
+                            f"--dataset_mode {dataset_mode}; use --dataset_mode {mode} (or custom with {dataset} ids)")
+
+
 @dataclass
 class _Run:
     """What one evaluation works on: the model, its options, the eval split, where to write."""
@@ -184,6 +204,7 @@ class _Scorer:
         if not args.segmenter_weights:
             raise SpadeganError(f"--segmenter {args.segmenter} needs --segmenter_weights FILE [FILE] (the released "
                                 "weights; docs/evaluation.md says which files)")
+        _check_segmenter_dataset(args.segmenter, run.eval_opt.dataset_mode)
         multiscale = {"default": None, "on": True, "off": False}[args.segmenter_multiscale]
         segmenter = load_paper_segmenter(args.segmenter, args.segmenter_weights,
                                          args.segmenter_preprocessing or None, run.device)
