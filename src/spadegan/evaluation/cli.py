@@ -78,6 +78,28 @@ __all__ = ["main", "build_parser"]
 # ---------------------------------------------------------------------------------------
 
 
+def _add_paper_segmenter_flags(group: argparse._ArgumentGroup) -> None:
+    """--segmenter and the flags of the papers' protocol (evaluation/paper_scoring.py)."""
+    group.add_argument("--segmenter", default="", choices=("",) + tuple(SEGMENTERS),
+                   help="score mIoU / accuracy with a paper's segmenter, loaded from its released files "
+                        "(--segmenter_weights) and scored as its reference does (docs/evaluation.md)")
+    group.add_argument("--segmenter_weights", nargs="+", default=[], metavar="FILE",
+                   help="the released file(s) of --segmenter, as downloaded: upernet101_ade20k: "
+                        "encoder_epoch_50.pth decoder_epoch_50.pth; deeplabv2_cocostuff: "
+                        "deeplabv2_resnet101_msc-cocostuff164k-100000.pth; drn105_cityscapes: "
+                        "drn-d-105_ms_cityscapes.pth")
+    group.add_argument("--segmenter_preprocessing", default="",
+                   help="the segmenter's input convention (default: the one of its current release); "
+                        "upernet101_ade20k: rgb_imagenet or bgr_legacy (the SPADE-era baseline-resnet101-upernet)")
+    group.add_argument("--segmenter_multiscale", choices=("default", "on", "off"), default="default",
+                   help="multi-scale prediction: the reference's default (UperNet: multi-scale over its test "
+                        "sizes; DeepLab: its MSC wrapper; DRN: single scale), or forced on/off")
+    group.add_argument("--seg_resolution", choices=SEG_RESOLUTIONS, default="model",
+                   help="with --segmenter: 'model' segments images at the generator's size against label maps "
+                        "resized there (nearest); 'label' upsamples each image (bilinear) to its label map's "
+                        "original size and scores there")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``spadegan eval`` argument parser (raises SpadeganError on bad flags)."""
 
@@ -115,24 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--crop_size", type=int, default=0,
                    help="evaluation width (0 = the model's crop_size); height from its aspect ratio")
     s = ap.add_argument_group("metrics")
-    s.add_argument("--segmenter", default="", choices=("",) + tuple(SEGMENTERS),
-                   help="score mIoU / accuracy with a paper's segmenter, loaded from its released files "
-                        "(--segmenter_weights) and scored as its reference does (docs/evaluation.md)")
-    s.add_argument("--segmenter_weights", nargs="+", default=[], metavar="FILE",
-                   help="the released file(s) of --segmenter, as downloaded: upernet101_ade20k: "
-                        "encoder_epoch_50.pth decoder_epoch_50.pth; deeplabv2_cocostuff: "
-                        "deeplabv2_resnet101_msc-cocostuff164k-100000.pth; drn105_cityscapes: "
-                        "drn-d-105_ms_cityscapes.pth")
-    s.add_argument("--segmenter_preprocessing", default="",
-                   help="the segmenter's input convention (default: the one of its current release); "
-                        "upernet101_ade20k: rgb_imagenet or bgr_legacy (the SPADE-era baseline-resnet101-upernet)")
-    s.add_argument("--segmenter_multiscale", choices=("default", "on", "off"), default="default",
-                   help="multi-scale prediction: the reference's default (UperNet: multi-scale over its test "
-                        "sizes; DeepLab: its MSC wrapper; DRN: single scale), or forced on/off")
-    s.add_argument("--seg_resolution", choices=SEG_RESOLUTIONS, default="model",
-                   help="with --segmenter: 'model' segments images at the generator's size against label maps "
-                        "resized there (nearest); 'label' upsamples each image (bilinear) to its label map's "
-                        "original size and scores there")
+    _add_paper_segmenter_flags(s)
     s.add_argument("--seg_weights", default="", help="segmenter weights (default for landscapes: the shipped one)")
     s.add_argument("--seg_size", type=int, default=0,
                    help="resize images to this height before segmenting (0 = the size the segmenter was "
