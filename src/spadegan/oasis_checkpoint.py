@@ -22,14 +22,21 @@ of those files and returns the network in eval mode:
   a missing, unexpected or misshapen key is a SpadeganError naming the file, the keys and
   the option that probably differs.
 
+A generator written by `spadegan export --format safetensors` (`<tag>_<EMA|G>.safetensors`:
+the official state_dict names, the options as metadata, `oasis_options_metadata`) loads the
+same way, options and tag from its metadata (`is_oasis_safetensors`).
+
 Label order: OASIS puts dontcare in channel 0 for every dataset; `oasis_label_channels`
 maps a dataset's own ids to OASIS' channels and `oasis_semantics` makes the one-hot input.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +47,7 @@ import torch.nn as nn
 
 from .device import say_once
 from .errors import SpadeganError
-from .fileio import load_options_pickle, read_state_dict
+from .fileio import load_options_pickle, read_safetensors_metadata, read_state_dict
 from .networks.discriminator import OASISDiscriminator, oasis_depth
 from .networks.oasis import OASISGenerator, OASISOptions
 from .options import DATASET_MODES, load_options_file, options_from_dict
@@ -174,7 +181,7 @@ def _weights_path(models: Path, which_epoch: str, network: str, no_EMA: bool) ->
     raise SpadeganError(f"no {f.name} in {models}{hint}; {_listing(models)}")
 
 
-def _resolve_file_choice(m: re.Match | None, which_epoch: str | None, network: str | None,
+def _resolve_file_choice(m: re.Match | Mapping[str, str] | None, which_epoch: str | None, network: str | None,
                          path: Path) -> tuple[str, str | None]:
     """(which_epoch, network or None) from the arguments and, for a file, its name."""
     if m is None:
@@ -278,14 +285,16 @@ def open_oasis_run(path: str | os.PathLike, which_epoch: str | int | None = None
                    aspect_ratio: float | None = None) -> OASISRun:
     """Resolve an official OASIS run without building anything (see `load_oasis_run`)."""
     path = Path(path)
-    run_dir, models, named = _locate(path)
-    which_epoch, network = _resolve_file_choice(named, which_epoch, network, path)
-    if network is not None and network not in NETWORKS:
-        raise SpadeganError(f"network must be one of {', '.join(NETWORKS)}, not {network!r}")
     given = dict(dataset_mode=dataset_mode, channels_G=channels_G, z_dim=z_dim, num_res_blocks=num_res_blocks,
                  param_free_norm=param_free_norm, spade_ks=spade_ks, no_3dnoise=no_3dnoise,
                  no_spectral_norm=no_spectral_norm, no_EMA=no_EMA, label_nc=label_nc, crop_size=crop_size,
                  aspect_ratio=aspect_ratio)
+    if is_oasis_safetensors(path):
+        return _safetensors_run(path, which_epoch, network, given)
+    run_dir, models, named = _locate(path)
+    which_epoch, network = _resolve_file_choice(named, which_epoch, network, path)
+    if network is not None and network not in NETWORKS:
+        raise SpadeganError(f"network must be one of {', '.join(NETWORKS)}, not {network!r}")
     saved, source = read_saved_oasis_options(run_dir)
     opt = oasis_options(saved, source, given, run_dir)
     if network is None:  # what the official test.py loads
@@ -318,6 +327,65 @@ def load_oasis_run(path: str | os.PathLike, which_epoch: str | int | None = None
     load_oasis_state_dict(net, sd, run.weights, run.network, run.opt, run.options_source)
     net.oasis_run = run
     return net.eval().to(device)
+
+
+# ---- an OASIS generator as .safetensors (`spadegan export --format safetensors`) ----------------
+#: Metadata keys of an OASIS generator written as .safetensors: the options (JSON of the official
+#: flag names, `oasis_options_metadata`), the network (EMA or G) and the run's tag
+OASIS_OPTIONS_KEY = "oasis_options"
+OASIS_NETWORK_KEY = "oasis_network"
+OASIS_TAG_KEY = "oasis_which_epoch"
+_MAX_METADATA_CHARS = 1 << 16
+
+
+def oasis_options_metadata(opt: OASISOptions, network: str, which_epoch: str) -> dict[str, str]:
+    """The .safetensors metadata of an OASIS generator: every OASISOptions field under its
+    official flag name (label_nc instead of semantic_nc), the network and the run's tag."""
+    fields = dataclasses.asdict(opt)
+    fields["label_nc"] = fields.pop("semantic_nc") - 1
+    return {OASIS_OPTIONS_KEY: json.dumps(fields, sort_keys=True), OASIS_NETWORK_KEY: network,
+            OASIS_TAG_KEY: str(which_epoch)}
+
+
+def is_oasis_safetensors(path: str | os.PathLike) -> bool:
+    """Whether `path` is a .safetensors file whose metadata holds OASIS options (a file
+    `oasis_options_metadata` described); an unreadable header is a SpadeganError naming it."""
+    p = Path(path)
+    return p.suffix == ".safetensors" and p.is_file() and OASIS_OPTIONS_KEY in read_safetensors_metadata(p)
+
+
+def _safetensors_run(path: Path, which_epoch: str | int | None, network: str | None,
+                     given: dict[str, Any]) -> OASISRun:
+    """`open_oasis_run` for an OASIS .safetensors file: options from its metadata (flags given
+    override them, said once where they differ), network and tag from its metadata."""
+    meta = read_safetensors_metadata(path)
+    source = f"the metadata of {path}"
+    try:
+        text = meta[OASIS_OPTIONS_KEY]
+        if len(text) > _MAX_METADATA_CHARS:
+            raise ValueError(f"{len(text)} characters, more than the options ever take")
+        saved = json.loads(text)
+        if not isinstance(saved, dict):
+            raise ValueError(f"a JSON {type(saved).__name__}, not an object")
+    except (ValueError, RecursionError) as e:
+        raise SpadeganError(f"cannot read the OASIS options in {source} (key {OASIS_OPTIONS_KEY!r}): {e}") from None
+    expected = {f.name for f in dataclasses.fields(OASISOptions)} - {"semantic_nc"} | {"label_nc"}
+    if set(saved) != expected:
+        odd = sorted(set(saved) ^ expected)
+        raise SpadeganError(f"the OASIS options in {source} do not match OASISOptions' fields (differing: "
+                            f"{', '.join(odd)}); re-export the run with this spadegan")
+    values = {k: _coerce(k, v, source) for k, v in saved.items()}
+    for k, v in given.items():
+        if v is not None and _coerce(k, v, "given") != values[k]:
+            say_once(f"OASIS weights {path}: {k}={v!r} given, its metadata says {values[k]!r}; using {v!r}")
+            values[k] = _coerce(k, v, "given")
+    stored = {"tag": meta.get(OASIS_TAG_KEY, ""), "net": meta.get(OASIS_NETWORK_KEY, "")}
+    if stored["net"] not in ("EMA", "G"):
+        raise SpadeganError(f"{source}: {OASIS_NETWORK_KEY}={stored['net']!r}; an OASIS generator file holds EMA or G")
+    which_epoch, network = _resolve_file_choice(stored, which_epoch, network, path)
+    opt = OASISOptions(semantic_nc=values.pop("label_nc") + 1, **values)
+    return OASISRun(weights=path, network=str(network), which_epoch=which_epoch, run_dir=path.parent, opt=opt,
+                    options_source=source)
 
 
 # ---- building and loading ------------------------------------------------------------------------
@@ -454,9 +522,10 @@ OASIS_FLAGS: dict[str, type] = {
 
 def is_oasis_file(path: str | os.PathLike) -> bool:
     """Whether `path` is named as an official OASIS weights file (`<tag>_G.pth`, `<tag>_D.pth`,
-    `<tag>_EMA.pth`; spadegan's and SPADE's `<epoch>_net_G.pth` are not)."""
+    `<tag>_EMA.pth`; spadegan's and SPADE's `<epoch>_net_G.pth` are not), or is an OASIS
+    generator written as .safetensors (`is_oasis_safetensors`)."""
     m = _FILE_NAME.match(Path(path).name)
-    return m is not None and not m["tag"].endswith("_net")
+    return (m is not None and not m["tag"].endswith("_net")) or is_oasis_safetensors(path)
 
 
 def is_oasis_run(path: str | os.PathLike) -> bool:

@@ -25,15 +25,31 @@ exported instead (spectral norm folded into the weights), with the input
 (`--batch_size`, `--size`). After writing, the file is loaded again
 (onnxruntime for ONNX, torch.jit.load for TorchScript), run on a random label map and
 compared with the faithful network; the max abs error is printed and must be <= `--tol`.
+
+An official OASIS run (`oasis_checkpoint`: `<run>/models/<tag>_{G,EMA,D}.pth`, `--which_epoch`
+default `best`, its official test flags where it has no opt.pkl / opt.txt) exports its
+generator (EMA unless --no_EMA) as it is, spectral norm folded, with the inputs
+
+* `semantics`: float32 (B, semantic_nc, H, W), the one-hot map in OASIS' channel order
+  (channel 0 = dontcare, `oasis_checkpoint.oasis_label_channels`);
+* `z`: float32 (B, z_dim), the 3D noise (none with --no_3dnoise): the graph draws nothing;
+
+documented in the printed summary and in the file (ONNX metadata_props / the TorchScript
+extra file `spadegan_export.json`). Its size is the run's (`--crop_size` / `--aspect_ratio`
+for another). `--format safetensors` writes `<tag>_<EMA|G>.safetensors` with the official
+state_dict names and the options as metadata (`oasis_checkpoint.oasis_options_metadata`);
+`load_checkpoint` / `Synthesizer.from_checkpoint` read it back.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -43,6 +59,7 @@ import copy
 from ..errors import SpadeganError
 from ..layers.spectral import has_spectral_norm, remove_spectral_norm
 from ..networks import at_size
+from ..oasis_checkpoint import add_oasis_flags, oasis_flags
 from .engine import SynthesisEngine
 
 
@@ -190,28 +207,10 @@ def export_safetensors(checkpoint: str | Path, out: str | Path, which_epoch: str
             "nets": list(files), "checked": check}
 
 
-def export(checkpoint: str | Path, fmt: str, out: str | Path, size: int | None = None,
-           batch: int = 1, opset: int = 17, tol: float = 1e-4, check: bool = True,
-           which_epoch: str = "latest") -> dict:
-    """Export and check; returns {"path", "format", "max_abs_err", "ms"}. Official OASIS runs
-    are refused (a SpadeganError saying so): their export is not supported yet."""
-    from ..checkpoint import load_checkpoint
-    from ..oasis_checkpoint import is_oasis_run
-
-    if is_oasis_run(checkpoint):
-        raise SpadeganError(f"{checkpoint} is an official OASIS run; spadegan export does not support OASIS "
-                            "generators yet (use spadegan synthesize --checkpoint, spadegan paint or "
-                            "Synthesizer.from_checkpoint with it)")
-
-    if fmt == "safetensors":
-        return export_safetensors(checkpoint, out, which_epoch, check)
-    if fmt not in ("onnx", "torchscript"):
-        raise SpadeganError(f"--format must be onnx, torchscript or safetensors, not {fmt!r}")
-    G = load_checkpoint(checkpoint, "G", which_epoch=which_epoch)
-    if G.opt.netG != "spade":
-        raise SpadeganError(f"export supports SPADE generators (--netG spade), not --netG {G.opt.netG}")
-    module, hw, names, inputs = _export_module(G, size, batch)
-    out = Path(out)
+def _write_graph(module: nn.Module, inputs: list[torch.Tensor], names: list[str], fmt: str, out: Path,
+                 opset: int, doc: dict[str, str] | None = None) -> None:
+    """Trace `module` on `inputs` into `out` (atomically); `doc`: strings stored in the file
+    (ONNX metadata_props, or the TorchScript extra file `spadegan_export.json`)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     with torch.no_grad(), warnings.catch_warnings():
@@ -219,49 +218,197 @@ def export(checkpoint: str | Path, fmt: str, out: str | Path, size: int | None =
         warnings.simplefilter("ignore")
         if fmt == "torchscript":
             traced = torch.jit.trace(module, tuple(inputs), check_trace=False)
-            traced.save(str(tmp))
+            extra = {"spadegan_export.json": json.dumps(doc, sort_keys=True)} if doc else {}
+            torch.jit.save(traced, str(tmp), _extra_files=extra)
         else:
             try:
-                import onnx  # noqa: F401
+                import onnx
             except ImportError:
                 raise SpadeganError("ONNX export needs the onnx package: pip install 'spadegan[export]'") from None
             torch.onnx.export(module, tuple(inputs), str(tmp), input_names=names, output_names=["image"],
                               opset_version=opset, dynamo=False, do_constant_folding=True)
+            if doc:
+                model = onnx.load(str(tmp))
+                for key, value in doc.items():
+                    entry = model.metadata_props.add()
+                    entry.key, entry.value = key, value
+                onnx.save(model, str(tmp))
     tmp.replace(out)
+
+
+def _run_graph(fmt: str, out: Path, names: list[str], inputs: list[torch.Tensor]) -> tuple[torch.Tensor, float]:
+    """(the written file's output on `inputs`, its run time in ms): torch.jit or onnxruntime."""
+    t0 = time.perf_counter()
+    if fmt == "torchscript":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated, still works
+            loaded = torch.jit.load(str(out))
+        with torch.no_grad():
+            got = loaded(*inputs)
+    else:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise SpadeganError("checking the ONNX file needs onnxruntime: pip install 'spadegan[export]' "
+                                "(or pass --no_check)") from None
+        sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+        feeds = {n: x.numpy() for n, x in zip(names, inputs)}
+        got = torch.from_numpy(sess.run(None, feeds)[0])
+    return got, (time.perf_counter() - t0) * 1000
+
+
+def _check_graph(result: dict, fmt: str, out: Path, names: list[str], inputs: list[torch.Tensor],
+                 ref: torch.Tensor, tol: float) -> None:
+    """Run the written file, record "ms" and "max_abs_err" in `result`; over `tol` is an error."""
+    got, result["ms"] = _run_graph(fmt, out, names, inputs)
+    err = float((got - ref).abs().max())
+    result["max_abs_err"] = err
+    if not err <= tol:
+        raise SpadeganError(f"exported {fmt} model differs from the network by {err:.3g} (> --tol {tol}); "
+                            f"the file {out} was written but should not be trusted")
+
+
+def export(checkpoint: str | Path, fmt: str, out: str | Path, size: int | None = None,
+           batch: int = 1, opset: int = 17, tol: float = 1e-4, check: bool = True,
+           which_epoch: str | None = None, oasis_flags: dict[str, Any] | None = None) -> dict:
+    """Export and check; returns {"path", "format", "max_abs_err", "ms", ...}. `which_epoch`:
+    default `latest` (an official OASIS run: `best`, as its test.py). An official OASIS run
+    goes to `export_oasis`; `oasis_flags` (its official test flags) apply to those alone."""
+    from ..checkpoint import load_checkpoint
+    from ..oasis_checkpoint import is_oasis_run
+
+    if fmt not in ("onnx", "torchscript", "safetensors"):
+        raise SpadeganError(f"--format must be onnx, torchscript or safetensors, not {fmt!r}")
+    if is_oasis_run(checkpoint):
+        return export_oasis(checkpoint, fmt, out, size, batch, opset, tol, check, which_epoch, oasis_flags or {})
+    if oasis_flags:
+        raise SpadeganError(f"{checkpoint} is not an official OASIS run, so the OASIS flag(s) "
+                            f"{', '.join('--' + k for k in sorted(oasis_flags))} do not apply")
+    which_epoch = which_epoch or "latest"
+    if fmt == "safetensors":
+        return export_safetensors(checkpoint, out, which_epoch, check)
+    G = load_checkpoint(checkpoint, "G", which_epoch=which_epoch)
+    if G.opt.netG != "spade":
+        raise SpadeganError(f"export supports SPADE generators (--netG spade), not --netG {G.opt.netG}")
+    module, hw, names, inputs = _export_module(G, size, batch)
+    out = Path(out)
+    _write_graph(module, inputs, names, fmt, out, opset)
     result = {"path": str(out), "format": fmt, "size": list(hw), "batch": batch, "inputs": names,
               "network": "faithful" if G.opt.image_label else "engine"}
     if check:
         ref = faithful_output(G if size is None else at_size(G, hw), inputs, names)
-        t0 = time.perf_counter()
-        if fmt == "torchscript":
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated, still works
-                loaded = torch.jit.load(str(out))
-            with torch.no_grad():
-                got = loaded(*inputs)
-        else:
-            try:
-                import onnxruntime as ort
-            except ImportError:
-                raise SpadeganError("checking the ONNX file needs onnxruntime: pip install 'spadegan[export]' "
-                                    "(or pass --no_check)") from None
-            sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-            feeds = {n: x.numpy() for n, x in zip(names, inputs)}
-            got = torch.from_numpy(sess.run(None, feeds)[0])
-        result["ms"] = (time.perf_counter() - t0) * 1000
-        err = float((got - ref).abs().max())
-        result["max_abs_err"] = err
-        if not err <= tol:
-            raise SpadeganError(f"exported {fmt} model differs from the network by {err:.3g} (> --tol {tol}); "
-                                f"the file {out} was written but should not be trusted")
+        _check_graph(result, fmt, out, names, inputs, ref, tol)
     return result
+
+
+# ---- official OASIS runs -------------------------------------------------------------------------
+class OASISExportModule(nn.Module):
+    """An OASIS generator for tracing: (semantics[, z (B, z_dim)]) -> image, spectral norm folded;
+    z is an input (the official forward's own random draw is not part of the graph)."""
+
+    def __init__(self, G: nn.Module):
+        super().__init__()
+        plain = copy.deepcopy(G).eval()
+        for m in plain.modules():
+            if has_spectral_norm(m):
+                remove_spectral_norm(m)
+        self.G = plain
+        self.noise = not G.oasis_opt.no_3dnoise
+
+    def forward(self, semantics: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
+        return self.G(semantics, rest[0] if self.noise else None)
+
+
+def oasis_input_doc(opt: Any, batch: int) -> dict[str, str]:
+    """name -> what the exported OASIS graph reads (dtype, shape, channel order), and its output."""
+    from ..oasis_checkpoint import DONTCARE_ID, OASIS_DATASETS
+
+    h, w = opt.output_size
+    table = OASIS_DATASETS.get(opt.dataset_mode)
+    if table is None:
+        order = f"dataset_mode {opt.dataset_mode!r}: channel 0 = dontcare, the classes after it as the run was trained"
+    else:
+        order = (f"{opt.dataset_mode}: dataset id k -> channel k{f' + {table.shift}' if table.shift else ''} "
+                 f"(ids 0..{table.max_id}), {DONTCARE_ID} (dontcare) -> channel 0"
+                 + ("; id 0 shares channel 0" if table.shift == 0 else ""))
+    doc = {"semantics": f"float32 ({batch}, {opt.semantic_nc}, {h}, {w}) one-hot semantics in OASIS' channel order "
+                        f"({order}; spadegan.oasis_checkpoint.oasis_label_channels + oasis_semantics)"}
+    if not opt.no_3dnoise:
+        doc["z"] = (f"float32 ({batch}, {opt.z_dim}) 3D noise, broadcast over {h} x {w} and put before the "
+                    "semantics (the official test draws torch.randn(B, z_dim)); the graph draws no noise itself")
+    doc["image"] = f"output: float32 ({batch}, 3, {h}, {w}) in [-1, 1]"
+    return doc
+
+
+def oasis_example_inputs(opt: Any, batch: int, seed: int = 0) -> tuple[list[str], list[torch.Tensor]]:
+    """Blocky random one-hot semantics (+ z) at the generator's size, for tracing and checking."""
+    from ..oasis_checkpoint import oasis_semantics
+
+    g = torch.Generator().manual_seed(seed)
+    h, w = opt.output_size
+    cells = torch.randint(0, opt.semantic_nc, (batch, 1, max(1, h // 8), max(1, w // 8)), generator=g).float()
+    channels = torch.nn.functional.interpolate(cells, size=(h, w), mode="nearest").long()
+    names, inputs = ["semantics"], [oasis_semantics(channels, opt.semantic_nc)]
+    if not opt.no_3dnoise:
+        names.append("z")
+        inputs.append(torch.randn(batch, opt.z_dim, generator=g))
+    return names, inputs
+
+
+def export_oasis(checkpoint: str | Path, fmt: str, out: str | Path, size: int | None, batch: int, opset: int,
+                 tol: float, check: bool, which_epoch: str | None, flags: dict[str, Any]) -> dict:
+    """`export` for an official OASIS run: its generator (EMA unless --no_EMA) as an ONNX /
+    TorchScript graph (see the module doc), or as .safetensors (`export_oasis_safetensors`)."""
+    from ..oasis_checkpoint import load_oasis_run, oasis_options_metadata
+
+    if size is not None:
+        raise SpadeganError(f"{checkpoint} is an official OASIS run: --size does not apply; its graph has the run's "
+                            "size (crop_size, aspect_ratio): pass --crop_size / --aspect_ratio for another")
+    G = load_oasis_run(checkpoint, which_epoch, **flags)
+    run = G.oasis_run
+    if fmt == "safetensors":
+        return export_oasis_safetensors(G, Path(out), check)
+    opt = G.oasis_opt
+    names, inputs = oasis_example_inputs(opt, batch)
+    doc = oasis_input_doc(opt, batch)
+    meta = {"spadegan_inputs": json.dumps(doc), **oasis_options_metadata(opt, run.network, run.which_epoch)}
+    out = Path(out)
+    _write_graph(OASISExportModule(G).eval(), inputs, names, fmt, out, opset, meta)
+    result = {"path": str(out), "format": fmt, "size": list(opt.output_size), "batch": batch, "inputs": names,
+              "network": f"oasis {run.network}", "input_doc": doc, "weights": str(run.weights)}
+    if check:
+        with torch.no_grad():
+            ref = G(*inputs)
+        _check_graph(result, fmt, out, names, inputs, ref, tol)
+    return result
+
+
+def export_oasis_safetensors(G: nn.Module, out: Path, check: bool) -> dict:
+    """An OASIS generator's state_dict (official names) as .safetensors with its options, network
+    and tag as metadata: `out` itself (a .safetensors file) or `out/<tag>_<network>.safetensors`;
+    the check reads it back through `load_checkpoint` and compares every tensor."""
+    from ..checkpoint import load_checkpoint
+    from ..fileio import write_safetensors
+    from ..oasis_checkpoint import oasis_options_metadata
+
+    run = G.oasis_run
+    path = out if out.suffix == ".safetensors" else out / f"{run.which_epoch}_{run.network}.safetensors"
+    want = {k: v.detach().cpu() for k, v in G.state_dict().items()}
+    write_safetensors(path, want, oasis_options_metadata(G.oasis_opt, run.network, run.which_epoch))
+    if check:
+        back = load_checkpoint(path, "G").state_dict()
+        if back.keys() != want.keys() or any(not torch.equal(back[n], want[n]) for n in want):
+            raise SpadeganError(f"{path} does not read back as the OASIS generator {run.weights}; do not use it")
+    return {"path": str(path), "format": "safetensors", "files": [str(path)], "nets": [f"OASIS {run.network}"],
+            "checked": check}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="spadegan export", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="checkpoint folder or _net_G.pth file")
-    p.add_argument("--which_epoch", default="latest")
+    p.add_argument("--checkpoint", required=True,
+                   help="checkpoint folder or _net_G.pth file, or an official OASIS run (folder or <tag>_EMA.pth)")
+    p.add_argument("--which_epoch", default=None, help="default: latest (an official OASIS run: best)")
     p.add_argument("--format", required=True, choices=("onnx", "torchscript", "safetensors"))
     p.add_argument("--out", required=True,
                    help="output file (.onnx / .pt / .safetensors); for safetensors also a folder")
@@ -270,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--opset", type=int, default=17, help="ONNX opset")
     p.add_argument("--tol", type=float, default=1e-4, help="max abs error allowed by the check")
     p.add_argument("--no_check", action="store_true", help="skip the onnxruntime / torch.jit check")
+    add_oasis_flags(p)
     args = p.parse_args(argv)
     if args.format == "safetensors" and args.size is not None:
         raise SpadeganError("--size applies to onnx and torchscript graphs; safetensors files hold the weights, "
@@ -277,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch_size < 1:
         raise SpadeganError(f"--batch_size must be at least 1, got {args.batch_size}")
     res = export(args.checkpoint, args.format, args.out, args.size, args.batch_size, args.opset,
-                 args.tol, not args.no_check, args.which_epoch)
+                 args.tol, not args.no_check, args.which_epoch, oasis_flags(args))
     if res["format"] == "safetensors":
         print(f"spadegan export: wrote {', '.join(res['files'])} (safetensors: the {' and '.join(res['nets'])} "
               "weights, the options as metadata" + ("; read back identical)" if res["checked"] else ")"))
@@ -286,10 +434,14 @@ def main(argv: list[str] | None = None) -> int:
           f"{res['size'][1]}x{res['size'][0]}, batch {res['batch']})"
     if res["network"] == "faithful":
         msg += " of the faithful network (the engine needs class-id label maps; this model reads label images)"
+    elif res["network"].startswith("oasis"):
+        msg += f" of the official OASIS generator {res['weights']}"
     if "max_abs_err" in res:
         runtime = "onnxruntime" if args.format == "onnx" else "torch.jit"
         msg += f"; {runtime} output vs the faithful network: max abs error {res['max_abs_err']:.2e}"
     print(msg)
+    for name, what in res.get("input_doc", {}).items():
+        print(f"  {name}: {what}")
     return 0
 
 
