@@ -158,3 +158,20 @@ def test_official_ema_image_through_the_engine(shared, tmp_path):
     image = syn.generate(torch.from_numpy(ids)[None], None, run.expected["z"], size=(256, 256))
     err = (image - run.expected["EMA_eval"]).abs().max().item()
     assert err <= ATOL, f"EMA_eval: max |diff| {err}"
+
+
+@pytest.mark.parametrize("form", ["image", "class", "none"])
+def test_sparse_gamma_beta(G, form):
+    """Per-code constants with only the boundary band computed: forced at every level
+    (band_threshold 1, band_min_out 0) and by itself on a map of large regions."""
+    net = make_generator(no_3dnoise=True, seed=2) if form == "none" else G
+    E, sparse = OASISEngine.from_generator(net), OASISEngine.from_generator(net)
+    for blk in sparse.blocks:
+        blk.spades.band_threshold, blk.spades.band_min_out = 1.0, 0
+    z = {"image": torch.randn(2, ZD), "class": torch.randn(2, NC, ZD), "none": None}[form]
+    for ch in (blocky_channels(seed=8), blocky_channels(block=32, seed=9)):
+        zz = OASISSynthesizer.noise_map(z, ch) if form == "class" else z
+        with torch.no_grad():
+            want = net(oasis_semantics(ch, NC), zz)
+            close(sparse.generate(ch, z), want)
+            close(E.generate(ch, z), want)

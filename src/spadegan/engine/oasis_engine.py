@@ -25,8 +25,15 @@ norm and "1 +" folded (`fold`-style, float64 once), gamma|beta as one conv with 
 eval BatchNorm as (x - mean) * rstd (instance norm on the map's own statistics), the nearest
 x2 upsampling between blocks never materialised for the SPADE input (normalise the small
 map, broadcast it over 2x2 blocks), Winograd / GEMM for the many-channel 3x3 convs on small
-maps (fp32 CPU). Per-class constant shortcuts (SynthesisEngine's sparse SPADE) are not used:
-gamma/beta run densely.
+maps (fp32 CPU).
+
+gamma/beta: with z per image or per class (or no_3dnoise) the hidden map is a constant of
+the code (per image) wherever a pixel's window holds one code inside the image, and so is
+[G | B] two taps further in; at levels where at most `BAND_THRESHOLD` of the pixels lie
+within that reach of a class boundary or the border (`CodeLevel.nonuniform`), the wide
+layers (>= `BAND_MIN_OUT` outputs) take [G | B] from per-code constants and compute only
+the band's pixels from their hidden windows (one matrix product); elsewhere a dense conv.
+Measured gain: ~10% at channels_G 64 (benchmarks/README.md).
 
 fp32 only (the engine's bf16/fp16 keep-fp32 analysis was done for SPADE, not OASIS):
 `from_generator(G, precision="bf16")` is a SpadeganError.
@@ -53,6 +60,28 @@ def _split_noise_first(w: torch.Tensor, noise_nc: int) -> torch.Tensor:
     """OASIS' (out, z + onehot, k, k) weight with the noise channels moved last (the order
     `layers.label_codes.tap_tables` reads: one-hot channels, then noise)."""
     return torch.cat([w[:, noise_nc:], w[:, :noise_nc]], dim=1) if noise_nc else w
+
+
+#: default `_OASISSpades.band_threshold` (see benchmarks/README.md, OASIS engine)
+BAND_THRESHOLD = 0.3
+#: default `_OASISSpades.band_min_out`
+BAND_MIN_OUT = 256
+
+
+class _Hidden:
+    """The hidden maps of a block's SPADE layers, with, for the sparse gamma/beta, the per-code
+    constants (G, V, 128 n) and the flat ids of the band pixels (None when dense)."""
+
+    def __init__(self, a: torch.Tensor, consts: torch.Tensor | None, band: torch.Tensor | None,
+                 level: CodeLevel):
+        self.a, self.consts, self.band, self.level = a, consts, band, level
+
+    def windows(self, flat: torch.Tensor, lo: int, hi: int, k: int) -> torch.Tensor:
+        """(Q, k*k*(hi-lo)) the zero-padded k x k windows of hidden channels lo:hi at pixels `flat`."""
+        pw, lv = k // 2, self.level
+        ap = F.pad(self.a[..., lo:hi], (0, 0, pw, pw, pw, pw)).reshape(-1, hi - lo)
+        _, offs, _ = lv.padded(pw)
+        return ap[lv.window_base(flat, pw)[:, None] + offs[None, :]].reshape(flat.numel(), -1)
 
 
 class _OASISSpades(nn.Module):
@@ -85,18 +114,49 @@ class _OASISSpades(nn.Module):
             self.register_buffer(f"mean{j}", norm.running_mean.to(d).float())
             self.register_buffer(f"rstd{j}", torch.rsqrt(norm.running_var.to(d) + norm.eps).float())
         self.noise_nc = noise_nc
+        #: the sparse gamma/beta runs where at most this share of a level's pixels lies near a
+        #: class boundary (or the border); 0 turns it off
+        self.band_threshold = BAND_THRESHOLD
+        #: layers with fewer gamma|beta outputs stay dense (the band's window gather costs
+        #: about as much as their dense conv)
+        self.band_min_out = BAND_MIN_OUT
 
     def hidden(self, level: CodeLevel, code_noise: torch.Tensor | None,
-               zmap: torch.Tensor | None) -> torch.Tensor:
-        """(B, H, W, 128 n) ReLU(mlp_shared(cat(z, onehot))) of every layer at this level."""
-        return torch.relu_(conditioned_conv(level, self.shared_w, self.shared_b, self.noise_nc, code_noise, zmap))
+               zmap: torch.Tensor | None) -> "_Hidden":
+        """ReLU(mlp_shared(cat(z, onehot))) of every layer at this level (B, H, W, 128 n); with
+        noise per code (or none) and few pixels near a class boundary, also what the sparse
+        gamma/beta needs: the per-code hidden constants and the boundary band."""
+        a = torch.relu_(conditioned_conv(level, self.shared_w, self.shared_b, self.noise_nc, code_noise, zmap))
+        if zmap is not None or self.band_threshold <= 0:
+            return _Hidden(a, None, None, level)
+        band = level.nonuniform(2 * (self.ks // 2)).reshape(-1).nonzero()[:, 0]
+        if band.numel() > self.band_threshold * level.n:
+            return _Hidden(a, None, None, level)
+        consts = torch.relu_(code_constants(level, self.shared_w, self.shared_b, code_noise))
+        return _Hidden(a, consts, band, level)
 
-    def gb(self, j: int, hidden: torch.Tensor) -> torch.Tensor:
-        """(B, H, W, 2C) [G | B] of layer j from the hidden maps."""
-        lo = sum(self.hidden_nc[:j])
-        a = hidden[..., lo:lo + self.hidden_nc[j]].permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
-        out = F.conv2d(a, getattr(self, f"gb_w{j}"), getattr(self, f"gb_b{j}"), padding=self.ks // 2)
-        return out.permute(0, 2, 3, 1).contiguous()
+    def gb(self, j: int, hidden: "_Hidden") -> torch.Tensor:
+        """(B, H, W, 2C) [G | B] of layer j from the hidden maps: a dense conv, or per-code
+        constants with the boundary band's pixels computed from their windows."""
+        lo, hi = sum(self.hidden_nc[:j]), sum(self.hidden_nc[:j + 1])
+        w, b = getattr(self, f"gb_w{j}"), getattr(self, f"gb_b{j}")
+        if hidden.band is None or w.shape[0] < self.band_min_out:
+            a = hidden.a[..., lo:hi].permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+            return F.conv2d(a, w, b, padding=self.ks // 2).permute(0, 2, 3, 1).contiguous()
+        level, n2c = hidden.level, w.shape[0]
+        table = hidden.consts[..., lo:hi] @ w.sum((2, 3)).t() + b  # (G, V, 2C) uniform-window values
+        rows = level.code.reshape(-1)
+        if table.shape[0] > 1:
+            rows = rows + torch.arange(level.B, device=rows.device).repeat_interleave(level.H * level.W) * level.V
+        out = F.embedding(rows, table.reshape(-1, n2c))
+        if hidden.band.numel():
+            out[hidden.band] = torch.addmm(b, hidden.windows(hidden.band, lo, hi, self.ks), self._wmat(j))
+        return out.view(level.B, level.H, level.W, n2c)
+
+    def _wmat(self, j: int) -> torch.Tensor:
+        """(k*k*128, 2C) gamma|beta weights in the window order of `_Hidden.windows`."""
+        w = getattr(self, f"gb_w{j}")
+        return w.permute(2, 3, 1, 0).reshape(-1, w.shape[0])
 
     def normalize(self, j: int, x: torch.Tensor) -> torch.Tensor:
         if self.kinds[j] == "instance":
@@ -123,6 +183,13 @@ def conditioned_conv(level: CodeLevel, weight: torch.Tensor, bias: torch.Tensor,
         zc = F.conv2d(zmap, weight[:, weight.shape[1] - noise_nc:], padding=k // 2)
         out.add_(zc.permute(0, 2, 3, 1))
     return out
+
+
+def code_constants(level: CodeLevel, weight: torch.Tensor, bias: torch.Tensor,
+                   code_noise: torch.Tensor | None) -> torch.Tensor:
+    """(G, V, out): the conv's value at a pixel whose whole window has code v and lies inside
+    the image (G = B per-image tables with noise per code, else 1); `weight` noise channels last."""
+    return tap_tables(weight, level.V, False, code_noise)[:, :, :level.V].sum(1) + bias
 
 
 def per_class_table(zmap: torch.Tensor, channels: torch.Tensor, semantic_nc: int) -> torch.Tensor | None:
