@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from .device import say_once
 from .errors import SpadeganError, UnsafeFileError
-from .fileio import (MAX_OPTIONS_BYTES, atomic_torch_save, read_safetensors_metadata, read_state_dict,
+from .fileio import (MAX_OPTIONS_BYTES, atomic_torch_save, read_safetensors_json, read_state_dict,
                      write_safetensors)
 from .options import Options, load_options_file, options_from_dict
 
@@ -64,18 +64,7 @@ def save_network_safetensors(net: nn.Module, which: str, path: str | os.PathLike
 def safetensors_options(path: str | os.PathLike) -> dict[str, Any] | None:
     """The options stored in a .safetensors file's metadata (see `save_network_safetensors`),
     None when it has none; a SpadeganError naming the file when they are not a JSON object."""
-    text = read_safetensors_metadata(path).get(OPTIONS_METADATA_KEY)
-    if text is None:
-        return None
-    try:
-        if len(text) > MAX_OPTIONS_BYTES:
-            raise ValueError(f"{len(text)} characters, more than options ever take")
-        saved = json.loads(text)
-        if not isinstance(saved, dict):
-            raise ValueError(f"a JSON {type(saved).__name__}, not an object")
-    except (ValueError, RecursionError) as e:
-        raise SpadeganError(f"cannot read the options in {path} (metadata {OPTIONS_METADATA_KEY!r}): {e}") from None
-    return saved
+    return read_safetensors_json(path, OPTIONS_METADATA_KEY, MAX_OPTIONS_BYTES)
 
 
 # ---- diagnostics ---------------------------------------------------------------------------

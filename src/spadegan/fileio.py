@@ -206,6 +206,24 @@ def read_state_dict(path: str | os.PathLike, what: str = "checkpoint") -> dict[s
     return sd
 
 
+def read_safetensors_json(path: str | os.PathLike, key: str, limit: int) -> dict[str, Any] | None:
+    """The JSON object stored under `key` in a .safetensors file's metadata; None when the key
+    is absent; a SpadeganError naming the file and the key when it is over `limit` characters
+    or not a JSON object."""
+    text = read_safetensors_metadata(path).get(key)
+    if text is None:
+        return None
+    try:
+        if len(text) > limit:
+            raise ValueError(f"{len(text)} characters, more than it ever takes")
+        value = json.loads(text)
+        if not isinstance(value, dict):
+            raise ValueError(f"a JSON {type(value).__name__}, not an object")
+    except (ValueError, RecursionError) as e:
+        raise SpadeganError(f"cannot read the metadata {key!r} of {path}: {e}") from None
+    return value
+
+
 def read_limited(path: str | os.PathLike, limit: int, what: str) -> bytes:
     """The bytes of a small file, or a SpadeganError when it is missing or over `limit` bytes."""
     path = Path(path)

@@ -47,7 +47,7 @@ import torch.nn as nn
 
 from .device import say_once
 from .errors import SpadeganError
-from .fileio import load_options_pickle, read_safetensors_metadata, read_state_dict
+from .fileio import load_options_pickle, read_safetensors_json, read_safetensors_metadata, read_state_dict
 from .networks.discriminator import OASISDiscriminator, oasis_depth
 from .networks.oasis import OASISGenerator, OASISOptions
 from .options import DATASET_MODES, load_options_file, options_from_dict
@@ -360,15 +360,9 @@ def _safetensors_run(path: Path, which_epoch: str | int | None, network: str | N
     override them, said once where they differ), network and tag from its metadata."""
     meta = read_safetensors_metadata(path)
     source = f"the metadata of {path}"
-    try:
-        text = meta[OASIS_OPTIONS_KEY]
-        if len(text) > _MAX_METADATA_CHARS:
-            raise ValueError(f"{len(text)} characters, more than the options ever take")
-        saved = json.loads(text)
-        if not isinstance(saved, dict):
-            raise ValueError(f"a JSON {type(saved).__name__}, not an object")
-    except (ValueError, RecursionError) as e:
-        raise SpadeganError(f"cannot read the OASIS options in {source} (key {OASIS_OPTIONS_KEY!r}): {e}") from None
+    saved = read_safetensors_json(path, OASIS_OPTIONS_KEY, _MAX_METADATA_CHARS)
+    if saved is None:
+        raise SpadeganError(f"{path} holds no OASIS options (metadata {OASIS_OPTIONS_KEY!r})")
     expected = {f.name for f in dataclasses.fields(OASISOptions)} - {"semantic_nc"} | {"label_nc"}
     if set(saved) != expected:
         odd = sorted(set(saved) ^ expected)
