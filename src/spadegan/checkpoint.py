@@ -64,7 +64,7 @@ def save_network_safetensors(net: nn.Module, which: str, path: str | os.PathLike
 def safetensors_options(path: str | os.PathLike) -> dict[str, Any] | None:
     """The options stored in a .safetensors file's metadata (see `save_network_safetensors`),
     None when it has none; a SpadeganError naming the file when they are not a JSON object."""
-    return read_safetensors_json(path, OPTIONS_METADATA_KEY, MAX_OPTIONS_BYTES)
+    return read_safetensors_json(path, OPTIONS_METADATA_KEY, MAX_OPTIONS_BYTES, "the options")
 
 
 # ---- diagnostics ---------------------------------------------------------------------------

@@ -206,10 +206,11 @@ def read_state_dict(path: str | os.PathLike, what: str = "checkpoint") -> dict[s
     return sd
 
 
-def read_safetensors_json(path: str | os.PathLike, key: str, limit: int) -> dict[str, Any] | None:
+def read_safetensors_json(path: str | os.PathLike, key: str, limit: int,
+                          what: str = "the metadata") -> dict[str, Any] | None:
     """The JSON object stored under `key` in a .safetensors file's metadata; None when the key
-    is absent; a SpadeganError naming the file and the key when it is over `limit` characters
-    or not a JSON object."""
+    is absent; a SpadeganError "cannot read <what> in <path> (metadata <key>): ..." when it is
+    over `limit` characters or not a JSON object."""
     text = read_safetensors_metadata(path).get(key)
     if text is None:
         return None
@@ -220,7 +221,7 @@ def read_safetensors_json(path: str | os.PathLike, key: str, limit: int) -> dict
         if not isinstance(value, dict):
             raise ValueError(f"a JSON {type(value).__name__}, not an object")
     except (ValueError, RecursionError) as e:
-        raise SpadeganError(f"cannot read the metadata {key!r} of {path}: {e}") from None
+        raise SpadeganError(f"cannot read {what} in {path} (metadata {key!r}): {e}") from None
     return value
 
 

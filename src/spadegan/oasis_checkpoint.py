@@ -360,7 +360,7 @@ def _safetensors_run(path: Path, which_epoch: str | int | None, network: str | N
     override them, said once where they differ), network and tag from its metadata."""
     meta = read_safetensors_metadata(path)
     source = f"the metadata of {path}"
-    saved = read_safetensors_json(path, OASIS_OPTIONS_KEY, _MAX_METADATA_CHARS)
+    saved = read_safetensors_json(path, OASIS_OPTIONS_KEY, _MAX_METADATA_CHARS, "the OASIS options")
     if saved is None:
         raise SpadeganError(f"{path} holds no OASIS options (metadata {OASIS_OPTIONS_KEY!r})")
     expected = {f.name for f in dataclasses.fields(OASISOptions)} - {"semantic_nc"} | {"label_nc"}
