@@ -116,18 +116,13 @@ def default_segmenter(eval_opt: Any, model_opt: Any) -> Path | None:
     return None
 
 
-#: The dataset mode whose label ids each paper segmenter's dataset convention reads.
-_SEGMENTER_MODES = {"ade20k": "ade20k", "cocostuff": "coco", "cityscapes": "cityscapes"}
-
-
 def _check_segmenter_dataset(name: str, dataset_mode: str) -> None:
     """A paper segmenter scores its own dataset's label ids: refuse another dataset mode, and say
     what a custom folder's ids are read as."""
     from ..device import say_once
     from .paper_segmenter import SEGMENTERS
 
-    dataset = SEGMENTERS[name].dataset
-    mode = _SEGMENTER_MODES[dataset]
+    dataset, mode = SEGMENTERS[name].dataset, SEGMENTERS[name].dataset_mode
     if dataset_mode == "custom":
         say_once(f"--segmenter {name}: the custom label maps are read as {dataset} ids "
                  "(docs/evaluation.md, 'The accounting')")

@@ -132,13 +132,11 @@ class PaperScorer:
     def protocol(self) -> dict[str, Any]:
         """Everything that decides the numbers, for metrics.json."""
         seg = self.segmenter
-        network = seg.network
         return {
             "segmenter": seg.name, "dataset": self.dataset, "files": [str(p) for p in seg.files],
             "files_sha256": files_sha256(seg.files), "preprocessing": seg.preprocessing,
-            "prediction": getattr(network, "PROTOCOL", None) or ("multi-scale" if self.multiscale else
-                                                                  "single-scale" if self.multiscale is False
-                                                                  else "the reference's default"),
+            "prediction": ("multi-scale" if self.multiscale else "single-scale" if self.multiscale is False
+                           else "the reference's default"),
             "multiscale": self.multiscale,
             "resolution": self.resolution,
             "resolution_rule": ("images at the generator's size, label maps resized to it with nearest neighbour"

@@ -45,6 +45,7 @@ class SegmenterInfo:
     """What a paper segmenter is: its dataset, network module and evaluation conventions."""
 
     dataset: str
+    dataset_mode: str  # the --dataset_mode whose label files hold this dataset's ids
     network: ModuleType
     reference: str
     miou_over: str  # see paper_scoring.paper_scores: all_classes, labelled_classes or union_classes
@@ -52,11 +53,12 @@ class SegmenterInfo:
 
 SEGMENTERS: dict[str, SegmenterInfo] = {
     "upernet101_ade20k": SegmenterInfo(
-        "ade20k", upernet, "CSAILVision/semantic-segmentation-pytorch eval.py", "all_classes"),
+        "ade20k", "ade20k", upernet, "CSAILVision/semantic-segmentation-pytorch eval.py", "all_classes"),
     "deeplabv2_cocostuff": SegmenterInfo(
-        "cocostuff", deeplab, "kazuto1011/deeplab-pytorch main.py test + libs/utils/metric.py", "labelled_classes"),
+        "cocostuff", "coco", deeplab, "kazuto1011/deeplab-pytorch main.py test + libs/utils/metric.py",
+        "labelled_classes"),
     "drn105_cityscapes": SegmenterInfo(
-        "cityscapes", drn, "fyu/drn segment.py test", "union_classes"),
+        "cityscapes", "cityscapes", drn, "fyu/drn segment.py test", "union_classes"),
 }
 
 
@@ -105,10 +107,7 @@ def dataset_targets(dataset: str, label: Any) -> np.ndarray:
     if dataset == "cocostuff":  # ids are the classes; 255 = unlabelled
         return np.where((ids >= 0) & (ids < 182), ids, IGNORE)
     if dataset == "cityscapes":  # the 35 label ids -> the 19 train ids (cityscapesScripts)
-        table = np.full(256, IGNORE, dtype=np.int64)
-        for label_id, train_id in CITYSCAPES_TRAIN_IDS.items():
-            table[label_id] = train_id
-        return table[np.clip(ids, 0, 255)]
+        return _CITYSCAPES_TABLE[np.clip(ids, 0, 255)]
     raise SpadeganError(f"unknown dataset {dataset!r}")
 
 
@@ -118,6 +117,8 @@ CITYSCAPES_TRAIN_IDS: dict[int, int] = {
     7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12,
     26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18,
 }
+_CITYSCAPES_TABLE = np.full(256, IGNORE, dtype=np.int64)
+_CITYSCAPES_TABLE[list(CITYSCAPES_TRAIN_IDS)] = list(CITYSCAPES_TRAIN_IDS.values())
 
 
 def load(name: str, files: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
