@@ -223,14 +223,19 @@ def test_cuda_rng_state_that_cannot_be_restored_warns(monkeypatch):
 
 
 # ---- CPU memory ---------------------------------------------------------------------------------
-_MMAPPED_AFTER_FREE = """
-import ctypes, sys, torch
-from spadegan.device import keep_freed_cpu_memory
+# glibc's malloc statistics (mallinfo2) from a subprocess script
+_MALLINFO = """
+import ctypes
 class MallInfo2(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in
                 "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
 libc = ctypes.CDLL("libc.so.6")
 libc.mallinfo2.restype = MallInfo2
+"""
+
+_MMAPPED_AFTER_FREE = _MALLINFO + """
+import sys, torch
+from spadegan.device import keep_freed_cpu_memory
 applied = keep_freed_cpu_memory() if sys.argv[1] == "keep" else None
 big = torch.empty(64 << 18)  # 64 MB, above glibc's default (and largest adaptive) mmap threshold
 mapped = libc.mallinfo2().hblkhd
@@ -250,14 +255,9 @@ def test_keep_freed_cpu_memory_serves_large_tensors_from_the_reused_heap():
     assert run("keep") == ["True", "False", "True"]
 
 
-_SCOPED = """
-import ctypes, torch
+_SCOPED = _MALLINFO + """
+import torch
 from spadegan.device import keeping_freed_cpu_memory
-class MallInfo2(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in
-                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
-libc = ctypes.CDLL("libc.so.6")
-libc.mallinfo2.restype = MallInfo2
 def mapped():  # whether a 64 MB tensor is a fresh mapping (glibc's defaults) rather than heap
     big = torch.empty(64 << 18)
     return libc.mallinfo2().hblkhd >= 64 << 20
