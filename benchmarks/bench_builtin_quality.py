@@ -93,7 +93,8 @@ def make_range(root: Path, seeds: range, scenes: int, size: int) -> Path:
 
 def model_flags(args: argparse.Namespace) -> list[str]:
     """The ``spadegan eval`` flags naming the model: ``--checkpoint X`` or ``--builtin``."""
-    return ["--checkpoint", args.checkpoint] if args.checkpoint else ["--builtin"]
+    flags = ["--checkpoint", args.checkpoint] if args.checkpoint else ["--builtin"]
+    return flags + (["--no_ema"] if args.no_ema else [])
 
 
 def eval_range(args: argparse.Namespace, dataroot: Path, out: Path) -> dict[str, Any]:
@@ -135,7 +136,7 @@ def diversity(args: argparse.Namespace) -> dict[str, Any]:
     path = Path(args.checkpoint) if args.checkpoint else builtin_model_dir()
     weights, _ = resolve_checkpoint(path, "G", "latest")
     opt = checkpoint_options(weights, train=False).replace(device="cpu")
-    G, E = load_networks(weights, opt, device, "encode")
+    G, E = load_networks(weights, opt, device, "encode", ema=not args.no_ema)
     seg = load_scorer(BUILTIN_SEGMENTER, device)
     size = opt.crop_size
     seg_h = (getattr(seg, "image_size", None) or (size, size))[0]
@@ -215,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The benchmark's command line."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default="", help="a checkpoint folder or <epoch>_net_G.pth (default: built-in)")
+    ap.add_argument("--no_ema", action="store_true",
+                    help="runs kept with --ema_decay: score G's last weights instead of their moving average")
     ap.add_argument("--out", default="builtin_quality", help="output folder")
     ap.add_argument("--starts", type=int, nargs="+", default=list(DEFAULT_STARTS), help="first seed of each range")
     ap.add_argument("--scenes", type=int, default=200, help="scored scenes per range")

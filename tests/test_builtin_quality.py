@@ -127,3 +127,24 @@ def test_bad_style_count_is_refused_before_any_work(bench, tmp_path):
     with pytest.raises(SpadeganError):
         bench.main(["--out", str(tmp_path / "q"), "--styles", "7"])
     assert not (tmp_path / "q" / "data").exists()
+
+
+def test_no_ema_scores_the_last_weights_in_both_parts(bench, monkeypatch, tmp_path):
+    args = bench.build_parser().parse_args(["--checkpoint", "run/latest_net_G.pth", "--no_ema"])
+    assert bench.model_flags(args) == ["--checkpoint", "run/latest_net_G.pth", "--no_ema"]
+    assert "--no_ema" not in bench.model_flags(bench.build_parser().parse_args([]))
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_load(weights, opt, device, style, ema=True):
+        seen["ema"] = ema
+        raise Stop
+
+    from spadegan.evaluation import split
+    monkeypatch.setattr(split, "load_networks", fake_load)
+    args = bench.build_parser().parse_args(["--no_ema", "--out", str(tmp_path)])  # the built-in model's folder
+    with pytest.raises(Stop):
+        bench.diversity(args)
+    assert seen == {"ema": False}
