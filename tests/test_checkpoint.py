@@ -114,3 +114,27 @@ def test_atomic_writes_get_the_permissions_of_an_ordinary_new_file(tmp_path):
         os.umask(mask)
     for name in ("a.json", "b.pth", "c.pth"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name  # mkstemp alone gives 0o600
+
+
+def test_key_differences_names_each_kind_of_difference_in_the_networks_order():
+    from spadegan.fileio import key_differences
+
+    own = {"a": torch.zeros(2), "b": torch.zeros(3, 3), "c": torch.zeros(1), "d": torch.zeros(4)}
+    given = {"d": torch.zeros(5), "b": torch.zeros(3, 1), "a": torch.zeros(2), "x": torch.zeros(1), "c": "text"}
+    diff = key_differences(own, given)
+    assert diff.missing == [] and diff.unexpected == ["x"] and diff.not_tensors == ["c"]
+    assert diff.shapes == [("b", (3, 1), (3, 3)), ("d", (5,), (4,))]
+    assert diff and not key_differences(own, dict(own))
+    assert key_differences(own, {k: v for k, v in own.items() if k != "c"}).missing == ["c"]
+
+
+def test_a_value_that_is_not_a_tensor_is_named_not_a_stack_trace(tmp_path):
+    from spadegan.checkpoint import load_network_weights
+
+    opt = tiny_opt(tmp_path)
+    sd = networks.define_G(opt).state_dict()
+    sd[next(iter(sd))] = 3  # a plain number where a tensor belongs
+    path = tmp_path / "latest_net_G.pth"
+    torch.save(sd, path)
+    with pytest.raises(SpadeganError, match="values that are not tensors"):
+        load_network_weights(networks.define_G(opt), path, opt, "G")

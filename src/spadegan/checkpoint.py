@@ -21,8 +21,8 @@ import torch.nn as nn
 
 from .device import say_once
 from .errors import SpadeganError, UnsafeFileError
-from .fileio import (MAX_OPTIONS_BYTES, atomic_torch_save, read_safetensors_json, read_state_dict,
-                     write_safetensors)
+from .fileio import (MAX_OPTIONS_BYTES, atomic_torch_save, key_differences, read_safetensors_json,
+                     read_state_dict, write_safetensors)
 from .options import Options, load_options_file, options_from_dict
 
 #: Weight file suffixes in lookup order (see `weights_file`).
@@ -103,8 +103,8 @@ def describe_mismatch(net: nn.Module, sd: dict[str, torch.Tensor], opt: Options,
                       path: str | os.PathLike) -> str:
     """A message naming the option that differs between the checkpoint and the options."""
     problems = []
-    if which == "G":
-        info = infer_generator_config(sd)
+    if which == "G":  # inferred from the tensors only: other values are reported below
+        info = infer_generator_config({k: v for k, v in sd.items() if isinstance(v, torch.Tensor)})
         if info.get("netG") and info["netG"] != opt.netG:
             problems.append(f"checkpoint is a --netG {info['netG']} generator, options give --netG {opt.netG}")
         if "semantic_nc" in info and info["semantic_nc"] != opt.semantic_nc:
@@ -134,23 +134,19 @@ def describe_mismatch(net: nn.Module, sd: dict[str, torch.Tensor], opt: Options,
                 problems.append(f"checkpoint has num_upsampling_layers={info['num_upsampling_layers']}, "
                                 f"options give {opt.num_upsampling_layers}")
     if not problems:
-        own = net.state_dict()
-        missing = [k for k in own if k not in sd][:4]
-        unexpected = [k for k in sd if k not in own][:4]
-        shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs network {tuple(own[k].shape)}"
-                  for k in own if k in sd and sd[k].shape != own[k].shape][:4]
-        for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
-                             ("shape mismatches", shapes)):
+        diff = key_differences(net.state_dict(), sd)
+        shapes = [f"{k}: checkpoint {theirs} vs network {ours}" for k, theirs, ours in diff.shapes]
+        for label, items in (("missing keys", diff.missing), ("unexpected keys", diff.unexpected),
+                             ("values that are not tensors", diff.not_tensors), ("shape mismatches", shapes)):
             if items:
-                problems.append(f"{label}: {', '.join(items)}")
+                problems.append(f"{label}: {', '.join(items[:4])}")
     return f"{path} does not fit the options: " + "; ".join(problems)
 
 
 def load_network_weights(net: nn.Module, path: str | os.PathLike, opt: Options, which: str) -> nn.Module:
     """Load `path` into `net` with strict=True, or raise a SpadeganError saying what differs."""
     sd = read_state_dict(path)
-    own = net.state_dict()
-    if set(sd) != set(own) or any(sd[k].shape != own[k].shape for k in own):
+    if key_differences(net.state_dict(), sd):
         raise SpadeganError(describe_mismatch(net, sd, opt, which, path))
     net.load_state_dict(sd, strict=True)
     return net

@@ -8,7 +8,8 @@ other module writes and reads files the same way:
 - `save_file_set`: several `torch.save` files replaced all together or not at all;
 - `load_torch_file` / `read_state_dict`: torch files (weights, training states) read with
   `weights_only=True`, `.safetensors` weights with safetensors, onto the CPU, with a clear
-  error naming the file; `write_safetensors` / `read_safetensors_metadata`: a .safetensors
+  error naming the file; `key_differences`: how a state_dict differs from a network's (the
+  strict loaders word their own errors from it); `write_safetensors` / `read_safetensors_metadata`: a .safetensors
   file with string metadata, and that metadata read back alone with a size bound;
 - `read_limited`: a small file (options, JSON) read whole, refused when over a size bound;
 - `load_options_pickle`: the official `opt.pkl` (a pickled argparse.Namespace) read by a
@@ -26,6 +27,8 @@ import json
 import os
 import pickle
 import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
@@ -204,6 +207,33 @@ def read_state_dict(path: str | os.PathLike, what: str = "checkpoint") -> dict[s
     if sd and all(k.startswith("module.") for k in sd):  # saved from a DataParallel wrapper
         sd = {k[len("module."):]: v for k, v in sd.items()}
     return sd
+
+
+@dataclass(frozen=True)
+class KeyDifferences:
+    """How a state_dict differs from a network's: keys it lacks, keys the network does not
+    have, values that are not tensors, and (key, file shape, network shape) where shapes differ.
+    Lists follow the network's key order (`unexpected` and `not_tensors`: the file's). False
+    when the two fit."""
+
+    missing: list[str]
+    unexpected: list[str]
+    not_tensors: list[str]
+    shapes: list[tuple[str, tuple[int, ...], tuple[int, ...]]]
+
+    def __bool__(self) -> bool:
+        return bool(self.missing or self.unexpected or self.not_tensors or self.shapes)
+
+
+def key_differences(own: Mapping[str, torch.Tensor], given: Mapping[str, Any]) -> KeyDifferences:
+    """Compare a network's state_dict `own` with `given` (a file's); the loaders word the error."""
+    not_tensors = [k for k, v in given.items() if not isinstance(v, torch.Tensor)]
+    return KeyDifferences(
+        missing=[k for k in own if k not in given],
+        unexpected=[k for k in given if k not in own],
+        not_tensors=not_tensors,
+        shapes=[(k, tuple(given[k].shape), tuple(v.shape)) for k, v in own.items()
+                if k in given and isinstance(given[k], torch.Tensor) and given[k].shape != v.shape])
 
 
 def read_safetensors_json(path: str | os.PathLike, key: str, limit: int,

@@ -47,7 +47,8 @@ import torch.nn as nn
 
 from .device import say_once
 from .errors import SpadeganError
-from .fileio import load_options_pickle, read_safetensors_json, read_safetensors_metadata, read_state_dict
+from .fileio import (key_differences, load_options_pickle, read_safetensors_json, read_safetensors_metadata,
+                     read_state_dict)
 from .networks.discriminator import OASISDiscriminator, oasis_depth
 from .networks.oasis import OASISGenerator, OASISOptions
 from .options import DATASET_MODES, load_options_file, options_from_dict
@@ -435,16 +436,14 @@ def load_oasis_state_dict(net: nn.Module, sd: dict[str, Any], path: str | os.Pat
     the file, the keys and the option that probably differs."""
     own = net.state_dict()
     names = {official_d_key(k) if network == "D" else k: k for k in own}  # file key -> net key
-    bad = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)][:4]
-    missing = [k for k in names if k not in sd]
-    unexpected = [k for k in sd if k not in names]
-    shapes = [f"{k}: file {tuple(sd[k].shape)}, network {tuple(own[names[k]].shape)}"
-              for k in names if k in sd and k not in bad and tuple(sd[k].shape) != tuple(own[names[k]].shape)]
-    if bad or missing or unexpected or shapes:
+    diff = key_differences({file_key: own[k] for file_key, k in names.items()}, sd)
+    if diff:
         hints = (_d_hints if network == "D" else _g_hints)(sd, opt)
+        shapes = [f"{k}: file {theirs}, network {ours}" for k, theirs, ours in diff.shapes]
         problems = [f"{what} ({len(items)}): {', '.join(items[:4])}{', ...' if len(items) > 4 else ''}"
-                    for what, items in (("values that are not tensors", bad), ("missing keys", missing),
-                                        ("unexpected keys", unexpected), ("shape mismatches", shapes)) if items]
+                    for what, items in (("values that are not tensors", diff.not_tensors),
+                                        ("missing keys", diff.missing), ("unexpected keys", diff.unexpected),
+                                        ("shape mismatches", shapes)) if items]
         raise SpadeganError(f"{path} does not fit an OASIS {network} network with the options from "
                             f"{options_source} ({_describe(opt)}): " + "; ".join(hints + problems))
     net.load_state_dict({names[k]: v for k, v in sd.items()}, strict=True)

@@ -10,11 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from ...errors import SpadeganError
-from ...fileio import read_state_dict
+from ...fileio import key_differences, read_state_dict
 
 __all__ = ["BN_COUNTER", "load_released", "check_files"]
 
@@ -64,16 +63,15 @@ def load_released(module: nn.Module, path: str | Path, expected_name: str,
 
     state = {key: value for key, value in state.items() if used(key)}
     own = {key: value for key, value in module.state_dict().items() if used(key)}
-    missing = [key for key in own if key not in state]
-    unexpected = [key for key in state if key not in own]
+    diff = key_differences(own, state)
     hint = f"; expected the released file {expected_name}"
-    if missing or unexpected:
-        parts = ([f"lacks {len(missing)} key(s): {_keys(missing)}"] if missing else []) + \
-                ([f"has {len(unexpected)} unknown key(s): {_keys(unexpected)}"] if unexpected else [])
+    if diff.missing or diff.unexpected:
+        parts = ([f"lacks {len(diff.missing)} key(s): {_keys(diff.missing)}"] if diff.missing else []) + \
+                ([f"has {len(diff.unexpected)} unknown key(s): {_keys(diff.unexpected)}"] if diff.unexpected else [])
         raise SpadeganError(f"{path} {'; '.join(parts)}{hint}")
-    for key, value in own.items():
-        given = state[key]
-        if not isinstance(given, torch.Tensor) or given.shape != value.shape:
-            shape = tuple(given.shape) if isinstance(given, torch.Tensor) else type(given).__name__
-            raise SpadeganError(f"{path}: {key} has shape {shape}, expected {tuple(value.shape)}{hint}")
+    wrong = {key: theirs for key, theirs, _ in diff.shapes} | {key: type(state[key]).__name__
+                                                                  for key in diff.not_tensors}
+    first = next((key for key in own if key in wrong), None)  # in the network's order
+    if first is not None:
+        raise SpadeganError(f"{path}: {first} has shape {wrong[first]}, expected {tuple(own[first].shape)}{hint}")
     module.load_state_dict(state, strict=False)
