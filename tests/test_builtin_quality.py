@@ -4,7 +4,6 @@ measure's zero and scale; the family classifier; the look hook of the renderer; 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -16,15 +15,13 @@ from spadegan.data.landscapes import STYLES, generate_scene
 from spadegan.errors import SpadeganError
 from spadegan.evaluation import diversity as div
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_builtin_quality.py"
+from conftest import load_script
+
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_builtin_quality", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/bench_builtin_quality.py")
 
 
 def test_default_ranges_are_unseen_and_disjoint(bench):
@@ -142,7 +139,8 @@ def test_no_ema_scores_the_last_weights_in_both_parts(bench, monkeypatch, tmp_pa
         seen["ema"] = ema
         raise Stop
 
-    from spadegan.evaluation import split
+    from spadegan.evaluation import evaluate, split  # evaluate first: it binds load_networks when imported
+    assert evaluate.load_networks is split.load_networks
     monkeypatch.setattr(split, "load_networks", fake_load)
     args = bench.build_parser().parse_args(["--no_ema", "--out", str(tmp_path)])  # the built-in model's folder
     with pytest.raises(Stop):
