@@ -20,18 +20,14 @@ from spadegan import options
 from spadegan.data import create_dataset, resolve_dataset_options
 from spadegan.errors import SpadeganError
 
+from conftest import load_script
+
 SIZE = 48
 
 
 def _edges_script():
     """scripts/make_edges.py, the README's way of making an edges -> photos dataset."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / "make_edges.py"
-    spec = importlib.util.spec_from_file_location("make_edges", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/make_edges.py")
 
 
 def make_pairs(shared: Path, root: Path, n: int = 4) -> Path:

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ship_builtin_model.py"
+from conftest import load_script
+
 
 
 def _ship_module():
-    spec = importlib.util.spec_from_file_location("ship_builtin_model", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/ship_builtin_model.py")
 
 
 def _run_folder(folder: Path) -> None:
