@@ -68,8 +68,10 @@ def safetensors_options(path: str | os.PathLike) -> dict[str, Any] | None:
 
 
 # ---- diagnostics ---------------------------------------------------------------------------
-def infer_generator_config(sd: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """What a SPADE/pix2pixHD generator state_dict says about the options it was made with."""
+def infer_generator_config(sd: dict[str, Any]) -> dict[str, Any]:
+    """What a SPADE/pix2pixHD generator state_dict says about the options it was made with
+    (read from its tensors; other values, which a strict load reports, are ignored)."""
+    sd = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
     info: dict[str, Any] = {}
     if "fc.weight" in sd:
         info["netG"] = "spade"
@@ -103,8 +105,8 @@ def describe_mismatch(net: nn.Module, sd: dict[str, torch.Tensor], opt: Options,
                       path: str | os.PathLike) -> str:
     """A message naming the option that differs between the checkpoint and the options."""
     problems = []
-    if which == "G":  # inferred from the tensors only: other values are reported below
-        info = infer_generator_config({k: v for k, v in sd.items() if isinstance(v, torch.Tensor)})
+    if which == "G":
+        info = infer_generator_config(sd)
         if info.get("netG") and info["netG"] != opt.netG:
             problems.append(f"checkpoint is a --netG {info['netG']} generator, options give --netG {opt.netG}")
         if "semantic_nc" in info and info["semantic_nc"] != opt.semantic_nc:

@@ -9,8 +9,9 @@ other module writes and reads files the same way:
 - `load_torch_file` / `read_state_dict`: torch files (weights, training states) read with
   `weights_only=True`, `.safetensors` weights with safetensors, onto the CPU, with a clear
   error naming the file; `key_differences`: how a state_dict differs from a network's (the
-  strict loaders word their own errors from it); `write_safetensors` / `read_safetensors_metadata`: a .safetensors
-  file with string metadata, and that metadata read back alone with a size bound;
+  strict loaders word their own errors from it); `write_safetensors` /
+  `read_safetensors_metadata`: a .safetensors file with string metadata, and that metadata
+  read back alone with a size bound;
 - `read_limited`: a small file (options, JSON) read whole, refused when over a size bound;
 - `load_options_pickle`: the official `opt.pkl` (a pickled argparse.Namespace) read by a
   restricted unpickler that refuses any other object *before* anything is created or
@@ -227,11 +228,10 @@ class KeyDifferences:
 
 def key_differences(own: Mapping[str, torch.Tensor], given: Mapping[str, Any]) -> KeyDifferences:
     """Compare a network's state_dict `own` with `given` (a file's); the loaders word the error."""
-    not_tensors = [k for k, v in given.items() if not isinstance(v, torch.Tensor)]
     return KeyDifferences(
         missing=[k for k in own if k not in given],
         unexpected=[k for k in given if k not in own],
-        not_tensors=not_tensors,
+        not_tensors=[k for k, v in given.items() if not isinstance(v, torch.Tensor)],
         shapes=[(k, tuple(given[k].shape), tuple(v.shape)) for k, v in own.items()
                 if k in given and isinstance(given[k], torch.Tensor) and given[k].shape != v.shape])
 
