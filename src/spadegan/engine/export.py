@@ -79,16 +79,21 @@ class ExportModule(nn.Module):
         return self.engine(label, inst, z, self.size)
 
 
+def folded_copy(G: nn.Module) -> nn.Module:
+    """An eval-mode copy of `G` with every spectral norm folded into a plain weight (G is left as it is)."""
+    plain = copy.deepcopy(G).eval()
+    for m in plain.modules():
+        if has_spectral_norm(m):
+            remove_spectral_norm(m)
+    return plain
+
+
 class FaithfulExportModule(nn.Module):
     """A --label_nc 0 generator for tracing: (label image[, z]) -> image, spectral norm folded."""
 
     def __init__(self, G: nn.Module, size: tuple[int, int]):
         super().__init__()
-        plain = copy.deepcopy(at_size(G, size)).eval()
-        for m in plain.modules():
-            if has_spectral_norm(m):
-                remove_spectral_norm(m)
-        self.G = plain
+        self.G = folded_copy(at_size(G, size))
         self.use_vae = bool(G.use_vae)
 
     def forward(self, label: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
@@ -308,11 +313,7 @@ class OASISExportModule(nn.Module):
 
     def __init__(self, G: nn.Module):
         super().__init__()
-        plain = copy.deepcopy(G).eval()
-        for m in plain.modules():
-            if has_spectral_norm(m):
-                remove_spectral_norm(m)
-        self.G = plain
+        self.G = folded_copy(G)
         self.noise = not G.oasis_opt.no_3dnoise
 
     def forward(self, semantics: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
