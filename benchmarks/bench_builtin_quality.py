@@ -239,12 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the protocol and the diversity measure; write and return the JSON's content."""
-    from spadegan.data.landscapes import STYLES
+    from spadegan.evaluation.diversity import check_styles_per_map
 
     args = build_parser().parse_args(argv)
-    if not args.skip_diversity and not 2 <= args.styles <= len(STYLES):
-        raise SpadeganError(f"--styles must be between 2 and {len(STYLES)} (the renderer's families), "
-                            f"got {args.styles}")
+    if not args.skip_diversity:  # before any work
+        check_styles_per_map(args.styles)
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
     t0 = time.time()

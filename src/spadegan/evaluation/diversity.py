@@ -209,10 +209,15 @@ def mean_brightness(images_u8: torch.Tensor) -> float:
     return float((images_u8.double() / 255.0 * w).sum(dim=1).mean())
 
 
-def family_looks(n: int, k: int, seed: int = 0) -> list[list[str]]:
-    """K distinct families per map, drawn with the renderer's family frequencies (seeded)."""
+def check_styles_per_map(k: int) -> None:
+    """Raise unless 2 <= k <= the renderer's number of families (the measure's K)."""
     if not 2 <= k <= len(STYLES):
         raise SpadeganError(f"styles per map must be between 2 and {len(STYLES)} (the renderer's families), got {k}")
+
+
+def family_looks(n: int, k: int, seed: int = 0) -> list[list[str]]:
+    """K distinct families per map, drawn with the renderer's family frequencies (seeded)."""
+    check_styles_per_map(k)
     rng = np.random.default_rng(seed)
     p = np.asarray(STYLE_WEIGHTS)
     return [[STYLES[i] for i in rng.choice(len(STYLES), k, replace=False, p=p)] for _ in range(n)]
