@@ -120,10 +120,7 @@ def latency(n: int, repeats: int = 3) -> list[dict]:
                     t0 = time.perf_counter()
                     if which == 0:
                         image, info = inc.preview(state, t_lab)
-                        if image is None:  # declined: the caller's full pass is the preview's cost
-                            with torch.inference_mode():
-                                eng(t_lab)
-                    else:
+                    if which == 1 or image is None:  # a declined preview costs the caller's full pass too
                         with torch.inference_mode():
                             eng(t_lab)
                     times[which].append(time.perf_counter() - t0)
