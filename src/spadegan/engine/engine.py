@@ -336,6 +336,15 @@ class _EngineBlock(nn.Module):
         return x_s + dx  # an fp32 residual stream stays fp32 (see SynthesisEngine)
 
 
+def upsampled_size(size: tuple[int, int], num_up: int, why: str) -> tuple[int, int]:
+    """(H, W) of `size` checked to be a positive multiple of 2**num_up both ways (a generator
+    that doubles its start map num_up times), else a SpadeganError ending with `why`."""
+    h, w, m = int(size[0]), int(size[1]), 2 ** num_up
+    if h < m or w < m or h % m or w % m:
+        raise SpadeganError(f"output size {w}x{h} must be a positive multiple of {m} in both directions ({why})")
+    return h, w
+
+
 class SynthesisEngine(nn.Module):
     """A SPADE generator compiled for inference; see the module docstring.
 
@@ -426,11 +435,7 @@ class SynthesisEngine(nn.Module):
     def output_size(self, size: tuple[int, int] | None) -> tuple[int, int]:
         if size is None:
             return self.default_size
-        h, w = size
-        m = 2 ** self.num_up
-        if h % m or w % m or h < m or w < m:
-            raise SpadeganError(f"output size {w}x{h} must be a positive multiple of {m} in both "
-                                f"directions (the generator upsamples {self.num_up} times)")
+        h, w = upsampled_size(size, self.num_up, f"the generator upsamples {self.num_up} times")
         if self.use_vae and (h, w) != self.default_size:
             raise SpadeganError(f"this VAE model's fc layer fixes the output at "
                                 f"{self.default_size[1]}x{self.default_size[0]}; got {w}x{h}")

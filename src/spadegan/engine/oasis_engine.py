@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from ..errors import SpadeganError
 from ..layers.label_codes import CodeLevel, LabelCodes, tap_tables
 from ..networks.oasis import OASISGenerator, OASISResnetBlock, OASISSPADE
-from .engine import _Conv3x3, _instance_normalize, _modulate, _upsample_nhwc
+from .engine import _Conv3x3, _instance_normalize, _modulate, _upsample_nhwc, upsampled_size
 from .fold import conv_bias, conv_weight
 
 _SLOPE = 0.2
@@ -284,11 +284,7 @@ class OASISEngine(nn.Module):
     def output_size(self, size: tuple[int, int] | None) -> tuple[int, int]:
         if size is None:
             return self.default_size
-        h, w, m = int(size[0]), int(size[1]), 2 ** self.num_up
-        if h < m or w < m or h % m or w % m:
-            raise SpadeganError(f"output size {w}x{h} must be a positive multiple of {m} in both directions "
-                                f"(the OASIS generator doubles its start map {self.num_up} times)")
-        return h, w
+        return upsampled_size(size, self.num_up, f"the OASIS generator doubles its start map {self.num_up} times")
 
     @staticmethod
     def channels_of(semantics: torch.Tensor) -> torch.Tensor:
