@@ -123,6 +123,27 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, how, vae):
     assert sa["old_lr"] == pytest.approx(0.0002 / 2)  # epoch 3 runs at half the lr
 
 
+def test_continuing_a_finished_run_with_a_longer_decay_follows_the_new_schedule(tmp_path, capsys):
+    # 1 + 1 epochs end at lr 0; going on with --niter_decay 3 must give epochs 3 and 4 the new
+    # schedule's 2/3 and 1/3 of --lr (the saved lr 0 kept decaying to -lr/3 before the fix)
+    short = ("--niter", "1", "--niter_decay", "1")
+    Trainer(tiny_opt(tmp_path, *short), dataset=SynthPairs(), progress=False).run()
+    longer = Trainer(tiny_opt(tmp_path, "--niter", "1", "--niter_decay", "3", "--continue_train"),
+                     dataset=SynthPairs(), progress=False)
+    assert longer.epoch == 3 and longer.old_lr == pytest.approx(0.0002 * 2 / 3)
+    assert longer.learning_rates == pytest.approx({"G": 0.0001 * 2 / 3, "D": 0.0004 * 2 / 3})
+    assert "give learning rate 0.000133333 at epoch 3; the run was at 0 " in capsys.readouterr().out
+    seen = []
+    update = longer.update_learning_rate
+    longer.update_learning_rate = lambda epoch: (update(epoch), seen.append(longer.old_lr))
+    longer.run()
+    assert seen == pytest.approx([0.0002 / 3, 0.0], abs=1e-12)  # after epochs 3 and 4: never below zero
+    unchanged = Trainer(tiny_opt(tmp_path, "--niter", "1", "--niter_decay", "3", "--continue_train"),
+                        dataset=SynthPairs(), progress=False)
+    assert "give learning rate" not in capsys.readouterr().out  # the same schedule: the saved rate, no note
+    assert unchanged.old_lr == pytest.approx(0.0, abs=1e-12)
+
+
 def test_loader_workers_do_not_change_the_result(tmp_path):
     # each sample's augmentation is seeded by (seed, epoch, index), not by a worker's RNG stream
     for name, workers in (("w0", "0"), ("w2", "2")):

@@ -244,6 +244,7 @@ class Trainer:
         self.epoch, self.epoch_iter, self.iteration = 1, 0, 0
         if self.resume_state is not None:
             self._apply_optim_state(self.resume_state)
+            self._resume_schedule()
         elif resume_pos is not None:
             self.epoch, self.epoch_iter = resume_pos
             self.iteration = ((self.epoch - 1) * self.sampler.batches_per_epoch
@@ -463,6 +464,18 @@ class Trainer:
         for g in self.optimizer_G.param_groups:
             g["lr"] = lr_G
         self.old_lr = new_lr
+
+    def _resume_schedule(self) -> None:
+        """After a resume: the learning rate the current --lr / --niter / --niter_decay give at the
+        resumed epoch. The saved one when those flags are unchanged (the same arithmetic); when
+        they changed (a longer --niter_decay to train on) the saved one would keep decaying, past
+        zero, so the schedule's is used and said."""
+        lr = self._lr_at_epoch_start(self.epoch)
+        if lr != self.old_lr and self.is_main:
+            print(f"note: --lr {self.opt.lr:g} --niter {self.opt.niter} --niter_decay {self.opt.niter_decay} "
+                  f"give learning rate {lr:g} at epoch {self.epoch}; the run was at {self.old_lr:g} (its "
+                  "schedule changed), so training goes on at the new schedule's rate", flush=True)
+        self._set_lr(lr)
 
     def _lr_at_epoch_start(self, epoch: int) -> float:
         lr = self.opt.lr
