@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from spadegan.errors import SpadeganError
+from spadegan.synthesize.style_bank import STYLE_PRIORS
 
 #: Seeds the built-in model and the shipped segmenter were made from (make-landscapes --count 3200 --seed 0).
 TRAINING_SEEDS = range(0, 3200)
@@ -92,9 +93,10 @@ def make_range(root: Path, seeds: range, scenes: int, size: int) -> Path:
 
 
 def model_flags(args: argparse.Namespace) -> list[str]:
-    """The ``spadegan eval`` flags naming the model: ``--checkpoint X`` or ``--builtin``."""
+    """The ``spadegan eval`` flags naming the model (``--checkpoint X`` or ``--builtin``) and
+    where its random styles come from (``--style_prior``)."""
     flags = ["--checkpoint", args.checkpoint] if args.checkpoint else ["--builtin"]
-    return flags + (["--no_ema"] if args.no_ema else [])
+    return flags + (["--no_ema"] if args.no_ema else []) + ["--style_prior", args.style_prior]
 
 
 def eval_range(args: argparse.Namespace, dataroot: Path, out: Path) -> dict[str, Any]:
@@ -130,7 +132,7 @@ def diversity(args: argparse.Namespace) -> dict[str, Any]:
     from spadegan.evaluation import diversity as div
     from spadegan.evaluation.evaluate import BUILTIN_SEGMENTER, builtin_model_dir
     from spadegan.evaluation.scoring import load_scorer
-    from spadegan.evaluation.split import load_networks
+    from spadegan.evaluation.split import load_networks, random_style_bank
 
     device = torch.device("cpu")
     path = Path(args.checkpoint) if args.checkpoint else builtin_model_dir()
@@ -143,8 +145,9 @@ def diversity(args: argparse.Namespace) -> dict[str, Any]:
     input_size = None if seg_h == size else (seg_h, seg_h)
     seeds, clf_seeds = (list(r) for r in diversity_ranges(args))
     clf, clf_info = div.fit_family_classifier(clf_seeds, size)
+    bank = random_style_bank(weights, opt, "random", args.style_prior)
     report, fake = div.style_diversity(G, opt, seg, seeds, args.styles, size, clf, device, args.batch_size,
-                                       input_size, args.seed)
+                                       input_size, args.seed, bank)
     report["classifier"] = clf_info
     report["dark_photo"], encoded = div.dark_photo_check(G, E, opt, seg, seeds, size, device, args.batch_size,
                                                          input_size, random_styles=fake[:, 0].contiguous(),
@@ -216,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The benchmark's command line."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default="", help="a checkpoint folder or <epoch>_net_G.pth (default: built-in)")
+    ap.add_argument("--style_prior", choices=STYLE_PRIORS, default="auto",
+                    help="random styles from the model's style bank, N(0, I), or auto: the bank when it has one")
     ap.add_argument("--no_ema", action="store_true",
                     help="runs kept with --ema_decay: score G's last weights instead of their moving average")
     ap.add_argument("--out", default="builtin_quality", help="output folder")

@@ -54,6 +54,11 @@ def _convert_labels(argv: list[str]) -> int:
     return convert_main(argv)
 
 
+def _style_bank(argv: list[str]) -> int:
+    from .synthesize.style_bank import build_main
+    return build_main(argv)
+
+
 def _make_landscapes(argv: list[str]) -> int:
     from .data.landscapes import main
     return main(argv)
@@ -66,6 +71,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "paint": (_paint, "the GauGAN painting app in your browser"),
     "eval": (_eval, "mIoU / accuracy / FID / KID of a trained model"),
     "export": (_export, "export a generator to ONNX, TorchScript or safetensors"),
+    "style-bank": (_style_bank, "encode a VAE model's training photos for its random styles"),
     "check-dataset": (_check_dataset, "validate a dataset and summarise its classes"),
     "convert-labels": (_convert_labels, "turn colour label maps into id maps"),
     "make-landscapes": (_make_landscapes, "write the procedural landscapes dataset"),

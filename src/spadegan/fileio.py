@@ -23,12 +23,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copyreg
+import hashlib
 import io
 import json
 import os
 import pickle
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
@@ -115,6 +116,17 @@ def save_file_set(items: list[tuple[Path, Any]]) -> None:
         raise
     for tmp, path in staged:
         os.replace(tmp, path)
+
+
+def files_sha256(paths: Sequence[Path]) -> str:
+    """One sha256 over the bytes of the given files, in order (cache keys, metrics.json)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
 
 
 # ---- reading ---------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from typing import Any
 
 from ..errors import SpadeganError
 from ..oasis_checkpoint import add_oasis_flags, oasis_flags
+from ..synthesize.style_bank import STYLE_PRIORS
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,6 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                    help="inference precision of the fast engine")
+    p.add_argument("--style_prior", default="auto", choices=STYLE_PRIORS,
+                   help="VAE models: random styles from the checkpoint's style bank, N(0, I) (normal), or "
+                        "auto: the bank when there is one")
     p.add_argument("--open", action="store_true", help="open the page in a web browser")
     p.add_argument("--queue_size", type=int, default=8, help="requests allowed to wait before 503")
     p.add_argument("--timeout", type=float, default=120.0,
@@ -38,14 +42,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def build_backend(checkpoint: str | None, device: str | None = None, precision: str = "auto",
-                  which_epoch: str = "latest", cache_bytes: int | None = None, **oasis_flags: Any):
+                  which_epoch: str = "latest", cache_bytes: int | None = None, style_prior: str = "auto",
+                  **oasis_flags: Any):
     """The app's model adapter for a checkpoint, or for the built-in model when None;
     `oasis_flags`: an official OASIS run's test flags (where it has no opt.pkl)."""
     from ..synthesize import Synthesizer
     from .adapter import AppBackend
     try:
         syn = Synthesizer.from_checkpoint(checkpoint, device=device, precision=precision,
-                                          which_epoch=which_epoch, **oasis_flags)
+                                          which_epoch=which_epoch, style_prior=style_prior, **oasis_flags)
     except SpadeganError as e:
         if checkpoint is None:
             raise SpadeganError(f"{e}. Pass a model with --checkpoint DIR_OR_FILE "
@@ -60,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.paint_cache_mb < 0:
         raise SpadeganError(f"--paint_cache_mb must be >= 0, got {args.paint_cache_mb}")
     backend = build_backend(args.checkpoint, args.device, args.precision, args.which_epoch,
-                            cache_bytes=int(args.paint_cache_mb * 2**20), **oasis_flags(args))
+                            cache_bytes=int(args.paint_cache_mb * 2**20), style_prior=args.style_prior,
+                            **oasis_flags(args))
     serve(backend, host=args.host, port=args.port, open_browser=args.open, queue_size=args.queue_size,
           timeout_s=args.timeout or None)
     return 0

@@ -179,6 +179,13 @@ class PairedDataset(Dataset):
         return {"label": label, "instance": instance, "image": image, "path": s.image}
 
 
+def reading_options(opt: "Options", phase: str, crop_size: int, **changes: Any) -> "Options":
+    """Test-time options that read `phase` of a model's dataset in order, unflipped, resized
+    to `crop_size` (preprocess_mode fixed): how evaluation and the style bank read photos."""
+    return opt.replace(phase=phase, isTrain=False, no_flip=True, serial_batches=True, preprocess_mode="fixed",
+                       crop_size=crop_size, load_size=crop_size, seed=0, **changes)
+
+
 def create_dataset(opt: "Options") -> PairedDataset:
     """The dataset of ``opt.dataset_mode`` (see the module docstring for layouts).
 

@@ -14,7 +14,6 @@ import hashlib
 import io
 import json
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +30,6 @@ def default_cache_dir() -> Path:
     """`$XDG_CACHE_HOME/spadegan/eval` (default `~/.cache/spadegan/eval`)."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "spadegan" / "eval"
-
-
-def files_sha256(paths: Sequence[Path]) -> str:
-    """One sha256 over the bytes of the given files, in order (cache keys, metrics.json)."""
-    digest = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 def split_digest(*tensors: torch.Tensor | None) -> str:

@@ -43,7 +43,8 @@ features of the segmenter given by ``--seg_weights`` (there is no default one fo
 
 Generated and baseline images are quantised to 8 bits before scoring, as if saved to PNG
 and read back (what the paper's protocol does). VAE models draw random styles
-(``--style random``, z ~ N(0, I), seeded): the score then depends on the label map alone,
+(``--style random``, seeded; from the checkpoint's style bank when it has one, else
+z ~ N(0, I): ``--style_prior``): the score then depends on the label map alone,
 like the baseline's; ``--style encode`` encodes each real photo instead (as the official
 test.py does), which lets the real image leak into the result.
 
@@ -64,6 +65,7 @@ import argparse
 import torch
 
 from ..errors import SpadeganError
+from ..synthesize.style_bank import STYLE_PRIORS
 
 from .evaluate import evaluate
 from .paper_scoring import SEG_RESOLUTIONS
@@ -125,7 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--no_ema", action="store_true",
                    help="runs trained with --ema_decay: evaluate G's last weights, not their moving average")
     m.add_argument("--style", choices=("random", "encode"), default="random",
-                   help="VAE models: random styles z ~ N(0, I), or encode each real photo (official test.py)")
+                   help="VAE models: random styles (see --style_prior), or encode each real photo (official test.py)")
+    m.add_argument("--style_prior", choices=STYLE_PRIORS, default="auto",
+                   help="--style random: from the checkpoint's style bank (`spadegan style-bank`), from N(0, I) "
+                        "(normal), or auto: the bank when the checkpoint has one")
     d = ap.add_argument_group("data (default: the dataset the model was trained on)")
     d.add_argument("--dataset_mode", default="", help="coco, ade20k, cityscapes, facades, custom, landscapes")
     d.add_argument("--dataroot", default="", help="dataset root folder")

@@ -258,13 +258,13 @@ def _classify(clf: FamilyClassifier, images_u8: torch.Tensor, labels: torch.Tens
 
 def style_diversity(G: nn.Module, opt: Any, segmenter: nn.Module, seeds: Sequence[int], k: int, size: int,
                     clf: FamilyClassifier, device: torch.device, batch_size: int = 16,
-                    input_size: tuple[int, int] | None = None, seed: int = 0
+                    input_size: tuple[int, int] | None = None, seed: int = 0, bank: Any = None
                     ) -> tuple[dict[str, Any], torch.Tensor]:
     """Pairwise pixel / feature distances of K random styles per map, against the renderer's
     K families of the same maps (the real photos' level), and the families the styles reach.
 
     Map i's style j is the generator's random style of ``synthesize_split(seed=seed + j)``
-    (z ~ N(0, I)); the renderer's K families of map i are ``family_looks(N, K, seed)[i]``.
+    (z ~ N(0, I), or from the style ``bank``); the renderer's K families of map i are ``family_looks(N, K, seed)[i]``.
     Returns the report and the model's images (N x K x 3 x H x W uint8).
     """
     from .split import EvalSplit, synthesize_split
@@ -275,7 +275,7 @@ def style_diversity(G: nn.Module, opt: Any, segmenter: nn.Module, seeds: Sequenc
     labels, real = render_looks(seeds, looks, size)
     split = EvalSplit(labels, real[:, 0].contiguous(), None, [str(s) for s in seeds])
     fake = torch.stack([synthesize_split(G, split, opt, device, batch_size, seed + j, None,
-                                         desc=f"diversity: style {j + 1}/{k}") for j in range(k)], dim=1)
+                                         desc=f"diversity: style {j + 1}/{k}", bank=bank) for j in range(k)], dim=1)
     n = len(seeds)
     feats = {name: segment_features(segmenter, imgs.reshape(n * k, *imgs.shape[2:]), device, batch_size,
                                     input_size).reshape(n, k, -1) for name, imgs in (("real", real), ("model", fake))}
@@ -293,7 +293,8 @@ def style_diversity(G: nn.Module, opt: Any, segmenter: nn.Module, seeds: Sequenc
         "pixel": "mean over maps of the mean over the K(K-1)/2 pairs of the mean |a - b| in [0, 1]",
         "features": "the same with the RMS difference of the segmenter's pooled (seg_fd) features",
         "real": "the renderer's photos of the same maps in K distinct families (generate_scene look=)",
-        "model": f"random styles z ~ N(0, I), synthesize_split seeds {seed}..{seed + k - 1}",
+        "model": f"random styles ({bank.describe() if bank is not None else 'z ~ N(0, I)'}), "
+                 f"synthesize_split seeds {seed}..{seed + k - 1}",
         "near_identical_pairs": f"share of same-map pairs with pixel distance < {NEAR_IDENTICAL}",
         "family": FAMILY_RULE}
     return out, fake

@@ -21,8 +21,8 @@ from .report import (HISTORY_KEYS, class_names, epoch_checkpoints, format_table,
 from .cache import StatsCache, default_cache_dir, split_digest
 from .paper_scoring import PaperScorer, file_ids, segmenter_class_names
 from .scoring import FIDScorer, load_scorer, scorer_classes, segmentation_scores
-from .split import (EvalSplit, class_mean_colours, load_networks, load_split, paint_baseline, split_options,
-                    synthesize_split, train_split)
+from .split import (EvalSplit, class_mean_colours, load_networks, load_split, paint_baseline, random_style_bank,
+                    split_options, synthesize_split, train_split)
 
 
 _PRETRAINED = Path(__file__).resolve().parents[1] / "pretrained"
@@ -387,8 +387,9 @@ def _epoch_history(run: _Run, scorer: _Scorer, synthesized: dict[str, Any], note
             notes.append(f"--all_epochs: no <epoch>_net_G.pth files in {folder} besides the evaluated one")
         for epoch, p in tqdm(todo, desc="epochs", unit="ckpt"):
             G, E = load_networks(p, run.model_opt, run.device, args.style, not args.no_ema)
+            bank = random_style_bank(p, run.model_opt, args.style, args.style_prior)
             images = synthesize_split(G, run.split, run.model_opt, run.device, args.batch_size, args.seed, E,
-                                      desc=f"synthesizing (epoch {epoch})")
+                                      desc=f"synthesizing (epoch {epoch})", bank=bank)
             row = scorer.row(images, f"epoch {epoch}", f"FID: epoch {epoch}")
             history.append({"epoch": float(epoch), "which_epoch": str(epoch), **{k: row.get(k) for k in HISTORY_KEYS}})
     history.sort(key=lambda r: (r["epoch"], r["which_epoch"] == "latest"))
@@ -437,7 +438,10 @@ def evaluate(args: argparse.Namespace) -> int:
     if scorer.sfd.get("note"):
         notes.append(scorer.sfd["note"])
     G, E = load_networks(run.weights, model_opt, run.device, args.style, not args.no_ema)
-    fake = synthesize_split(G, split, model_opt, run.device, args.batch_size, args.seed, E)
+    bank = random_style_bank(run.weights, model_opt, args.style, args.style_prior)
+    fake = synthesize_split(G, split, model_opt, run.device, args.batch_size, args.seed, E, bank=bank)
+    if bank is not None:
+        notes.append(f"random styles drawn from {bank.describe()}; --style_prior normal for z ~ N(0, I)")
     del G, E
     metrics: dict[str, Any] = {
         "model": run.desc, "weights": str(run.weights), "which_epoch": args.which_epoch,
@@ -445,6 +449,8 @@ def evaluate(args: argparse.Namespace) -> int:
                     else eval_opt.label_dir, "phase": eval_opt.phase, "num_images": len(split), "size": [w, h]},
         "num_classes": run.num_classes, "class_names": run.names,
         "style": args.style if model_opt.use_vae else None, "seed": args.seed,
+        "random_styles": (bank.describe() if bank is not None else "z ~ N(0, I)")
+        if model_opt.use_vae and args.style == "random" else None,
         "miou_status": "n/a" if model_opt.image_label else scorer.info["status"],
         "miou_reason": NO_CLASSES if model_opt.image_label else scorer.info["reason"],
         "segmenter": scorer.info, "fid_status": "ok" if scorer.fid.available else "unavailable",

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import SpadeganError
-from .cache import files_sha256
+from ..fileio import files_sha256
 from .miou import confusion_matrix
 from .paper_segmenter import IGNORE, SEGMENTERS, PaperSegmenter, dataset_targets
 

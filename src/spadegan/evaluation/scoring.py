@@ -18,8 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import SpadeganError
+from ..fileio import files_sha256
 from ..visuals import from_uint8
-from .cache import StatsCache, files_sha256, split_digest
+from .cache import StatsCache, split_digest
 
 
 def load_scorer(path: str | os.PathLike[str], device: torch.device | str = "cpu") -> nn.Module:

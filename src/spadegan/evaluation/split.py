@@ -19,7 +19,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.datasets import reading_options
 from ..errors import SpadeganError
+from ..synthesize.style_bank import StyleBank, style_bank_for
 from ..visuals import from_uint8, to_uint8
 
 
@@ -84,10 +86,7 @@ def split_options(model_opt: Any, args: argparse.Namespace, phase: str) -> Any:
         raise SpadeganError("--dataset_mode custom needs --label_dir and --image_dir of the eval split "
                             "(held-out label maps and their photos)")
     crop = args.crop_size or model_opt.crop_size
-    changes: dict[str, Any] = dict(
-        dataset_mode=mode, phase=phase, isTrain=False, no_flip=True, serial_batches=True,
-        preprocess_mode="fixed", crop_size=crop, load_size=crop, seed=0,
-    )
+    changes: dict[str, Any] = dict(dataset_mode=mode)
     if args.dataroot:
         changes["dataroot"] = args.dataroot
     if mode == "custom" and phase == args.phase:
@@ -95,7 +94,7 @@ def split_options(model_opt: Any, args: argparse.Namespace, phase: str) -> Any:
             changes.update(label_dir=args.label_dir, image_dir=args.image_dir)
         if args.instance_dir:
             changes["instance_dir"] = args.instance_dir
-    return model_opt.replace(**changes)
+    return reading_options(model_opt, phase, crop, **changes)
 
 
 def train_split(model_opt: Any, args: argparse.Namespace, eval_opt: Any,
@@ -138,14 +137,29 @@ def load_networks(weights: Path, model_opt: Any, device: torch.device, style: st
     return G, E
 
 
+def random_style_bank(weights: Path, model_opt: Any, style: str, prior: str) -> StyleBank | None:
+    """The style bank the random styles of the generator `weights` draw from (`style_bank_for`
+    under `prior`), or None: N(0, I), `style == "encode"`, or a model without a VAE."""
+    from ..checkpoint import companion_weights
+    from ..oasis_checkpoint import is_oasis_file
+
+    if style != "random" or not model_opt.use_vae or is_oasis_file(weights):
+        if prior == "bank":
+            raise SpadeganError("--style_prior bank needs a VAE model evaluated with --style random")
+        return None
+    return style_bank_for(weights, companion_weights(weights, "E"), model_opt.z_dim, prior)
+
+
 @torch.no_grad()
 def synthesize_split(G: nn.Module, split: EvalSplit, opt: Any, device: torch.device, batch_size: int = 16,
-                     seed: int = 0, E: nn.Module | None = None, desc: str = "synthesizing") -> torch.Tensor:
+                     seed: int = 0, E: nn.Module | None = None, desc: str = "synthesizing",
+                     bank: StyleBank | None = None) -> torch.Tensor:
     """Synthesized images (N x 3 x H x W uint8) for every label map of ``split``.
 
     VAE generators get z ~ N(0, I) from a generator seeded with ``seed`` (the same codes
-    for every checkpoint, so epochs are compared on equal terms), or, when ``E`` is given,
-    z sampled around the encoding of the real photo; 3D-noise (OASIS) generators get their
+    for every checkpoint, so epochs are compared on equal terms), or from the style ``bank``
+    when one is given (`StyleBank.draw`, same generator), or, when ``E`` is given, z sampled
+    around the encoding of the real photo; 3D-noise (OASIS) generators get their
     noise vectors from the same seeded generator. Class maps are fed in the form G was built to
     read (`G.spade_impl`: `load_networks` builds the sparse SPADE where --spade_impl chooses it,
     the CPU by default).
@@ -185,7 +199,7 @@ def synthesize_split(G: nn.Module, split: EvalSplit, opt: Any, device: torch.dev
                     mu, logvar = E(from_uint8(split.images[sl]).to(device))
                     z = sample_z(mu.float(), logvar.float(), eps=eps)
                 else:
-                    z = eps.to(device)
+                    z = (bank.draw(b, gen) if bank is not None else eps).to(device)
             fake = G(sem, z=z)
             out.append(to_uint8(fake))
             bar.update(sl.stop - sl.start)

@@ -27,7 +27,8 @@ from ..device import resolve_device
 from ..errors import SpadeganError, UnsafeFileError
 from ..visuals import save_png
 from .inputs import IMAGE_EXTS, open_image
-from .synthesizer import Synthesizer, builtin_checkpoint
+from .style_bank import STYLE_PRIORS
+from .synthesizer import Synthesizer, builtin_checkpoint, checkpoint_style_bank
 
 #: the options files a checkpoint folder may hold, in the order they are read
 OPTIONS_FILES = ("opt.json", "opt.pkl", "opt.txt")
@@ -52,6 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder")
     p.add_argument("--seed", type=int, default=None, help="VAE / OASIS models: seed of the random styles (noise)")
     p.add_argument("--num_samples", type=int, default=1, help="VAE / OASIS models: random styles per label map")
+    p.add_argument("--style_prior", default="auto", choices=STYLE_PRIORS,
+                   help="VAE models: where random styles come from: the checkpoint's style bank (encoded "
+                        "training photos, `spadegan style-bank`), N(0, I) (normal), or auto: the bank when "
+                        "there is one")
     p.add_argument("--size", type=int, default=None,
                    help="output width (height from the label's aspect ratio); default the training size")
     p.add_argument("--batch_size", type=int, default=1, help="label maps per forward pass")
@@ -177,9 +182,10 @@ def _load_synthesizer(args: argparse.Namespace, extra: list[str]) -> Synthesizer
     opt = _override_options(_saved_options(path, args.which_epoch, extra), extra) if extra else None
     device = resolve_device(_flag_device(args.device, extra, opt))  # G's implementation is for this device
     G = load_checkpoint(path, "G", opt=opt, which_epoch=args.which_epoch, impl="auto", device=device)
+    bank = checkpoint_style_bank(path, G.opt, args.which_epoch, args.style_prior)
     return Synthesizer(G, device=device, precision=args.precision, use_engine=args.engine,
                        name="built-in landscapes" if args.checkpoint is None else "", checkpoint=path,
-                       consume=True, which_epoch=args.which_epoch)
+                       consume=True, which_epoch=args.which_epoch, style_bank=bank)
 
 
 def _pair_instances(labels: list[Path], inst_args: list[str]) -> list[Path | None]:

@@ -41,6 +41,7 @@ from ..layers.label_codes import LabelCodes
 from ..visuals import image_to_numpy
 from .inputs import (DONTCARE, ImageLike, LabelLike, LabelSpace, read_instance_ids, read_label_ids,
                      read_label_image, style_tensor)
+from .style_bank import StyleBank, bank_path, random_styles, style_bank_for
 
 #: The built-in model (trained on the procedural landscapes), shipped inside the package.
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "pretrained" / "landscapes"
@@ -54,6 +55,23 @@ def builtin_checkpoint() -> Path:
         f"no built-in model is available in this installation ({BUILTIN_DIR} has no "
         "latest_net_G.pth); pass --checkpoint DIR_OR_FILE (a checkpoint folder with opt.txt or "
         "opt.json and latest_net_G.pth, e.g. checkpoints/<name>/, or the .pth file itself)")
+
+
+def checkpoint_style_bank(path: Path, opt: Any, which_epoch: str, prior: str) -> StyleBank | None:
+    """The style bank a VAE checkpoint's random styles draw from (`style_bank_for`), said once."""
+    from ..checkpoint import companion_weights, resolve_checkpoint
+    from ..device import say_once
+
+    if not opt.use_vae:
+        if prior == "bank":
+            raise SpadeganError(f"--style_prior bank: {path} was trained without --use_vae (no style codes)")
+        return None
+    weights, _ = resolve_checkpoint(path, "G", which_epoch)
+    bank = style_bank_for(weights, companion_weights(weights, "E"), opt.z_dim, prior)
+    if bank is not None:
+        say_once(f"random styles draw from {bank.describe()} in {bank_path(weights)}; "
+                 "--style_prior normal for z ~ N(0, I)")
+    return bank
 
 
 def ids_to_tensor(ids: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
@@ -113,7 +131,7 @@ class Synthesizer:
     def __init__(self, G: torch.nn.Module, E: torch.nn.Module | None = None, *,
                  device: str | torch.device | None = None, precision: str = "auto",
                  use_engine: bool = True, name: str = "", checkpoint: str | os.PathLike | None = None,
-                 consume: bool = False, which_epoch: str = "latest"):
+                 consume: bool = False, which_epoch: str = "latest", style_bank: StyleBank | None = None):
         """Wrap a generator with its options `G.opt` (as `networks.define_G` and `load_checkpoint` give it).
 
         Without the engine, G runs as it was built: its SPADE implementation (`G.spade_impl`)
@@ -122,6 +140,7 @@ class Synthesizer:
         `consume=True` lets the engine free G's weights as it converts them (lower peak
         memory; G is unusable afterwards); `from_checkpoint` does that with its own G.
         `checkpoint`/`which_epoch`: where the VAE encoder is loaded from on first use.
+        `style_bank`: VAE models' random styles draw from it (`style_bank.StyleBank`), not N(0, I).
         """
         from ..data.palettes import classes_for_dataset_mode, palette_array
         from ..engine import SynthesisEngine
@@ -154,6 +173,10 @@ class Synthesizer:
         self.palette = palette_array(self.classes, max(self.label_channels, 1))
         self.label_space = None if self.image_label else LabelSpace.for_options(opt, self.classes)
         self._E = E
+        if style_bank is not None and (not self.use_vae or style_bank.z_dim != opt.z_dim):
+            raise SpadeganError(f"a style bank of {style_bank.z_dim}-dim codes does not fit this model "
+                                f"(use_vae={self.use_vae}, z_dim={opt.z_dim})")
+        self.style_bank = style_bank
         self.engine = None
         self.G = None
         if use_engine and opt.netG == "spade" and not self.image_label and not opt.use_3d_noise:
@@ -193,7 +216,7 @@ class Synthesizer:
     @classmethod
     def from_checkpoint(cls, path_or_dir: str | os.PathLike | None = None, device: str | torch.device | None = None,
                         precision: str = "auto", use_engine: bool = True, which_epoch: str = "latest",
-                        opt: Any = None, **oasis_flags: Any) -> "Synthesizer":
+                        opt: Any = None, style_prior: str = "auto", **oasis_flags: Any) -> "Synthesizer":
         """Load `<dir>/<which_epoch>_net_G.pth` (or a .pth file) with its saved options.
 
         `path_or_dir=None` uses the built-in landscapes model. `opt` overrides the saved
@@ -201,7 +224,9 @@ class Synthesizer:
         lazily, the first time a style image is given. An official OASIS run
         (`<run>/models/<which_epoch>_EMA.pth`, e.g. which_epoch="best") gives an
         `OASISSynthesizer`; `oasis_flags` are its official test flags (dataset_mode,
-        channels_G, ...) where the run has no opt.pkl / opt.txt.
+        channels_G, ...) where the run has no opt.pkl / opt.txt. `style_prior` (VAE models):
+        where random styles come from, "auto" (the checkpoint's style bank when it has one,
+        saying so once, else N(0, I)), "bank" or "normal" (`style_bank.style_bank_for`).
         """
         from ..checkpoint import load_checkpoint
         from ..oasis_checkpoint import is_oasis_run
@@ -218,7 +243,7 @@ class Synthesizer:
         G = load_checkpoint(path, "G", opt=opt, which_epoch=which_epoch, impl="auto", device=device)
         return cls(G, device=device, precision=precision, use_engine=use_engine,
                    name="built-in landscapes" if path_or_dir is None else "", checkpoint=path, consume=True,
-                   which_epoch=which_epoch)
+                   which_epoch=which_epoch, style_bank=checkpoint_style_bank(path, G.opt, which_epoch, style_prior))
 
     def encoder(self) -> torch.nn.Module:
         """The VAE style encoder, loaded from the checkpoint on first use."""
@@ -309,7 +334,8 @@ class Synthesizer:
     def latent(self, seeds: Sequence[int | None], styles: Sequence[ImageLike | None], size: tuple[int, int],
                region_seeds: Sequence[dict[int, int] | None] | None = None) -> torch.Tensor | None:
         """What G draws besides the labels, one per image: a VAE model's style code (random from
-        the seed, or sampled around the encoding of the style photo), a 3D-noise model's noise
+        the seed: from the style bank when there is one, else N(0, I); or sampled around the
+        encoding of the style photo), a 3D-noise model's noise
         (`noise`), else None. A style or region seed the model cannot use raises SpadeganError."""
         from ..networks import sample_z
 
@@ -323,7 +349,7 @@ class Synthesizer:
         for seed, style in zip(seeds, styles):
             g = torch.Generator().manual_seed(int(seed) if seed is not None else secrets.randbits(63))
             if style is None:
-                zs.append(torch.randn(1, self.opt.z_dim, generator=g))
+                zs.append(random_styles(1, self.opt.z_dim, g, self.style_bank))
             else:
                 where = str(style) if isinstance(style, (str, os.PathLike)) else None
                 mu, logvar = self.encode_style(self.style_tensor(style, size, where)[None])
