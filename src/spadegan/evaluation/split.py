@@ -21,7 +21,7 @@ from torch import nn
 
 from ..data.datasets import reading_options
 from ..errors import SpadeganError
-from ..synthesize.style_bank import StyleBank, style_bank_for
+from ..synthesize.style_bank import StyleBank, random_styles, style_bank_for
 from ..visuals import from_uint8, to_uint8
 
 
@@ -193,13 +193,12 @@ def synthesize_split(G: nn.Module, split: EvalSplit, opt: Any, device: torch.dev
             if opt.use_3d_noise:
                 z = torch.randn(sem.size(0), opt.z_dim, generator=gen).to(device)
             elif opt.use_vae:
-                b = sem.size(0)
-                eps = torch.randn(b, opt.z_dim, generator=gen)
                 if E is not None:
+                    eps = torch.randn(sem.size(0), opt.z_dim, generator=gen)
                     mu, logvar = E(from_uint8(split.images[sl]).to(device))
                     z = sample_z(mu.float(), logvar.float(), eps=eps)
-                else:
-                    z = (bank.draw(b, gen) if bank is not None else eps).to(device)
+                else:  # N(0, I) draws the same numbers as eps above: the same codes as before banks
+                    z = random_styles(sem.size(0), opt.z_dim, gen, bank).to(device)
             fake = G(sem, z=z)
             out.append(to_uint8(fake))
             bar.update(sl.stop - sl.start)

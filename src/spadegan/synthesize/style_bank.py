@@ -21,7 +21,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 
@@ -172,7 +172,7 @@ def bank_source(paths: Sequence[str], dataset_mode: str) -> str:
     return f"{dataset_mode} train photos {span}"
 
 
-def _train_photos(opt: "object", args: argparse.Namespace) -> tuple[list[torch.Tensor], list[str], str]:
+def _train_photos(opt: Any, args: argparse.Namespace) -> tuple[list[torch.Tensor], list[str], str]:
     """The first --max_photos training photos at the model's size (uint8), their paths, the mode."""
     from tqdm.auto import tqdm
 
@@ -180,7 +180,7 @@ def _train_photos(opt: "object", args: argparse.Namespace) -> tuple[list[torch.T
     from ..visuals import to_uint8
 
     mode = args.dataset_mode or ("custom" if args.label_dir else opt.dataset_mode)
-    changes: dict[str, object] = {"dataset_mode": mode, "no_instance": True}
+    changes: dict[str, Any] = {"dataset_mode": mode, "no_instance": True}
     if args.dataroot:
         changes["dataroot"] = args.dataroot
     if args.label_dir or args.image_dir:
