@@ -121,7 +121,7 @@ class OASISSynthesizer(Synthesizer):
         self.classes = classes_for_dataset_mode(oopt.dataset_mode, self.label_channels)
         self.palette = palette_array(self.classes, self.label_channels)
         self.label_space = LabelSpace.dataset_ids(self.label_channels, self.classes)
-        self._E = None
+        self._E, self.style_bank = None, None  # no VAE
         self.engine = None  # the SPADE engine (stroke previews); OASIS runs on `oasis_engine`
         self.oasis_engine: OASISEngine | None = None
         self.G = G.to(self.device).eval()
@@ -134,7 +134,7 @@ class OASISSynthesizer(Synthesizer):
     @property
     def network(self) -> str:
         """What synthesizes, in words."""
-        if getattr(self, "oasis_engine", None) is not None:
+        if self.oasis_engine is not None:
             return f"the OASIS engine ({self.weights} weights, {self.precision})"
         return f"the official OASIS generator ({self.weights} weights, {self.precision})"
 
