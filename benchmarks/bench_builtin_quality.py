@@ -201,11 +201,13 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
                      f"({m['miou_pct_of_real']:.1f} % of real)")
     if "diversity" in result:
         d = result["diversity"]
-        mod, real, fam = d["model"], d["real"], d["model"]["family_reach"]
+        mod, real, rnd, fam = d["model"], d["real"], d["real_random"], d["model"]["family_reach"]
         lines.append(f"diversity ({d['maps']} maps x {d['styles_per_map']} styles): pixel {mod['pixel']:.4f} "
-                     f"(real {real['pixel']:.4f}), features {mod['features']:.3f} (real {real['features']:.3f}), "
+                     f"(real {real['pixel']:.4f}; random families {rnd['pixel']:.4f}), features "
+                     f"{mod['features']:.3f} (real {real['features']:.3f}; random families {rnd['features']:.3f}), "
                      f"near-identical pairs {100 * mod['near_identical_pairs']:.0f} % (real "
-                     f"{100 * real['near_identical_pairs']:.0f} %); families reached {fam['families_reached']}"
+                     f"{100 * real['near_identical_pairs']:.0f} %; random families "
+                     f"{100 * rnd['near_identical_pairs']:.0f} %); families reached {fam['families_reached']}"
                      f"/{fam['of']} {fam['histogram']}")
         k = d["dark_photo"]
         lines.append(f"night photo as style: brightness {k['encoded']['brightness']:.3f} (night photos "

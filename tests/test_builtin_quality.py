@@ -101,9 +101,30 @@ def test_bench_json_has_the_fields(bench, tmp_path):
     for who in ("model", "real"):
         assert d[who]["pixel"] > 0 and d[who]["features"] > 0
         assert 1 <= d[who]["family_reach"]["families_reached"] <= 6
+    rnd = d["real_random"]
+    assert len(rnd["draws"]) == div.RANDOM_FAMILY_DRAWS
+    assert rnd["pixel"] == pytest.approx(np.mean([x["pixel"] for x in rnd["draws"]]))
+    assert d["ratio_to_real_random"]["pixel"] == pytest.approx(d["model"]["pixel"] / rnd["pixel"])
     assert set(d["dark_photo"]) >= {"encoded", "night_photos", "day_photos", "random_style"}
     assert 0 < d["dark_photo"]["encoded"]["brightness"] < 1 and "cpu" in res
     assert Path(d["samples_png"]).is_file()
+
+
+def test_independent_families_repeat_and_score_below_distinct_ones():
+    # random styles are independent draws: two of one family are the same render (distance 0),
+    # so the level they can reach is below K distinct families' (the measure's "real" row)
+    distinct, independent = div.family_looks(40, 4, 0), div.family_looks(40, 4, 1, distinct=False)
+    assert all(len(set(row)) == 4 for row in distinct)
+    repeats = [i for i, row in enumerate(independent) if len(set(row)) < 4]
+    assert repeats
+    seeds = list(range(400_000, 400_040))
+    _, photos = div.render_looks(seeds, independent, 32)
+    i = repeats[0]
+    row = independent[i]
+    a, b = next((x, y) for x in range(4) for y in range(x + 1, 4) if row[x] == row[y])
+    assert torch.equal(photos[i, a], photos[i, b])
+    _, distinct_photos = div.render_looks(seeds, distinct, 32)
+    assert div.pixel_diversity(photos) < div.pixel_diversity(distinct_photos)
 
 
 def test_near_identical_share_counts_pairs_under_the_threshold():
@@ -128,7 +149,7 @@ def test_bad_style_count_is_refused_before_any_work(bench, tmp_path):
 
 def test_no_ema_scores_the_last_weights_in_both_parts(bench, monkeypatch, tmp_path):
     args = bench.build_parser().parse_args(["--checkpoint", "run/latest_net_G.pth", "--no_ema"])
-    assert bench.model_flags(args) == ["--checkpoint", "run/latest_net_G.pth", "--no_ema"]
+    assert bench.model_flags(args) == ["--checkpoint", "run/latest_net_G.pth", "--no_ema", "--style_prior", "auto"]
     assert "--no_ema" not in bench.model_flags(bench.build_parser().parse_args([]))
     seen = {}
 

@@ -19,7 +19,11 @@ label map in any of them):
   Both are 0 for identical images. Also reported: the share of same-map pairs whose
   pixel distance is under :data:`NEAR_IDENTICAL` (styles that look alike). The real
   photos' level is the same measure on the renderer's K families of each map (K distinct
-  families per map, drawn with the renderer's own family frequencies).
+  families per map, drawn with the renderer's own family frequencies), and, as
+  ``real_random``, on K families drawn independently with those frequencies: what K random
+  styles of a model that draws the data's families as often as the data does would score
+  (two draws of one family are the same render, distance 0), so the level random styles
+  can reach; the distinct-family level is above it.
 * **family reach**: each image is given the family whose *class colour profile* is
   nearest (:class:`FamilyClassifier`): the mean RGB of every class (sky, cloud, ...,
   flowers) the image's label map contains (at least ``MIN_CLASS_PIXELS`` pixels),
@@ -58,12 +62,16 @@ __all__ = [
     "render_looks",
     "mean_brightness",
     "family_looks",
+    "random_family_level",
     "reach",
     "fit_family_classifier",
     "style_diversity",
     "dark_photo_check",
 ]
 
+#: Independent draws of K families per map averaged for the ``real_random`` level (one draw of
+#: 50 maps x 4 moves it by about +-0.01 in pixel distance).
+RANDOM_FAMILY_DRAWS = 3
 #: Two styles of one map whose mean absolute pixel difference is under this look alike
 #: (the demo's "three random styles look the same"; 0.05 = 13 levels of 255 on average).
 NEAR_IDENTICAL = 0.05
@@ -215,12 +223,13 @@ def check_styles_per_map(k: int) -> None:
         raise SpadeganError(f"styles per map must be between 2 and {len(STYLES)} (the renderer's families), got {k}")
 
 
-def family_looks(n: int, k: int, seed: int = 0) -> list[list[str]]:
-    """K distinct families per map, drawn with the renderer's family frequencies (seeded)."""
+def family_looks(n: int, k: int, seed: int = 0, distinct: bool = True) -> list[list[str]]:
+    """K families per map, drawn with the renderer's family frequencies (seeded): distinct,
+    or (``distinct=False``) each drawn independently, as a random style is."""
     check_styles_per_map(k)
     rng = np.random.default_rng(seed)
     p = np.asarray(STYLE_WEIGHTS)
-    return [[STYLES[i] for i in rng.choice(len(STYLES), k, replace=False, p=p)] for _ in range(n)]
+    return [[STYLES[i] for i in rng.choice(len(STYLES), k, replace=not distinct, p=p)] for _ in range(n)]
 
 
 def reach(families: Sequence[str]) -> dict[str, Any]:
@@ -283,21 +292,46 @@ def style_diversity(G: nn.Module, opt: Any, segmenter: nn.Module, seeds: Sequenc
     truth = [f for row in looks for f in row]
     out: dict[str, Any] = {"maps": n, "styles_per_map": k, "seeds": [int(seeds[0]), int(seeds[-1])], "size": size}
     for name, imgs in (("model", fake), ("real", real)):
-        out[name] = {"pixel": pixel_diversity(imgs), "features": feature_diversity(feats[name]),
-                     "near_identical_pairs": near_identical_share(imgs)}
+        out[name] = _distances(imgs, feats[name])
+    out["real_random"] = random_family_level(seeds, k, size, segmenter, device, batch_size, input_size, seed)
     out["model"]["family_reach"] = reach(_classify(clf, fake, labels))
     out["real"]["family_reach"] = reach(real_fams)
     out["real"]["classifier_accuracy"] = float(np.mean([a == b for a, b in zip(real_fams, truth)]))
     out["ratio_to_real"] = {m: out["model"][m] / out["real"][m] for m in ("pixel", "features")}
+    out["ratio_to_real_random"] = {m: out["model"][m] / out["real_random"][m] for m in ("pixel", "features")}
     out["definition"] = {
         "pixel": "mean over maps of the mean over the K(K-1)/2 pairs of the mean |a - b| in [0, 1]",
         "features": "the same with the RMS difference of the segmenter's pooled (seg_fd) features",
         "real": "the renderer's photos of the same maps in K distinct families (generate_scene look=)",
+        "real_random": f"the same with the K families drawn independently (the level random styles can reach), "
+                       f"mean of {RANDOM_FAMILY_DRAWS} draws",
         "model": f"random styles ({bank.describe() if bank is not None else 'z ~ N(0, I)'}), "
                  f"synthesize_split seeds {seed}..{seed + k - 1}",
         "near_identical_pairs": f"share of same-map pairs with pixel distance < {NEAR_IDENTICAL}",
         "family": FAMILY_RULE}
     return out, fake
+
+
+def _distances(images_u8: torch.Tensor, feats: np.ndarray) -> dict[str, float]:
+    return {"pixel": pixel_diversity(images_u8), "features": feature_diversity(feats),
+            "near_identical_pairs": near_identical_share(images_u8)}
+
+
+def random_family_level(seeds: Sequence[int], k: int, size: int, segmenter: nn.Module, device: torch.device,
+                        batch_size: int = 16, input_size: tuple[int, int] | None = None, seed: int = 0
+                        ) -> dict[str, Any]:
+    """The distances of the renderer's photos of each map in K families drawn independently
+    with its frequencies (``family_looks(distinct=False)``), the mean over
+    :data:`RANDOM_FAMILY_DRAWS` seeded draws (``seed + 1`` ...), each draw's numbers listed."""
+    n, draws = len(seeds), []
+    for d in range(RANDOM_FAMILY_DRAWS):
+        _, real = render_looks(seeds, family_looks(n, k, seed + 1 + d, distinct=False), size)
+        feats = segment_features(segmenter, real.reshape(n * k, *real.shape[2:]), device, batch_size,
+                                 input_size).reshape(n, k, -1)
+        draws.append(_distances(real, feats))
+    out: dict[str, Any] = {m: float(np.mean([x[m] for x in draws])) for m in draws[0]}
+    out["draws"] = draws
+    return out
 
 
 def dark_photo_check(G: nn.Module, E: nn.Module, opt: Any, segmenter: nn.Module, seeds: Sequence[int], size: int,
