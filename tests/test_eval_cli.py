@@ -444,10 +444,10 @@ def test_builtin_model_quality_on_unseen_scenes(tmp_path_factory, tmp_path):
                  "--num_visuals", "0"]) == 0
     m = json.loads((out / "metrics.json").read_text())
     syn, real, base = m["synthesized"], m["real"], m["baseline"]
-    # the model draws at 128 px or more (the 64 px v1 fails here); on these 32 scenes v3 scores
-    # 60.4 mIoU against the real photos' 65.9 (v2: 64.6; on 600 scenes both ~94.9 % of real:
-    # 32 scenes with random styles move the ratio by several points); after one epoch ~13
+    # the model draws at 128 px or more (the 64 px v1 fails here); on these 32 scenes v3 (run 2)
+    # scores 64.2 mIoU against the real photos' 65.9, 97.4 % (600 scenes: 97.4 %; v3 run 1: 60.4,
+    # v2: 64.6: 32 scenes with random styles move the ratio by several points); after one epoch ~13
     assert min(m["dataset"]["size"]) >= 128, m["dataset"]["size"]
-    assert syn["miou"] >= 0.55 and syn["miou"] >= 0.88 * real["miou"], (syn["miou"], real["miou"])
+    assert syn["miou"] >= 0.55 and syn["miou"] >= 0.92 * real["miou"], (syn["miou"], real["miou"])
     assert syn["pixel_accuracy"] >= 0.85, syn["pixel_accuracy"]
     assert syn["seg_fd"] < 0.6 * base["seg_fd"], (syn["seg_fd"], base["seg_fd"])
