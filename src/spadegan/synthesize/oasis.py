@@ -91,7 +91,7 @@ class OASISSynthesizer(Synthesizer):
     def __init__(self, G: torch.nn.Module, E: torch.nn.Module | None = None, *,
                  device: str | torch.device | None = None, precision: str = "auto", use_engine: bool = True,
                  name: str = "", checkpoint: str | os.PathLike | None = None, consume: bool = False,
-                 which_epoch: str = "best"):
+                 which_epoch: str = "best", style_bank: Any = None):
         from ..data.palettes import classes_for_dataset_mode, palette_array
 
         if not isinstance(G, OASISGenerator):
@@ -121,6 +121,8 @@ class OASISSynthesizer(Synthesizer):
         self.classes = classes_for_dataset_mode(oopt.dataset_mode, self.label_channels)
         self.palette = palette_array(self.classes, self.label_channels)
         self.label_space = LabelSpace.dataset_ids(self.label_channels, self.classes)
+        if style_bank is not None:
+            raise SpadeganError("OASIS generators draw 3D noise, not VAE style codes: a style bank does not apply")
         self._E, self.style_bank = None, None  # no VAE
         self.engine = None  # the SPADE engine (stroke previews); OASIS runs on `oasis_engine`
         self.oasis_engine: OASISEngine | None = None
