@@ -79,6 +79,15 @@ def _private_cache_dir(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
+def _fresh_messages(monkeypatch):
+    # say_once speaks once per process; each test gets its own "once", so a test that checks a
+    # message passes whichever tests ran before it
+    import spadegan.device
+
+    monkeypatch.setattr(spadegan.device, "_SAID", set())
+
+
+@pytest.fixture(autouse=True)
 def _one_thread():
     # the tests use tiny networks: two OpenMP threads on a shared 2-core machine spin-wait on
     # each other (measured 10-20x slower than one thread under load); SPADEGAN_TEST_THREADS

@@ -15,11 +15,6 @@ from spadegan import device as dev
 from spadegan.errors import SpadeganError, SpadeganWarning
 
 
-@pytest.fixture(autouse=True)
-def _fresh_messages(monkeypatch):
-    monkeypatch.setattr(dev, "_SAID", set())  # "once" per test, not once per test session
-
-
 def fake_cuda(monkeypatch, count: int = 2, capability: tuple[int, int] = (8, 0)) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: count)

@@ -24,7 +24,6 @@ from conftest import fixture_dir
 from paper_fixtures import write_released
 from PIL import Image
 
-import spadegan.device
 from spadegan.errors import SpadeganError, SpadeganWarning
 from spadegan.evaluation import fid
 
@@ -233,7 +232,6 @@ def _stats(seed: int, d: int = 6) -> tuple[np.ndarray, ...]:
 
 
 def test_sqrtm_eps_retry_is_recorded_and_announced_once(monkeypatch):
-    monkeypatch.setattr(spadegan.device, "_SAID", set())
     real_sqrtm, calls = fid._scipy_sqrtm, []
 
     def singular_first(m):  # scipy's answer for a singular product: non-finite
@@ -257,7 +255,6 @@ def test_sqrtm_eps_retry_is_recorded_and_announced_once(monkeypatch):
 
 
 def test_sqrtm_failure_falls_back_to_eigh_recorded(monkeypatch):
-    monkeypatch.setattr(spadegan.device, "_SAID", set())
     monkeypatch.setattr(fid, "_scipy_sqrtm", lambda m: m + 0.5j)  # pytorch-fid would raise here
     mu1, s1, mu2, s2 = _stats(1)
     with pytest.warns(SpadeganWarning, match="method 'eigh' instead"):

@@ -16,11 +16,6 @@ from spadegan.errors import SpadeganError, SpadeganWarning
 from spadegan.options import parse
 
 
-@pytest.fixture(autouse=True)
-def _fresh_notices(monkeypatch):
-    monkeypatch.setattr(dev, "_SAID", set())  # "once" per test, not once per session
-
-
 # ---- palettes ---------------------------------------------------------------------------------
 def test_a_mode_without_a_palette_says_its_colours_are_generated():
     from spadegan.visuals import label_palette, label_to_numpy

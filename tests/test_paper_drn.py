@@ -18,7 +18,6 @@ from PIL import Image
 
 from conftest import fixture_dir
 from paper_fixtures import write_released
-import spadegan.device
 from spadegan.errors import SpadeganError, SpadeganWarning
 from spadegan.evaluation import paper_segmenter
 from spadegan.evaluation.paper import drn
@@ -96,7 +95,6 @@ def assert_pred_equal(pred: torch.Tensor, expected_pred: torch.Tensor, log_probs
 # ---- parity with the reference ------------------------------------------------------------------
 
 def test_single_scale_parity(segmenter, expected, image, monkeypatch):
-    monkeypatch.setattr(spadegan.device, "_SAID", set())
     network = segmenter.network
     torch.testing.assert_close(network.normalize(image[None]), expected["input_normalized"], atol=1e-6, rtol=0)
     log_probs, seg_x = network.reference_outputs(image[None])
@@ -161,7 +159,6 @@ def test_multiscale_batch_equals_singles(segmenter, image):
 
 def test_other_sizes_crop_the_output(segmenter, image, monkeypatch):
     """The reference's output is 8*ceil(H/8) x 8*ceil(W/8); probabilities crop it to H x W (said once)."""
-    monkeypatch.setattr(spadegan.device, "_SAID", set())
     odd = image[:, :61, :122].contiguous()
     log_probs, seg_x = segmenter.network.reference_outputs(odd[None])
     assert seg_x.shape == (1, 19, 8, 16) and log_probs.shape == (1, 19, 64, 128)
