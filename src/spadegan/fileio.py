@@ -119,14 +119,14 @@ def save_file_set(items: list[tuple[Path, Any]]) -> None:
 
 
 def files_sha256(paths: Sequence[Path]) -> str:
-    """One sha256 over the bytes of the given files, in order (cache keys, metrics.json)."""
+    """One sha256 over the bytes of the given files, in order (cache keys, metrics.json, the
+    encoder a style bank was built with)."""
     digest = hashlib.sha256()
     for path in paths:
         with open(path, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
-
 
 
 # ---- reading ---------------------------------------------------------------------------------
