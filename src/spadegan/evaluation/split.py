@@ -139,15 +139,13 @@ def load_networks(weights: Path, model_opt: Any, device: torch.device, style: st
 
 def random_style_bank(weights: Path, model_opt: Any, style: str, prior: str) -> StyleBank | None:
     """The style bank the random styles of the generator `weights` draw from (`style_bank_for`
-    under `prior`), or None: N(0, I), `style == "encode"`, or a model without a VAE."""
-    from ..checkpoint import companion_weights
-    from ..oasis_checkpoint import is_oasis_file
-
-    if style != "random" or not model_opt.use_vae or is_oasis_file(weights):
+    under `prior`), or None: N(0, I), `style == "encode"`, or a model without a VAE (official
+    OASIS runs included: their options have no --use_vae)."""
+    if style != "random":
         if prior == "bank":
-            raise SpadeganError("--style_prior bank needs a VAE model evaluated with --style random")
+            raise SpadeganError("--style_prior bank needs --style random (encoded styles do not draw from it)")
         return None
-    return style_bank_for(weights, companion_weights(weights, "E"), model_opt.z_dim, prior)
+    return style_bank_for(weights, model_opt, prior)
 
 
 @torch.no_grad()

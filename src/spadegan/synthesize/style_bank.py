@@ -97,20 +97,27 @@ def load_style_bank(path: str | os.PathLike, z_dim: int) -> StyleBank:
     return StyleBank(mu.float(), logvar.float(), meta.get("encoder_sha256", ""), meta.get("source", ""))
 
 
-def style_bank_for(weights: str | os.PathLike, encoder: Path | None, z_dim: int, prior: str = "auto"
-                   ) -> StyleBank | None:
-    """The bank random styles of the generator `weights` draw from under `prior`, or None for
-    N(0, I). "auto": the bank beside the weights when there is one built with `encoder` (the
-    model's E file); one built with another encoder is left aside with a warning. "bank": that
-    bank, or a SpadeganError saying why not. "normal": None."""
+def style_bank_for(weights: str | os.PathLike, opt: Any, prior: str = "auto") -> StyleBank | None:
+    """The bank random styles of the generator `weights` (options `opt`) draw from under
+    `prior`, or None for N(0, I). "auto": the bank beside the weights when the model is a VAE
+    and the bank was built with its encoder (the `<epoch>_net_E` file beside the weights); one
+    built with another encoder is left aside with a warning. "bank": that bank, or a
+    SpadeganError saying why not. "normal": None."""
+    from ..checkpoint import companion_weights
+
     if prior not in STYLE_PRIORS:
         raise SpadeganError(f"style prior {prior!r}: choose one of {', '.join(STYLE_PRIORS)}")
+    if not opt.use_vae:
+        if prior == "bank":
+            raise SpadeganError(f"--style_prior bank: {weights} was trained without --use_vae (no style codes)")
+        return None
     path = bank_path(weights)
     if prior == "normal" or (prior == "auto" and not path.is_file()):
         return None
     if not path.is_file():
         raise SpadeganError(f"--style_prior bank: no style bank {path}; write one with `spadegan style-bank`")
-    bank = load_style_bank(path, z_dim)
+    bank = load_style_bank(path, opt.z_dim)
+    encoder = companion_weights(weights, "E")
     if encoder is not None and bank.encoder_sha256 and bank.encoder_sha256 != files_sha256([encoder]):
         msg = (f"style bank {path} was built with another encoder than {encoder.name}; rebuild it with "
                "`spadegan style-bank`")
@@ -142,13 +149,6 @@ def encode_photos(encoder: torch.nn.Module, batches: Iterable[torch.Tensor], dev
     return torch.cat(mus), torch.cat(logvars)
 
 
-def _photo_batches(images_u8: torch.Tensor, batch_size: int) -> Iterable[torch.Tensor]:
-    from ..visuals import from_uint8
-
-    for start in range(0, len(images_u8), batch_size):
-        yield from_uint8(images_u8[start:start + batch_size])
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spadegan style-bank", description=(
         "Encode a VAE model's training photos into <which_epoch>_style_bank.safetensors beside its weights; "
@@ -172,12 +172,11 @@ def bank_source(paths: Sequence[str], dataset_mode: str) -> str:
     return f"{dataset_mode} train photos {span}"
 
 
-def _train_photos(opt: Any, args: argparse.Namespace) -> tuple[list[torch.Tensor], list[str], str]:
-    """The first --max_photos training photos at the model's size (uint8), their paths, the mode."""
-    from tqdm.auto import tqdm
-
+def _train_photos(opt: Any, args: argparse.Namespace, paths: list[str]) -> tuple[Iterable[torch.Tensor], str]:
+    """Batches of the first --max_photos training photos at the model's size, in [-1, 1] as the
+    dataset gives them (read as they are encoded: never all in memory), and the dataset mode;
+    `paths` receives each photo's path as it is read."""
     from ..data.datasets import create_dataset, reading_options
-    from ..visuals import to_uint8
 
     mode = args.dataset_mode or ("custom" if args.label_dir else opt.dataset_mode)
     changes: dict[str, Any] = {"dataset_mode": mode, "no_instance": True}
@@ -187,12 +186,18 @@ def _train_photos(opt: Any, args: argparse.Namespace) -> tuple[list[torch.Tensor
         changes.update(label_dir=args.label_dir or "", image_dir=args.image_dir or "")
     dataset = create_dataset(reading_options(opt, "train", opt.crop_size, **changes))
     n = min(len(dataset), args.max_photos)
-    photos, paths = [], []
-    for i in tqdm(range(n), desc="reading train photos", unit="img"):
-        item = dataset[(i, 0)]
-        photos.append(to_uint8(item["image"]))
-        paths.append(str(item["path"]))
-    return photos, paths, mode
+
+    def batches() -> Iterable[torch.Tensor]:
+        from tqdm.auto import tqdm
+
+        with tqdm(total=n, desc="encoding train photos", unit="img") as bar:
+            for start in range(0, n, args.batch_size):
+                items = [dataset[(i, 0)] for i in range(start, min(n, start + args.batch_size))]
+                paths.extend(str(item["path"]) for item in items)
+                bar.update(len(items))
+                yield torch.stack([item["image"] for item in items])
+
+    return batches(), mode
 
 
 def build_main(argv: list[str] | None = None) -> int:
@@ -212,8 +217,9 @@ def build_main(argv: list[str] | None = None) -> int:
         raise SpadeganError(f"no {args.which_epoch}_net_E.pth beside {weights}: the bank needs the style encoder")
     device = resolve_device(args.device)
     encoder = load_checkpoint(e_path, "E", opt=opt, device=device)
-    photos, paths, mode = _train_photos(opt, args)
-    mu, logvar = encode_photos(encoder, _photo_batches(torch.stack(photos), args.batch_size), device)
+    paths: list[str] = []
+    batches, mode = _train_photos(opt, args, paths)
+    mu, logvar = encode_photos(encoder, batches, device)
     bank = StyleBank(mu, logvar, files_sha256([e_path]), bank_source(paths, mode))
     out = save_style_bank(bank, bank_path(weights))
     print(f"wrote {out}: {len(bank)} codes of {bank.source}; mean sigma {torch.exp(0.5 * logvar).mean():.3f}, "

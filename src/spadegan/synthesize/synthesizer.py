@@ -58,16 +58,12 @@ def builtin_checkpoint() -> Path:
 
 
 def checkpoint_style_bank(path: Path, opt: Any, which_epoch: str, prior: str) -> StyleBank | None:
-    """The style bank a VAE checkpoint's random styles draw from (`style_bank_for`), said once."""
-    from ..checkpoint import companion_weights, resolve_checkpoint
+    """The style bank a checkpoint's random styles draw from (`style_bank_for`), said once."""
+    from ..checkpoint import resolve_checkpoint
     from ..device import say_once
 
-    if not opt.use_vae:
-        if prior == "bank":
-            raise SpadeganError(f"--style_prior bank: {path} was trained without --use_vae (no style codes)")
-        return None
     weights, _ = resolve_checkpoint(path, "G", which_epoch)
-    bank = style_bank_for(weights, companion_weights(weights, "E"), opt.z_dim, prior)
+    bank = style_bank_for(weights, opt, prior)
     if bank is not None:
         say_once(f"random styles draw from {bank.describe()} in {bank_path(weights)}; "
                  "--style_prior normal for z ~ N(0, I)")
